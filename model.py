@@ -1,0 +1,305 @@
+"""
+A BERT-style encoder with the "crammed BERT" recipe (Geiping & Goldstein 2022, "Cramming: Training a
+Language Model on a Single GPU in One Day", Sections 4.2 and Table 9).
+
+The recipe, all on by default and each a config switch so the ablation study (ablate.py) can turn it off:
+  - pre-LayerNorm blocks and a final LayerNorm (stable at high learning rates, Sec. 4.2 "Layer structure"),
+  - no biases in linear layers (fewer parameters, same quality, faster: Sec. 4.2 "Attention block"),
+  - gated-GELU feed-forward (Sec. 4.2 "Feedforward block"),
+  - sparse MLM head: vocabulary logits only at the masked positions (Sec. 4.2 "Head block"),
+  - scaled sinusoidal position embeddings (Sec. 4.2 "Embedding"),
+  - tied input/output embeddings and no dropout during pretraining (Sec. 4.3).
+Attention goes through F.scaled_dot_product_attention (fused kernels); `naive_attention` is the
+readable reference it is tested against.
+"""
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 ids + [CLS] [SEP] [MASK] [PAD], padded to a multiple of 64
+    max_seq_len: int = 128  # longest sequence the position embedding covers (cramming trains at 128)
+    n_layer: int = 16  # number of transformer blocks
+    n_head: int = 12  # attention heads; n_embd must divide by it
+    n_embd: int = 768  # width of the residual stream
+    intermediate_size: int = 3072  # width of the first FFN linear; a gated FFN splits it into value and gate halves
+    mlm_fraction: float = 0.25  # sparse head computes logits for exactly ceil(mlm_fraction * B * T) positions
+    # --- recipe switches (crammed default first, original-BERT alternative second; see ablate.py) ---
+    norm_position: str = "pre"  # "pre": x + f(norm(x)) and a final norm; "post": norm(x + f(x)) as in BERT
+    bias: bool = False  # biases in every linear layer (BERT: True)
+    ffn: str = "glu"  # "glu": gated GELU; "gelu": plain GELU MLP
+    mlm_head: str = "sparse"  # "sparse": logits at labelled positions only; "dense": logits everywhere
+    pos_emb: str = "sinusoidal"  # "sinusoidal": scaled sinusoidal (cramming); "learned": a table (BERT)
+    dropout: float = 0.0  # dropout probability; 0 in pretraining (cramming), GLUE fine-tuning sets 0.1
+    tie_embeddings: bool = True  # the MLM decoder reuses the token embedding matrix
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        choices = {"norm_position": ("pre", "post"), "ffn": ("glu", "gelu"),
+                   "mlm_head": ("sparse", "dense"), "pos_emb": ("sinusoidal", "learned")}
+        for field_name, allowed in choices.items():
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(f"{field_name}={getattr(self, field_name)!r}; expected one of {allowed}")
+        if self.ffn == "glu" and self.intermediate_size % 2:
+            raise ValueError("a gated FFN splits intermediate_size in two halves, so it must be even")
+
+
+# Named sizes. `crammed` is the paper's final model; `tiny` exists so the tests run in seconds on a CPU.
+PRESETS = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, intermediate_size=256),
+    "mini": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
+    "small": dict(n_layer=6, n_head=8, n_embd=512, intermediate_size=2048),
+    "base": dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=3072),
+    "crammed": dict(n_layer=16, n_head=12, n_embd=768, intermediate_size=3072),
+}
+
+
+def preset_config(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+
+def naive_attention(q, k, v, attention_mask=None):
+    """Textbook softmax(q kᵀ / sqrt(d)) v, the reference for the fused kernel.
+    q, k, v: (B, H, T, D); attention_mask: (B, T) with 1 for real tokens, 0 for padding."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
+    if attention_mask is not None:
+        scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
+    return F.softmax(scores, dim=-1) @ v  # (B, H, T, D)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x, attention_mask=None):  # x: (B, T, C), attention_mask: (B, T) or None
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        # A boolean mask broadcast over heads and queries: True where the key is a real token.
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return F.dropout(self.proj(y), self.dropout, self.training)
+
+
+class FeedForward(nn.Module):
+    """GLU variant (Shazeer 2020): fc_in produces [value, gate]; out = fc_out(value * GELU(gate)).
+    As in cramming, the gated version halves the width fc_out sees, so it has fewer parameters than
+    the plain MLP of the same intermediate_size."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gated = config.ffn == "glu"
+        hidden = config.intermediate_size // 2 if self.gated else config.intermediate_size
+        self.fc_in = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
+        self.fc_out = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        h = self.fc_in(x)
+        if self.gated:
+            value, gate = h.chunk(2, dim=-1)
+            h = value * F.gelu(gate)
+        else:
+            h = F.gelu(h)
+        return F.dropout(self.fc_out(h), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.norm1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.norm2 = nn.LayerNorm(config.n_embd)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x, attention_mask=None):
+        if self.pre_norm:  # the residual stream is never normalised: gradients flow straight through
+            x = x + self.attn(self.norm1(x), attention_mask)
+            return x + self.ffn(self.norm2(x))
+        x = self.norm1(x + self.attn(x, attention_mask))  # original BERT (post-LN)
+        return self.norm2(x + self.ffn(x))
+
+
+class Embedding(nn.Module):
+    """Token embedding + position embedding, then a LayerNorm (cramming keeps BERT's embedding norm)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.tok = nn.Embedding(config.vocab_size, config.n_embd)
+        self.learned_pos = config.pos_emb == "learned"
+        if self.learned_pos:
+            self.pos = nn.Embedding(config.max_seq_len, config.n_embd)
+        else:
+            # Sinusoids (Vaswani et al. 2017) times one learned scalar, initialised to 1/sqrt(C) so the
+            # positions do not drown the token signal; no table to learn and nothing to outgrow.
+            position = torch.arange(config.max_seq_len).unsqueeze(1)
+            inv_freq = torch.exp(torch.arange(0, config.n_embd, 2) * (-math.log(10000.0) / config.n_embd))
+            table = torch.zeros(config.max_seq_len, config.n_embd)
+            table[:, 0::2] = torch.sin(position * inv_freq)
+            table[:, 1::2] = torch.cos(position * inv_freq)
+            self.register_buffer("sinusoids", table, persistent=False)
+            self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5))
+        self.norm = nn.LayerNorm(config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, input_ids):  # (B, T) -> (B, T, C)
+        T = input_ids.size(1)
+        pos = self.pos.weight[:T] if self.learned_pos else self.sinusoids[:T] * self.pos_scale
+        return F.dropout(self.norm(self.tok(input_ids) + pos), self.dropout, self.training)
+
+
+class Encoder(nn.Module):
+    """Embeddings and the stack of blocks: everything the MLM and the GLUE heads share."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embedding = Embedding(config)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        # Pre-LN leaves the residual stream unnormalised, so one norm closes the stack; post-LN already ends on one.
+        self.final_norm = nn.LayerNorm(config.n_embd) if config.norm_position == "pre" else nn.Identity()
+
+    def forward(self, input_ids, attention_mask=None):  # (B, T) -> (B, T, C)
+        x = self.embedding(input_ids)
+        for block in self.blocks:
+            x = block(x, attention_mask)
+        return self.final_norm(x)
+
+
+def init_weights(module: nn.Module):
+    """BERT's initialisation: normal(0, 0.02) for matrices, zeros for biases, (1, 0) for LayerNorms."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(sub.weight, mean=0.0, std=0.02)
+        if isinstance(sub, nn.Linear) and sub.bias is not None:
+            nn.init.zeros_(sub.bias)
+        if isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masked language model
+
+class CramBERT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        # BERT's prediction head: a transform (dense, GELU, norm), then the decoder to the vocabulary.
+        self.head_dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.head_norm = nn.LayerNorm(config.n_embd)
+        self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        init_weights(self)
+        if config.tie_embeddings:  # one matrix both reads and writes tokens (Press & Wolf 2017)
+            self.decoder.weight = self.encoder.embedding.tok.weight
+
+    def forward(self, input_ids, attention_mask=None, labels=None, example_weights=None):
+        """input_ids, attention_mask, labels: (B, T); labels hold the original id at masked positions and
+        -100 elsewhere. example_weights: optional (B,) weights on the simplex (policy.py's learning policy).
+        Returns (logits, loss): logits are (B, T, V) without labels or with the dense head, and
+        (ceil(mlm_fraction * B * T), V) with the sparse head; loss is None without labels."""
+        hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
+        if labels is None:
+            return self.predict(hidden), None
+        B, T, C = hidden.shape
+        hidden, labels = hidden.view(B * T, C), labels.view(B * T)
+        rows = torch.arange(B * T, device=labels.device)  # which flat position each kept row came from
+        if self.config.mlm_head == "sparse":
+            # A static count keeps shapes fixed for torch.compile. A stable sort on "is labelled" puts the
+            # labelled positions last; we keep the last n. Extra unlabelled rows carry -100 and are ignored.
+            n_kept = min(B * T, math.ceil(self.config.mlm_fraction * B * T))
+            rows = torch.argsort((labels != -100).int(), stable=True)[-n_kept:]
+            hidden, labels = hidden[rows], labels[rows]
+        logits = self.predict(hidden)  # (n_kept or B*T, V)
+        if example_weights is None:
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
+        else:  # sum_n w_n * (mean cross-entropy over example n's masked tokens)
+            token_loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")
+            example = rows // T
+            labelled = (labels != -100).float()
+            loss_sum = torch.zeros(B, device=logits.device).index_add_(0, example, token_loss)
+            count = torch.zeros(B, device=logits.device).index_add_(0, example, labelled)
+            loss = (example_weights * loss_sum / count.clamp(min=1)).sum()
+        if self.config.mlm_head == "dense":
+            logits = logits.view(B, T, -1)
+        return logits, loss
+
+    def predict(self, hidden):  # (..., C) -> (..., V)
+        return self.decoder(self.head_norm(F.gelu(self.head_dense(hidden))))
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once (a tied matrix once). non_embedding drops the token/position tables,
+        the convention of Kaplan et al. and Chinchilla's N."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            embedding = self.encoder.embedding
+            n -= embedding.tok.weight.numel()
+            if embedding.learned_pos:
+                n -= embedding.pos.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        return flops_per_token(self.config, seq_len or self.config.max_seq_len)
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs (forward + backward = 3x forward, 2 FLOPs per multiply-add) per input token, counting
+    every matmul that really runs: the blocks' linears, attention's two T x T products, and the MLM
+    head only at the positions it is evaluated on (a fraction mlm_fraction with the sparse head)."""
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    ffn_out_width = config.intermediate_size // 2 if config.ffn == "glu" else config.intermediate_size
+    per_layer = 3 * C * C + C * C + C * config.intermediate_size + ffn_out_width * C  # qkv, proj, fc_in, fc_out
+    attention = 2 * seq_len * C  # q kᵀ and (weights) v: T*C multiply-adds each, per token per layer
+    head = C * C + C * V  # head_dense and decoder
+    head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
+    forward = 2 * (L * (per_layer + attention) + head_fraction * head)
+    return 3 * forward
+
+
+# ----------------------------------------------------------------------------------------------------
+# GLUE: classification / regression on the [CLS] token, reusing the pretrained encoder
+
+class CramBERTForSequenceClassification(nn.Module):
+    def __init__(self, config: ModelConfig, num_labels: int):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        self.encoder = Encoder(config)
+        self.pooler = nn.Linear(config.n_embd, config.n_embd)  # BERT's pooler: dense + tanh on [CLS]
+        self.classifier = nn.Linear(config.n_embd, num_labels)  # num_labels == 1 means regression (STS-B)
+        init_weights(self)
+
+    @classmethod
+    def from_pretrained(cls, mlm_model: CramBERT, num_labels: int, dropout: float = 0.1):
+        """A classifier whose encoder starts from a pretrained CramBERT's encoder weights."""
+        model = cls(replace(mlm_model.config, dropout=dropout), num_labels)
+        model.encoder.load_state_dict(mlm_model.encoder.state_dict())
+        return model
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        """Returns (logits (B, num_labels), loss); labels are class ids (B,) or float scores (B,)."""
+        hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # the [CLS] position
+        logits = self.classifier(F.dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
+        if labels is None:
+            return logits, None
+        if self.num_labels == 1:
+            return logits, F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return logits, F.cross_entropy(logits.float(), labels)
