@@ -1,19 +1,118 @@
 """
 Pretrain a crammed BERT with masked language modelling inside a wall-clock budget.
 
-    python train.py --hours 24 --corpus ../shared/data/wiki
+    python train.py --hours 24                                   # prepares the default corpus on first use
+    python train.py --minutes 5 --preset mini --corpus ../shared/data/wiki/enwiki-2015-00.txt.gz
+    torchrun --nproc_per_node=8 train.py --hours 24              # data parallel on 8 GPUs
 
-(train.py is being written; this first part fixes the checkpoint format the other scripts read.)
+The budget is wall-clock time (Geiping & Goldstein 2022, Sec. 2): the learning rate and the batch size
+are functions of progress = elapsed training seconds / budget, so the run ends on time on any hardware.
+Evaluation and checkpointing stop the clock. A run can also end on a step or FLOP budget (progress is the
+largest of the three fractions), which is what the tests and the scaling sweep use.
 """
+import argparse
+import json
+import math
 import os
-from dataclasses import asdict
+import random
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
-from model import CramBERT, ModelConfig
+from data.loader import MLMBatches, TokenFile, validation_batches
+from data.prepare import PrepareConfig, default_corpus, prepare
+from model import CramBERT, ModelConfig, preset_config
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 
+
+@dataclass
+class TrainConfig:
+    # --- data ---
+    data_dir: str = "data/cache/default"  # prepared train.bin / val.bin (made from `corpus` if missing)
+    corpus: str = field(default_factory=default_corpus)  # text to prepare into data_dir on first use
+    seq_len: int = 128  # tokens per row, [CLS] included
+    mask_rate: float = 0.25  # share of tokens to predict (cramming: 0.25; BERT: 0.15)
+    # --- model ---
+    preset: str = "crammed"  # a model.PRESETS name
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (sizes, recipe switches)
+    init_from: str = ""  # start from this checkpoint's weights and config (e.g. grow.py's output)
+    # --- budget: the run ends when the first of these is spent; 0 means "no limit of this kind" ---
+    budget_seconds: float = 24 * 3600.0  # training wall-clock seconds (evaluation excluded)
+    max_steps: int = 0  # optimizer steps
+    max_flops: float = 0.0  # training FLOPs, as counted by model.flops_per_token
+    stop_after_steps: int = 0  # checkpoint and exit after this many steps without ending the schedule (pause)
+    # --- optimisation ---
+    lr: float = 1e-3  # peak learning rate
+    schedule: str = "one-cycle"  # "one-cycle": triangle over the budget; "bert": warmup + linear decay by steps; "constant"
+    peak_at: float = 0.75  # one-cycle: fraction of the budget at which the learning rate peaks
+    warmup_steps: int = 10_000  # bert schedule: linear warmup steps
+    schedule_steps: int = 0  # bert schedule: steps at which it reaches 0 (default: max_steps)
+    batch_tokens: int = 524_288  # tokens per optimizer step at full batch (4096 rows of 128)
+    micro_batch_size: int = 128  # rows per forward/backward on one device; the rest is accumulation
+    batch_ramp: bool = True  # grow the batch linearly from one micro-batch to full by `ramp_until`
+    ramp_until: float = 0.6  # fraction of the budget at which the batch reaches batch_tokens
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.98)
+    eps: float = 1e-12
+    grad_clip: float = 0.5  # max global gradient norm
+    # --- evaluation, logging, checkpoints ---
+    out_dir: str = "runs/default"  # checkpoint ckpt.pt and log.jsonl
+    eval_interval: float = 0.05  # evaluate every this fraction of the budget (and at start and end)
+    eval_rows: int = 1024  # rows of val.bin in the fixed validation set
+    log_interval: int = 10  # optimizer steps between log lines
+    checkpoint_minutes: float = 30.0  # wall-clock minutes between checkpoints
+    resume: bool = False  # continue from out_dir/ckpt.pt
+    # --- system ---
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    compile: bool = False  # torch.compile the model
+    seed: int = 0
+    progress_bar: bool = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedules: pure functions of progress (0 at the start of the budget, 1 at its end)
+
+def learning_rate(config: TrainConfig, progress: float, step: int) -> float:
+    if config.schedule == "one-cycle":  # cramming's budget triangle: up to the peak, then down to 0 at the end
+        if progress < config.peak_at:
+            return config.lr * progress / config.peak_at
+        return config.lr * max(0.0, (1 - progress) / (1 - config.peak_at))
+    if config.schedule == "bert":  # Devlin et al.: warmup then linear decay, both counted in steps
+        total = config.schedule_steps or config.max_steps
+        if not total:
+            raise ValueError("the bert schedule needs --schedule-steps (or --max-steps)")
+        warmup = min(config.warmup_steps, total)
+        if step < warmup:
+            return config.lr * step / warmup
+        return config.lr * max(0.0, (total - step) / max(1, total - warmup))
+    if config.schedule == "constant":
+        return config.lr
+    raise ValueError(f"unknown schedule {config.schedule!r}")
+
+
+def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
+    """Rows in this optimizer step: a whole number of micro-batches on every device. Cramming ramps the
+    batch up over the run (Sec. 4.3): small batches make faster progress early, large ones later."""
+    rows_per_micro_step = config.micro_batch_size * world_size
+    full = max(1, round(config.batch_tokens / config.seq_len / rows_per_micro_step))  # micro-steps at full batch
+    if not config.batch_ramp:
+        return full * rows_per_micro_step
+    fraction = min(1.0, progress / config.ramp_until)
+    return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints: the unwrapped model, its config, and the whole loop state
 
 def save_checkpoint(path: str, checkpoint: dict):
     """Write atomically: a crash mid-write leaves the previous checkpoint intact, never half a file."""
@@ -48,3 +147,417 @@ def model_from_checkpoint(checkpoint: dict) -> CramBERT:
 def model_checkpoint(model: CramBERT, **extra) -> dict:
     """The minimal checkpoint: config + weights of the unwrapped model (no `_orig_mod.`/`module.` prefixes)."""
     return {"model_config": asdict(model.config), "model": model.state_dict(), **extra}
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict):
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # optimizer steps taken
+    tokens: int = 0  # training tokens processed (all devices)
+    flops: float = 0.0  # training FLOPs spent
+    elapsed: float = 0.0  # seconds on the budget clock
+    next_eval: float = 0.0  # progress at which the next evaluation is due
+    val_loss: float | None = None  # latest held-out loss
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hardware: devices, precision, peak speed
+
+def setup_distributed(requested_device: str):
+    """(rank, world_size, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; plain `python` is rank 0 of 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if requested_device == "auto":
+        requested_device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(f"cuda:{local_rank}" if requested_device == "cuda" else requested_device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU (no loss scaling needed, unlike fp16); full fp32 elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
+    """Measured, not looked up: the FLOP/s of a large matmul in the training precision on this device,
+    used as the denominator of MFU (so MFU here means "share of this machine's achievable matmul speed")."""
+    n = 4096 if device.type == "cuda" else 1024
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        if count % 8 == 0:
+            synchronize(device)
+    synchronize(device)
+    return 2 * n ** 3 * count / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BudgetClock:
+    """Seconds of training time: stopped while evaluating or checkpointing (modded-nanogpt's habit)."""
+
+    def __init__(self, already_elapsed: float = 0.0):
+        self.banked, self.started = already_elapsed, None
+
+    def start(self):
+        self.started = time.perf_counter()
+
+    def stop(self):
+        self.banked, self.started = self.elapsed(), None
+
+    def elapsed(self) -> float:
+        return self.banked + (time.perf_counter() - self.started if self.started is not None else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The training run
+
+def build_model(config: TrainConfig) -> CramBERT:
+    if config.init_from:
+        checkpoint = load_checkpoint(config.init_from)
+        model = model_from_checkpoint(checkpoint)
+        if model.config.max_seq_len < config.seq_len:
+            raise ValueError(f"{config.init_from} covers {model.config.max_seq_len} positions < --seq-len {config.seq_len}")
+        return model
+    overrides = {"max_seq_len": config.seq_len, "mlm_fraction": config.mask_rate, **config.model_overrides}
+    return CramBERT(preset_config(config.preset, **overrides))
+
+
+def make_optimizer(model: CramBERT, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with BERT's weight-decay split: matrices (embedding included) decay; norms, biases and the
+    position scale (all 1-D) do not, since shrinking them towards 0 only fights the normalisation."""
+    parameters = {id(p): p for p in model.parameters()}.values()  # a tied matrix once
+    groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                             fused=torch.cuda.is_available() and next(model.parameters()).is_cuda)
+
+
+def ensure_prepared(config: TrainConfig, rank: int):
+    """Prepare the corpus into data_dir on first use (rank 0 only; the others wait)."""
+    if rank == 0 and not os.path.isfile(os.path.join(config.data_dir, "train.bin")):
+        print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
+        try:
+            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir))
+        except (FileNotFoundError, RuntimeError) as error:
+            raise FileNotFoundError(
+                f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
+                f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def evaluate(model: CramBERT, batches, device, rank: int, world_size: int) -> float:
+    """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
+    for input_ids, labels in batches[rank::world_size]:
+        with autocast(device):
+            _, loss = model(input_ids.to(device), labels=labels.to(device))
+        count = (labels != -100).sum()
+        totals += torch.stack([loss.float() * count, count.to(device).float()])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    model.train(was_training)
+    return (totals[0] / totals[1]).item()
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) one pretraining run; returns a summary dict (also the last line of log.jsonl)."""
+    if not (config.budget_seconds or config.max_steps or config.max_flops):
+        raise ValueError("no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    rank, world_size, device = setup_distributed(config.device)
+    is_main = rank == 0
+    torch.manual_seed(config.seed)  # the same initial weights on every process
+    ensure_prepared(config, rank)
+    train_data = MLMBatches(TokenFile(os.path.join(config.data_dir, "train.bin")), config.seq_len,
+                            config.mask_rate, seed=config.seed)
+    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len,
+                                     config.mask_rate, config.micro_batch_size, config.eval_rows)
+
+    model = build_model(config).to(device)
+    optimizer = make_optimizer(model, config)
+    state = LoopState()
+    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
+    if config.resume:
+        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+        if checkpoint["model_config"] != asdict(model.config):
+            raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = LoopState(**checkpoint["loop"])
+        train_data.load_state_dict(checkpoint["data"])
+        set_rng_states(checkpoint["rng"])
+    flops_per_token = model.flops_per_token(config.seq_len)
+    peak_flops = measure_peak_flops(device)
+    raw_model = model  # what we save: never the compiled or DDP wrapper (their keys carry prefixes)
+    if config.compile:
+        model = torch.compile(model)
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # SIGINT / SIGTERM finish the current step, write a checkpoint and return: nothing is lost.
+    stop = {"signal": None}
+    previous_handlers = {s: signal.signal(s, lambda number, _: stop.update(signal=number))
+                         for s in (signal.SIGINT, signal.SIGTERM)} if is_main or world_size == 1 else {}
+
+    os.makedirs(config.out_dir, exist_ok=True)
+    log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if is_main else None
+
+    def log(record: dict):
+        if log_file:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    def progress_of(s: LoopState) -> float:
+        fractions = [s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
+                     s.step / config.max_steps if config.max_steps else 0.0,
+                     s.flops / config.max_flops if config.max_flops else 0.0]
+        return max(fractions)
+
+    def checkpoint_now():
+        save_checkpoint(checkpoint_path, model_checkpoint(
+            raw_model, train_config=asdict(config), optimizer=optimizer.state_dict(), loop=asdict(state),
+            data=train_data.state_dict(), rng=rng_states()))
+
+    log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
+         "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
+         "flops_per_token": flops_per_token, "peak_flops": peak_flops, "world_size": world_size,
+         "device": str(device), "git": git_commit(), "resumed_at_step": state.step})
+    if is_main:
+        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {flops_per_token / 1e6:.1f} MFLOPs/token, "
+              f"device {device} x{world_size}, measured peak {peak_flops / 1e12:.2f} TFLOP/s")
+    bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
+    clock = BudgetClock(state.elapsed)
+    last_checkpoint = time.monotonic()
+    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}  # averages between log lines
+    steps_this_session = 0
+    clock.start()
+    while True:
+        state.elapsed = clock.elapsed()
+        progress = progress_of(state)
+        if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
+            clock.stop()
+            state.val_loss = evaluate(raw_model, val_batches, device, rank, world_size)
+            log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
+                 "elapsed": state.elapsed, "progress": progress, "val_loss": state.val_loss})
+            bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f} | {state.elapsed:7.1f}s of budget")
+            state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
+            clock.start()
+        if progress >= 1.0 or stop["signal"] or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
+            break
+
+        # --- one optimizer step: batch size and learning rate from the budget schedules ---
+        step_start = clock.elapsed()
+        lr = learning_rate(config, progress, state.step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        rows = batch_rows(config, progress, world_size)
+        accumulation = rows // (config.micro_batch_size * world_size)
+        loss_sum = torch.zeros((), device=device)
+        for micro_step in range(accumulation):
+            # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
+            # same global batch gives the same gradients whatever the number of processes.
+            start = train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
+            input_ids, labels = train_data.batch_at(train_data.epoch, start, config.micro_batch_size)
+            input_ids, labels = input_ids.to(device), labels.to(device)
+            sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
+            with (nullcontext() if sync else model.no_sync()), autocast(device):
+                _, loss = model(input_ids, labels=labels)
+            # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
+            # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
+            # batch, independent of how many micro-steps it took (DDP then averages over processes).
+            (loss / accumulation).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_data.advance(rows)
+        state.step += 1
+        steps_this_session += 1
+        state.tokens += rows * config.seq_len
+        state.flops += rows * config.seq_len * flops_per_token
+
+        window["loss"] += loss_sum.item() / accumulation  # .item() syncs: a fair end point for step timing
+        window["steps"] += 1
+        window["tokens"] += rows * config.seq_len
+        window["seconds"] += clock.elapsed() - step_start
+        if state.step % config.log_interval == 0:
+            mean_loss = torch.tensor(window["loss"] / window["steps"], device=device)
+            if world_size > 1:
+                dist.all_reduce(mean_loss)
+                mean_loss /= world_size
+            tokens_per_second = window["tokens"] / window["seconds"]
+            record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
+                      "elapsed": clock.elapsed(), "progress": progress, "loss": mean_loss.item(), "lr": lr,
+                      "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(),
+                      "tokens_per_second": tokens_per_second,
+                      "mfu": tokens_per_second * flops_per_token / (peak_flops * world_size)}
+            log(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
+                            mfu=f"{record['mfu']:.0%}")
+            window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        bar.update(int(progress_of(state) * 1000) - bar.n)
+        if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+            clock.stop()
+            checkpoint_now()
+            last_checkpoint = time.monotonic()
+            clock.start()
+
+    clock.stop()
+    state.elapsed = clock.elapsed()
+    bar.close()
+    if is_main:
+        checkpoint_now()
+    summary = {"kind": "summary", "final_val_loss": state.val_loss, "steps": state.step, "tokens": state.tokens,
+               "flops": state.flops, "elapsed_seconds": state.elapsed, "params": raw_model.num_params(),
+               "non_embedding_params": raw_model.num_params(non_embedding=True), "checkpoint": checkpoint_path,
+               "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop["signal"] is not None,
+               "finished": progress_of(state) >= 1.0}
+    log(summary)
+    if log_file:
+        log_file.close()
+    for number, handler in previous_handlers.items():
+        signal.signal(number, handler)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+def parse_args(argv=None) -> TrainConfig:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-dir", default=defaults.data_dir, help="folder with train.bin / val.bin")
+    data.add_argument("--corpus", default=defaults.corpus,
+                      help="text prepared into --data-dir when it is empty: file, folder, glob or URL "
+                           "(default $CRAMLM_CORPUS or WikiText-103)")
+    data.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
+    data.add_argument("--mask-rate", type=float, default=defaults.mask_rate, help="share of tokens masked (BERT: 0.15)")
+
+    model = parser.add_argument_group("model (sizes and recipe switches; defaults = crammed recipe)")
+    model.add_argument("--preset", default=defaults.preset, help="tiny, mini, small, base or crammed")
+    model.add_argument("--init-from", default="", help="start from this checkpoint's weights and config")
+    for name in ("n_layer", "n_head", "n_embd", "intermediate_size"):
+        model.add_argument("--" + name.replace("_", "-"), type=int, help=f"override the preset's {name}")
+    model.add_argument("--norm-position", choices=("pre", "post"), help="pre-LN (crammed) or post-LN (BERT)")
+    model.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases in linear layers (BERT: on)")
+    model.add_argument("--ffn", choices=("glu", "gelu"), help="gated GELU (crammed) or plain GELU (BERT)")
+    model.add_argument("--mlm-head", choices=("sparse", "dense"), help="logits at masked positions only, or everywhere")
+    model.add_argument("--pos-emb", choices=("sinusoidal", "learned"), help="scaled sinusoidal (crammed) or learned")
+    model.add_argument("--dropout", type=float, help="dropout in pretraining (crammed: 0, BERT: 0.1)")
+    model.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, help="share input/output embeddings")
+
+    budget = parser.add_argument_group("budget (the run ends when the first is spent)")
+    clock = budget.add_mutually_exclusive_group()
+    clock.add_argument("--hours", type=float, help="wall-clock training budget (default 24 if no other budget)")
+    clock.add_argument("--minutes", type=float, help="the same in minutes")
+    clock.add_argument("--seconds", type=float, help="the same in seconds")
+    budget.add_argument("--max-steps", type=int, default=0, help="optimizer-step budget")
+    budget.add_argument("--max-flops", type=float, default=0.0, help="training-FLOP budget")
+    budget.add_argument("--stop-after-steps", type=int, default=0,
+                        help="checkpoint and exit after this many steps of this session; continue with --resume")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    optim.add_argument("--schedule", choices=("one-cycle", "bert", "constant"), default=defaults.schedule,
+                       help="budget triangle (crammed), warmup + linear decay by steps (BERT), or constant")
+    optim.add_argument("--peak-at", type=float, default=defaults.peak_at, help="one-cycle: budget fraction of the peak")
+    optim.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="bert schedule: warmup steps")
+    optim.add_argument("--schedule-steps", type=int, default=0, help="bert schedule: step at which lr reaches 0")
+    optim.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
+    optim.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass per device")
+    optim.add_argument("--batch-ramp", action=argparse.BooleanOptionalAction, default=defaults.batch_ramp,
+                       help="ramp the batch up to --batch-tokens over the first --ramp-until of the budget")
+    optim.add_argument("--ramp-until", type=float, default=defaults.ramp_until, help="budget fraction where the ramp ends")
+    optim.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay on matrices")
+    optim.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm")
+
+    run = parser.add_argument_group("evaluation, logging, checkpoints, system")
+    run.add_argument("--out-dir", default=defaults.out_dir, help="where ckpt.pt and log.jsonl go")
+    run.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget fraction between evaluations")
+    run.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="rows in the fixed validation set")
+    run.add_argument("--log-interval", type=int, default=defaults.log_interval, help="steps between log lines")
+    run.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes, help="minutes between checkpoints")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
+    run.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, data order and masking")
+    run.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar (log lines still print)")
+    args = parser.parse_args(argv)
+
+    if args.hours is not None or args.minutes is not None or args.seconds is not None:
+        budget_seconds = args.hours * 3600 if args.hours is not None else (
+            args.minutes * 60 if args.minutes is not None else args.seconds)
+    else:
+        budget_seconds = 0.0 if (args.max_steps or args.max_flops) else defaults.budget_seconds
+    switches = {"n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
+                "intermediate_size": args.intermediate_size, "norm_position": args.norm_position,
+                "bias": args.bias, "ffn": args.ffn, "mlm_head": args.mlm_head, "pos_emb": args.pos_emb,
+                "dropout": args.dropout, "tie_embeddings": args.tie_embeddings}
+    return TrainConfig(
+        data_dir=args.data_dir, corpus=args.corpus, seq_len=args.seq_len, mask_rate=args.mask_rate,
+        preset=args.preset, model_overrides={k: v for k, v in switches.items() if v is not None},
+        init_from=args.init_from, budget_seconds=budget_seconds, max_steps=args.max_steps, max_flops=args.max_flops,
+        stop_after_steps=args.stop_after_steps, lr=args.lr, schedule=args.schedule, peak_at=args.peak_at,
+        warmup_steps=args.warmup_steps, schedule_steps=args.schedule_steps, batch_tokens=args.batch_tokens,
+        micro_batch_size=args.micro_batch_size, batch_ramp=args.batch_ramp, ramp_until=args.ramp_until,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, out_dir=args.out_dir,
+        eval_interval=args.eval_interval, eval_rows=args.eval_rows, log_interval=args.log_interval,
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, device=args.device,
+        compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar)
+
+
+def main(argv=None):
+    config = parse_args(argv)
+    try:
+        summary = train(config)
+    except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
+        sys.exit(f"error: {error}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if summary["interrupted"]:
+        print(f"interrupted: checkpoint saved to {summary['checkpoint']}; continue with the same command plus --resume")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""
+Token files and masked-language-model batches.
+
+A token file is a small header followed by the token stream as uint16 (llm.c's .bin idea): the loader
+checks the header before trusting the bytes, so a truncated file, a file of another vocabulary or a
+random file fails loudly instead of training on garbage.
+
+    offset  size  field
+    0       8     magic b"CRAMTOK\\0"
+    8       4     version (uint32)
+    12      4     vocab_size (uint32): ids are < vocab_size
+    16      8     token count (uint64)
+    24      40    encoding name, ASCII, zero padded ("gpt2")
+    64      2*n   tokens, uint16 little-endian
+"""
+import os
+import struct
+
+import numpy as np
+import torch
+
+from data.tokenizer import CLS_ID, ENCODING_NAME, GPT2_VOCAB, MASK_ID, SPECIAL_IDS, VOCAB_SIZE
+
+MAGIC, VERSION = b"CRAMTOK\0", 1
+HEADER = struct.Struct("<8sIIQ40s")  # 64 bytes; see the table above
+TOKEN_DTYPE = np.dtype("<u2")
+
+
+def pack_header(num_tokens: int, vocab_size: int = VOCAB_SIZE, encoding: str = ENCODING_NAME) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, vocab_size, num_tokens, encoding.encode("ascii"))
+
+
+class TokenFile:
+    """A validated, read-only memmap of a token file's stream."""
+
+    def __init__(self, path: str, vocab_size: int = VOCAB_SIZE, encoding: str = ENCODING_NAME):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"token file {path} does not exist")
+        with open(path, "rb") as f:
+            raw = f.read(HEADER.size)
+        if len(raw) < HEADER.size:
+            raise ValueError(f"{path}: {len(raw)} bytes is too short for a token file header ({HEADER.size} bytes)")
+        magic, version, file_vocab, num_tokens, file_encoding = HEADER.unpack(raw)
+        file_encoding = file_encoding.rstrip(b"\0").decode("ascii", "replace")
+        if magic != MAGIC:
+            raise ValueError(f"{path} is not a cramlm token file (bad magic {magic!r})")
+        if version != VERSION:
+            raise ValueError(f"{path} has token-file version {version}; this code reads version {VERSION}")
+        if (file_vocab, file_encoding) != (vocab_size, encoding):
+            raise ValueError(f"{path} was tokenised with {file_encoding!r} (vocab {file_vocab}); "
+                             f"expected {encoding!r} (vocab {vocab_size}): re-run data/prepare.py")
+        expected_bytes = HEADER.size + num_tokens * TOKEN_DTYPE.itemsize
+        if os.path.getsize(path) != expected_bytes:
+            raise ValueError(f"{path} is {os.path.getsize(path)} bytes but its header promises {num_tokens} "
+                             f"tokens ({expected_bytes} bytes): truncated or corrupt, re-run data/prepare.py")
+        self.path, self.num_tokens = path, num_tokens
+        self.tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER.size, shape=(num_tokens,))
+
+
+def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Generator):
+    """BERT's masking (Devlin et al. 2019, Sec. 3.1) on (B, T) ids: pick round(mask_rate * n) of each row's
+    n ordinary tokens; of those 80% become [MASK], 10% a random token, 10% stay. Returns (ids, labels) with
+    labels = original id at picked positions and -100 elsewhere. Special tokens are never picked.
+    An exact count per row (not a coin flip per token) bounds the labelled positions by mask_rate * B * T,
+    which is what lets the sparse head use a static count without dropping any."""
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for token_id in SPECIAL_IDS:
+        special |= input_ids == token_id
+    # round(rate * n), capped at floor(rate * T) so that B rows never exceed the sparse head's ceil(rate * B * T)
+    n_pick = ((~special).sum(dim=1) * mask_rate).round().long().clamp(max=int(mask_rate * input_ids.size(1)))  # (B,)
+    scores = torch.rand(input_ids.shape, generator=generator)
+    scores[special] = 2.0  # sorts after every ordinary token: never picked
+    rank = scores.argsort(dim=1).argsort(dim=1)  # rank of each position's score within its row
+    picked = rank < n_pick[:, None]
+    labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
+    action = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(0, GPT2_VOCAB, input_ids.shape, generator=generator)
+    masked = input_ids.clone()
+    masked[picked & (action < 0.8)] = MASK_ID
+    replace_random = picked & (action >= 0.8) & (action < 0.9)
+    masked[replace_random] = random_ids[replace_random]
+    return masked, labels
+
+
+class MLMBatches:
+    """Fixed-length rows cut from the token stream, visited in a fresh random order every epoch.
+
+    Row r is [CLS] + stream[r*(T-1) : (r+1)*(T-1)]: documents are packed back to back with [SEP] between
+    them (written by prepare.py), as cramming does, so no position is wasted on padding. Everything random
+    about a batch (row order, masking) is derived from (seed, epoch, row cursor), so the state needed to
+    resume exactly is two integers, and any process can build any slice of a global batch on its own.
+    """
+
+    def __init__(self, token_file: TokenFile, seq_len: int, mask_rate: float, seed: int = 0):
+        self.tokens, self.seq_len, self.mask_rate, self.seed = token_file.tokens, seq_len, mask_rate, seed
+        self.num_rows = token_file.num_tokens // (seq_len - 1)
+        if self.num_rows == 0:
+            raise ValueError(f"{token_file.path} holds {token_file.num_tokens} tokens, fewer than one row of {seq_len}")
+        self.epoch, self.cursor = 0, 0  # position of the next unread row in this epoch's order
+        self._order_epoch, self._order = None, None
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+            self._order_epoch = epoch
+        return self._order
+
+    def rows(self, row_ids) -> torch.Tensor:  # -> (len(row_ids), T) int64
+        stride = self.seq_len - 1
+        body = np.stack([self.tokens[r * stride:(r + 1) * stride] for r in row_ids]).astype(np.int64)
+        cls_column = np.full((len(row_ids), 1), CLS_ID, dtype=np.int64)
+        return torch.from_numpy(np.concatenate([cls_column, body], axis=1))
+
+    def batch_at(self, epoch: int, start: int, size: int):
+        """The `size` rows starting at `start` of epoch `epoch`'s order, masked. Returns (input_ids, labels)."""
+        if start >= self.num_rows:  # a micro-batch that begins past this epoch's end
+            epoch, start = epoch + start // self.num_rows, start % self.num_rows
+        order = self._epoch_order(epoch)
+        row_ids = order[start:start + size]
+        if len(row_ids) < size:  # the epoch ran out: wrap into the next epoch's order
+            row_ids = np.concatenate([row_ids, self._epoch_order(epoch + 1)[:size - len(row_ids)]])
+        generator = torch.Generator().manual_seed(seed_from(self.seed, epoch, start))
+        return mask_tokens(self.rows(row_ids), self.mask_rate, generator)
+
+    def advance(self, size: int):
+        """Move the cursor past one global batch of `size` rows, starting a new epoch when needed."""
+        self.cursor += size
+        if self.cursor >= self.num_rows:
+            self.epoch, self.cursor = self.epoch + 1, self.cursor - self.num_rows
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict):
+        if state["seed"] != self.seed:
+            raise ValueError(f"checkpoint data seed {state['seed']} != configured seed {self.seed}")
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+
+
+def validation_batches(token_file: TokenFile, seq_len: int, mask_rate: float, batch_size: int, max_rows: int):
+    """A fixed validation set: the first rows of the file in order, masked with a fixed seed, so every
+    evaluation of every run sees exactly the same inputs and losses are comparable."""
+    data = MLMBatches(token_file, seq_len, mask_rate, seed=1234)
+    n_rows = min(max_rows, data.num_rows)
+    batches = []
+    for start in range(0, n_rows, batch_size):
+        row_ids = np.arange(start, min(start + batch_size, n_rows))
+        generator = torch.Generator().manual_seed(start)
+        batches.append(mask_tokens(data.rows(row_ids), mask_rate, generator))
+    return batches
+
+
+def seed_from(*numbers: int) -> int:
+    """A well-mixed 63-bit seed from a few integers (numpy's SeedSequence hashing), stable across runs."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -1,0 +1,233 @@
+"""
+Turn a text corpus into the token files train.py reads: OUT_DIR/train.bin and OUT_DIR/val.bin.
+
+    python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
+    python -m data.prepare --out-dir data/cache/wikitext103                         # downloads WikiText-103
+
+The corpus is a file, a folder (searched recursively), a glob, or a URL (http(s):// or file://). Text
+files (.txt, .raw, optionally .gz) hold documents separated by a blank line; .jsonl files hold one
+{"text": ...} document per line. Documents are tokenised in chunks with tiktoken's multi-threaded batch
+encoder and streamed to disk, so memory stays bounded whatever the corpus size; each document is
+followed by [SEP], which is how cramming packs documents into fixed-length rows.
+"""
+import argparse
+import glob
+import gzip
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from data.loader import HEADER, TOKEN_DTYPE, pack_header
+from data.tokenizer import SEP_ID, Tokenizer
+
+# The default public corpus: WikiText-103 raw (Merity et al. 2016), ~100M words of Wikipedia's good and
+# featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
+DEFAULT_CORPUS_URL = "https://wikitext.smerity.com/wikitext-103-raw-v1.zip"
+TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+
+
+def default_corpus() -> str:
+    return os.environ.get("CRAMLM_CORPUS", DEFAULT_CORPUS_URL)
+
+
+@dataclass
+class PrepareConfig:
+    corpus: str = field(default_factory=default_corpus)  # file, folder, glob or URL
+    out_dir: str = "data/cache/default"  # where train.bin and val.bin are written
+    val_fraction: float = 0.005  # share of documents held out for validation, chosen by a hash of their text
+    max_tokens_per_char: float = 0.3  # cramming's filter: drop documents that compress badly under the tokenizer; 0 = off
+    max_train_tokens: int = 0  # stop once the training file holds this many tokens (0 = the whole corpus)
+    download_dir: str = "data/cache/downloads"  # where a URL corpus is saved (and unzipped)
+    docs_per_chunk: int = 512  # documents tokenised together: bounds memory, keeps every core busy
+    num_threads: int = os.cpu_count() or 1  # tiktoken encoder threads
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding and reading documents
+
+def download(url: str, download_dir: str) -> str:
+    """Fetch `url` once into download_dir (temp file + rename, so an interrupted download never looks
+    finished) and unzip it if it is a zip. Returns the local file or folder."""
+    os.makedirs(download_dir, exist_ok=True)
+    local = os.path.join(download_dir, os.path.basename(url.rstrip("/")) or "corpus")
+    if not os.path.exists(local):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                partial = local + ".part"
+                with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="download") as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            os.replace(partial, local)
+        except (urllib.error.URLError, OSError) as error:
+            raise RuntimeError(f"could not download {url} ({error}). Without network, point at local files: "
+                               f"--corpus ../shared/data/wiki (or set CRAMLM_CORPUS)") from error
+    if zipfile.is_zipfile(local):
+        folder = local[:-len(".zip")] if local.endswith(".zip") else local + ".d"
+        if not os.path.isdir(folder):
+            with zipfile.ZipFile(local) as archive:
+                archive.extractall(folder + ".part")
+            os.replace(folder + ".part", folder)
+        return folder
+    return local
+
+
+def resolve_inputs(corpus: str, download_dir: str) -> list[str]:
+    """The sorted list of text/jsonl files a corpus names."""
+    if corpus.startswith(("http://", "https://", "file://")):
+        corpus = download(corpus, download_dir)
+    if os.path.isdir(corpus):
+        paths = [os.path.join(root, name) for root, _, names in os.walk(corpus) for name in names]
+    elif os.path.isfile(corpus):
+        paths = [corpus]
+    else:
+        paths = glob.glob(corpus, recursive=True)
+    paths = sorted(p for p in paths if p.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES))
+    if not paths:
+        raise FileNotFoundError(f"no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files found at {corpus!r}")
+    return paths
+
+
+def open_text(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def iter_documents(path: str):
+    """Yield the documents of one file, streaming (a document is held in memory, never the file)."""
+    with open_text(path) as f:
+        if path.endswith(JSONL_SUFFIXES):
+            for line_number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line)["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    raise ValueError(f"{path}:{line_number}: expected a JSON object with a 'text' field ({error})") from error
+                if text.strip():
+                    yield text
+            return
+        lines = []
+        for line in f:
+            if line.strip():
+                lines.append(line.rstrip("\n"))
+            elif lines:
+                yield "\n".join(lines)
+                lines = []
+        if lines:
+            yield "\n".join(lines)
+
+
+def is_validation(document: str, val_fraction: float) -> bool:
+    """Split by document with a hash of its text: stable across runs, file orders and re-preparations."""
+    return zlib.crc32(document.encode("utf-8")) % 100_000 < val_fraction * 100_000
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing token files
+
+class TokenWriter:
+    """Appends tokens to PATH.tmp and, on close, writes the final header and renames it to PATH:
+    a crash or Ctrl-C leaves no file that looks complete."""
+
+    def __init__(self, path: str):
+        self.path, self.temporary, self.num_tokens = path, path + ".tmp", 0
+        self.file = open(self.temporary, "wb")
+        self.file.write(b"\0" * HEADER.size)  # placeholder until the count is known
+
+    def write(self, tokens: np.ndarray):
+        self.file.write(tokens.astype(TOKEN_DTYPE).tobytes())
+        self.num_tokens += len(tokens)
+
+    def close(self):
+        self.file.seek(0)
+        self.file.write(pack_header(self.num_tokens))
+        self.file.close()
+        os.replace(self.temporary, self.path)
+
+    def abort(self):
+        self.file.close()
+        os.remove(self.temporary)
+
+
+def chunks(iterable, size):
+    chunk = []
+    for item in iterable:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prepare(config: PrepareConfig) -> dict:
+    """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json)."""
+    paths = resolve_inputs(config.corpus, config.download_dir)
+    os.makedirs(config.out_dir, exist_ok=True)
+    tokenizer = Tokenizer()
+    writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin")) for split in ("train", "val")}
+    stats = {"documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
+    documents = (doc for path in paths for doc in iter_documents(path))
+    bar = tqdm(desc="prepare", unit=" docs")
+    try:
+        for chunk in chunks(documents, config.docs_per_chunk):
+            for document, ids in zip(chunk, tokenizer.encode_batch(chunk, num_threads=config.num_threads)):
+                stats["documents"] += 1
+                if config.max_tokens_per_char and len(ids) > config.max_tokens_per_char * len(document):
+                    stats["dropped_documents"] += 1
+                    continue
+                split = "val" if is_validation(document, config.val_fraction) else "train"
+                writers[split].write(np.array(ids + [SEP_ID]))
+                stats[f"{split}_tokens"] += len(ids) + 1
+            bar.update(len(chunk))
+            bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
+            if config.max_train_tokens and stats["train_tokens"] >= config.max_train_tokens:
+                break
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+    if stats["val_tokens"] == 0 or stats["train_tokens"] == 0:
+        for writer in writers.values():
+            writer.abort()
+        raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
+    for writer in writers.values():
+        writer.close()
+    with open(os.path.join(config.out_dir, "meta.json"), "w") as f:
+        json.dump({**stats, "config": asdict(config), "inputs": paths}, f, indent=2)
+    return stats
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = PrepareConfig()
+    parser.add_argument("--corpus", default=defaults.corpus,
+                        help="file, folder, glob or URL of the text (default: $CRAMLM_CORPUS or WikiText-103)")
+    parser.add_argument("--out-dir", default=defaults.out_dir, help="where train.bin / val.bin go")
+    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")
+    parser.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
+                        help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")
+    parser.add_argument("--max-train-tokens", type=int, default=0, help="stop after this many training tokens (0 = all)")
+    parser.add_argument("--download-dir", default=defaults.download_dir, help="cache for downloaded corpora")
+    parser.add_argument("--num-threads", type=int, default=defaults.num_threads, help="tokenizer threads")
+    args = parser.parse_args(argv)
+    stats = prepare(PrepareConfig(corpus=args.corpus, out_dir=args.out_dir, val_fraction=args.val_fraction,
+                                  max_tokens_per_char=args.max_tokens_per_char, max_train_tokens=args.max_train_tokens,
+                                  download_dir=args.download_dir, num_threads=args.num_threads))
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()
