@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny synthetic corpus the tests build themselves, and the path to the real data."""
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+# tiktoken needs its GPT-2 files; offline they come from the shared folder (CI sets this too).
+if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken").is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_DATA / "tiktoken")
+
+from data.prepare import PrepareConfig, prepare  # noqa: E402  (after the path and cache are set)
+
+
+def synthetic_documents(n_documents: int, seed: int = 0) -> list[str]:
+    """Short documents from a small grammar: learnable structure, so a tiny model's loss falls fast."""
+    rng = random.Random(seed)
+    subjects, verbs, objects = ["the cat", "a dog", "my friend", "the bird"], ["sees", "likes", "chases"], ["the ball", "a tree", "the house"]
+    return ["\n".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(rng.randint(3, 8)))
+            for _ in range(n_documents)]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A prepared token folder (train.bin, val.bin) from a synthetic text file."""
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    (root / "corpus.txt").write_text("\n\n".join(synthetic_documents(1500)) + "\n")
+    prepare(PrepareConfig(corpus=str(root / "corpus.txt"), out_dir=str(root / "tokens"), val_fraction=0.1,
+                          max_tokens_per_char=0))
+    return root / "tokens"
+
+
+@pytest.fixture(scope="session")
+def wiki_shard() -> Path:
+    shard = SHARED_DATA / "wiki" / "enwiki-2015-00.txt.gz"
+    if not shard.is_file():
+        pytest.skip(f"real data not present: {shard} (it lives in ../shared/data beside the repo)")
+    return shard

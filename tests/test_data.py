@@ -1,0 +1,153 @@
+import gzip
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, pack_header, validation_batches
+from data.prepare import PrepareConfig, is_validation, prepare
+from data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, VOCAB_SIZE, Tokenizer
+
+
+def read_tokens(path):
+    return np.asarray(TokenFile(str(path)).tokens).tolist()
+
+
+def expected_stream(tokenizer, documents, split):
+    stream = []
+    for document in documents:
+        if is_validation(document, 0.3) == (split == "val"):
+            stream += tokenizer.encode(document) + [SEP_ID]
+    return stream
+
+
+def test_prepare_round_trip_gives_back_the_tokens(tmp_path):
+    documents = [f"Document number {i} talks about topic {i * 7}.\nIt has a second line." for i in range(40)]
+    (tmp_path / "a.txt").write_text("\n\n".join(documents[:20]) + "\n")
+    with gzip.open(tmp_path / "b.txt.gz", "wt") as f:
+        f.write("\n\n".join(documents[20:]))
+    stats = prepare(PrepareConfig(corpus=str(tmp_path), out_dir=str(tmp_path / "out"), val_fraction=0.3,
+                                  max_tokens_per_char=0))
+    tokenizer = Tokenizer()
+    train, val = read_tokens(tmp_path / "out" / "train.bin"), read_tokens(tmp_path / "out" / "val.bin")
+    assert train == expected_stream(tokenizer, documents, "train")
+    assert val == expected_stream(tokenizer, documents, "val")
+    assert stats["documents"] == 40 and stats["train_tokens"] == len(train) and 0 < len(val) < len(train)
+    assert tokenizer.decode(train[:train.index(SEP_ID)]) in documents
+
+
+def test_jsonl_input_and_compression_filter(tmp_path):
+    good = [f"A plain English sentence, number {i}, about ordinary things." for i in range(30)]
+    noisy = "".join(chr(0x4E00 + (i * 37) % 2000) for i in range(300))  # rare CJK: many tokens per character
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for text in good + [noisy]:
+            f.write(json.dumps({"text": text}) + "\n")
+    stats = prepare(PrepareConfig(corpus=str(tmp_path / "*.jsonl"), out_dir=str(tmp_path / "out"), val_fraction=0.3))
+    assert stats["documents"] == 31 and stats["dropped_documents"] == 1
+    kept = prepare(PrepareConfig(corpus=str(tmp_path / "docs.jsonl"), out_dir=str(tmp_path / "all"),
+                                 val_fraction=0.3, max_tokens_per_char=0))
+    assert kept["dropped_documents"] == 0 and kept["train_tokens"] + kept["val_tokens"] > stats["train_tokens"] + stats["val_tokens"]
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"txt": "no text field"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2"):
+        prepare(PrepareConfig(corpus=str(tmp_path / "bad.jsonl"), out_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "train.bin").exists()  # nothing half-written looks finished
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no .* files found"):
+        prepare(PrepareConfig(corpus=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "out")))
+
+
+def test_download_from_a_url_unzips_and_prepares(tmp_path):
+    """The public-source code path (urllib + zip), exercised against a local file:// URL: no network."""
+    documents = [f"Downloaded article {i}.\nWith a body line." for i in range(30)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "wiki.train.raw").write_text("\n\n".join(documents))
+    with zipfile.ZipFile(tmp_path / "corpus.zip", "w") as archive:
+        archive.write(tmp_path / "src" / "wiki.train.raw", "corpus/wiki.train.raw")
+    config = PrepareConfig(corpus=(tmp_path / "corpus.zip").as_uri(), out_dir=str(tmp_path / "out"),
+                           val_fraction=0.3, max_tokens_per_char=0, download_dir=str(tmp_path / "downloads"))
+    stats = prepare(config)
+    assert stats["documents"] == 30
+    assert (tmp_path / "downloads" / "corpus.zip").is_file() and not list((tmp_path / "downloads").glob("*.part"))
+    assert read_tokens(tmp_path / "out" / "train.bin") == expected_stream(Tokenizer(), documents, "train")
+
+
+def write_token_file(path, tokens, **header):
+    path.write_bytes(pack_header(len(tokens), **header) + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+def test_token_file_header_is_checked(tmp_path):
+    write_token_file(tmp_path / "ok.bin", [1, 2, 3])
+    assert TokenFile(str(tmp_path / "ok.bin")).tokens.tolist() == [1, 2, 3]
+    write_token_file(tmp_path / "vocab.bin", [1, 2, 3], vocab_size=30000)
+    with pytest.raises(ValueError, match="vocab 30000"):
+        TokenFile(str(tmp_path / "vocab.bin"))
+    (tmp_path / "random.bin").write_bytes(b"x" * 200)
+    with pytest.raises(ValueError, match="bad magic"):
+        TokenFile(str(tmp_path / "random.bin"))
+    truncated = (tmp_path / "ok.bin").read_bytes()[:-2]
+    (tmp_path / "short.bin").write_bytes(truncated)
+    with pytest.raises(ValueError, match="truncated"):
+        TokenFile(str(tmp_path / "short.bin"))
+    (tmp_path / "tiny.bin").write_bytes(b"CRAM")
+    with pytest.raises(ValueError, match="too short"):
+        TokenFile(str(tmp_path / "tiny.bin"))
+    assert HEADER.size == 64
+
+
+def test_masking_rate_split_and_specials():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50257, (256, 128), generator=g)
+    ids[:, 0] = CLS_ID
+    ids[:, 50] = SEP_ID
+    ids[:10, 100:] = PAD_ID
+    masked, labels = mask_tokens(ids, 0.25, torch.Generator().manual_seed(1))
+    picked = labels != -100
+    ordinary = ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    assert not picked[~ordinary].any()  # specials never masked
+    expected = (ordinary.sum(1) * 0.25).round().clamp(max=32)
+    assert torch.equal(picked.sum(1), expected)  # exact count per row
+    assert torch.equal(labels[picked], ids[picked])  # labels are the originals...
+    assert torch.equal(masked[~picked], ids[~picked])  # ...and nothing else changes
+    to_mask = (masked[picked] == MASK_ID).float().mean().item()
+    unchanged = (masked[picked] == ids[picked]).float().mean().item()
+    assert abs(to_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01  # 80 / 10 / 10
+    assert abs((1 - to_mask - unchanged) - 0.1) < 0.01
+
+
+def test_mlm_batches_are_deterministic_and_resumable(tiny_corpus):
+    data = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), seq_len=32, mask_rate=0.25, seed=3)
+    ids, labels = data.batch_at(0, 0, 8)
+    assert ids.shape == (8, 32) and (ids[:, 0] == CLS_ID).all()
+    again_ids, again_labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25, seed=3).batch_at(0, 0, 8)
+    assert torch.equal(ids, again_ids) and torch.equal(labels, again_labels)
+    for _ in range(data.num_rows // 8 + 1):  # one full epoch and a bit
+        data.advance(8)
+    assert data.epoch == 1 and data.cursor < 8
+    state = data.state_dict()
+    fresh = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25, seed=3)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.batch_at(fresh.epoch, fresh.cursor, 4)[0], data.batch_at(data.epoch, data.cursor, 4)[0])
+    other_epoch = data.batch_at(1, 0, 8)[0]
+    assert not torch.equal(other_epoch, ids)  # a new order each epoch
+
+
+def test_validation_set_is_fixed(tiny_corpus):
+    first = validation_batches(TokenFile(str(tiny_corpus / "val.bin")), 32, 0.25, batch_size=4, max_rows=10)
+    second = validation_batches(TokenFile(str(tiny_corpus / "val.bin")), 32, 0.25, batch_size=4, max_rows=10)
+    assert [b[0].shape[0] for b in first] == [4, 4, 2]
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, second))
+
+
+def test_encode_pair_truncates_longest_first():
+    tokenizer = Tokenizer()
+    ids = tokenizer.encode_pair("one two three four five six seven", "eight nine", max_len=8)
+    assert len(ids) == 8 and ids[0] == CLS_ID and ids.count(SEP_ID) == 2 and ids[-1] == SEP_ID
+    assert VOCAB_SIZE == 50304

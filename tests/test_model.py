@@ -1,0 +1,126 @@
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import PRESETS, CramBERT, CramBERTForSequenceClassification, ModelConfig, naive_attention, preset_config
+
+
+def tiny(**overrides) -> ModelConfig:
+    return preset_config("tiny", vocab_size=512, max_seq_len=32, **overrides)
+
+
+def random_mlm_batch(config, batch=4, seq=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, config.vocab_size, (batch, seq), generator=g)
+    labels = torch.full_like(input_ids, -100)
+    picked = torch.rand(batch, seq, generator=g) < 0.2
+    labels[picked] = input_ids[picked]
+    return input_ids, labels
+
+
+def test_sdpa_matches_naive_attention_with_padding():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, 7:] = 0  # first sequence has 3 padding positions
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :])
+    torch.testing.assert_close(fused, naive_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fused, naive_attention(q, k, v))  # the mask really matters
+
+
+def test_padding_does_not_change_real_positions():
+    model = CramBERT(tiny()).eval()
+    ids = torch.randint(0, 512, (1, 12))
+    mask = torch.ones(1, 12, dtype=torch.long)
+    mask[0, 8:] = 0
+    other = ids.clone()
+    other[0, 8:] = (other[0, 8:] + 7) % 512  # different tokens behind the padding mask
+    out_a = model.encoder(ids, mask)[0, :8]
+    out_b = model.encoder(other, mask)[0, :8]
+    torch.testing.assert_close(out_a, out_b)
+
+
+def test_sparse_head_equals_dense_head_on_masked_positions():
+    sparse = CramBERT(tiny())
+    dense = CramBERT(tiny(mlm_head="dense"))
+    dense.load_state_dict(sparse.state_dict())
+    input_ids, labels = random_mlm_batch(sparse.config)
+    sparse_logits, sparse_loss = sparse(input_ids, labels=labels)
+    dense_logits, dense_loss = dense(input_ids, labels=labels)
+    n_kept = math.ceil(0.25 * input_ids.numel())
+    assert sparse_logits.shape == (n_kept, 512) and dense_logits.shape == (4, 32, 512)
+    torch.testing.assert_close(sparse_loss, dense_loss)
+    masked = labels != -100
+    kept = torch.sort(sparse_logits[-int(masked.sum()):], dim=0).values  # labelled rows come last
+    torch.testing.assert_close(kept, torch.sort(dense_logits[masked], dim=0).values, rtol=1e-5, atol=1e-5)
+
+
+def hand_count(config: ModelConfig) -> int:
+    C, I, L, V = config.n_embd, config.intermediate_size, config.n_layer, config.vocab_size
+    layer_norm = 2 * C
+    embedding = V * C + 1 + layer_norm  # token table, the sinusoid scale, the embedding norm
+    block = 2 * layer_norm + 3 * C * C + C * C + C * I + (I // 2) * C  # norms, qkv, proj, fc_in, fc_out (gated)
+    head = C * C + layer_norm  # dense + norm; the decoder is the tied token table
+    return embedding + L * block + layer_norm + head
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_parameter_count_matches_hand_count(name):
+    config = preset_config(name)
+    with torch.device("meta"):  # no memory, no init time: we only count
+        model = CramBERT(config)
+    assert model.num_params() == hand_count(config)
+    assert model.num_params(non_embedding=True) == hand_count(config) - config.vocab_size * config.n_embd
+
+
+def test_crammed_preset_is_the_papers_shape():
+    config = preset_config("crammed")
+    assert (config.n_layer, config.n_embd, config.n_head, config.intermediate_size) == (16, 768, 12, 3072)
+    assert config.vocab_size % 64 == 0 and config.vocab_size >= 50257 + 4
+
+
+def test_example_weights_give_weighted_mean_of_per_example_losses():
+    model = CramBERT(tiny(mlm_head="dense"))
+    input_ids, labels = random_mlm_batch(model.config)
+    logits, _ = model(input_ids, labels=labels)
+    per_example = torch.stack([F.cross_entropy(logits[i], labels[i], ignore_index=-100) for i in range(4)])
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    _, weighted = model(input_ids, labels=labels, example_weights=weights)
+    torch.testing.assert_close(weighted, (weights * per_example).sum())
+    sparse = CramBERT(tiny())
+    sparse.load_state_dict(model.state_dict())
+    _, sparse_weighted = sparse(input_ids, labels=labels, example_weights=weights)
+    torch.testing.assert_close(sparse_weighted, weighted)
+
+
+def test_tied_embeddings_share_storage_and_untied_do_not():
+    tied = CramBERT(tiny())
+    assert tied.decoder.weight.data_ptr() == tied.encoder.embedding.tok.weight.data_ptr()
+    untied = CramBERT(tiny(tie_embeddings=False))
+    assert untied.num_params() == tied.num_params() + 512 * 64
+
+
+def test_classifier_reuses_pretrained_encoder_and_trains():
+    mlm = CramBERT(tiny())
+    classifier = CramBERTForSequenceClassification.from_pretrained(mlm, num_labels=3)
+    for name, tensor in mlm.encoder.state_dict().items():
+        torch.testing.assert_close(classifier.encoder.state_dict()[name], tensor)
+    assert classifier.config.dropout == 0.1 and mlm.config.dropout == 0.0
+    ids = torch.randint(0, 512, (6, 16))
+    logits, loss = classifier(ids, labels=torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert logits.shape == (6, 3) and loss.item() > 0
+    regressor = CramBERTForSequenceClassification(tiny(), num_labels=1)
+    scores, mse = regressor(ids, labels=torch.linspace(0, 5, 6))
+    assert scores.shape == (6, 1) and mse.item() > 0
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="norm_position"):
+        replace(tiny(), norm_position="middle")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config("huge")

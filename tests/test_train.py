@@ -1,0 +1,157 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.loader import MLMBatches, TokenFile
+from data.prepare import PrepareConfig, prepare
+from model import CramBERT, preset_config
+from train import TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_run(data_dir, out_dir, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data_dir), out_dir=str(out_dir), preset="tiny", seq_len=32, micro_batch_size=8,
+                    batch_tokens=512, budget_seconds=0, lr=3e-3, eval_rows=32, log_interval=1, progress_bar=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def records(out_dir, kind):
+    with open(Path(out_dir) / "log.jsonl") as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def test_one_cycle_schedule_and_batch_ramp_follow_their_formulas():
+    config = TrainConfig(lr=1e-3, peak_at=0.75, batch_tokens=128 * 64, seq_len=128, micro_batch_size=4, ramp_until=0.6)
+    for progress, expected in [(0.0, 0.0), (0.6, 0.8e-3), (0.75, 1e-3), (0.875, 0.5e-3), (1.0, 0.0)]:
+        assert math.isclose(learning_rate(config, progress, step=123), expected, abs_tol=1e-12)
+    # full batch: 64 rows = 16 micro-batches of 4; the ramp climbs linearly from 1 micro-batch at 0 to 16 at 0.6
+    assert [batch_rows(config, p, world_size=1) for p in (0.0, 0.3, 0.6, 0.75, 1.0)] == [4, 4 * round(1 + 15 * 0.5), 64, 64, 64]
+    assert batch_rows(config, 0.6, world_size=2) == 64  # 8 micro-steps of 4 rows on each of 2 processes
+    no_ramp = TrainConfig(batch_tokens=128 * 64, seq_len=128, micro_batch_size=4, batch_ramp=False)
+    assert batch_rows(no_ramp, 0.0, 1) == 64
+
+
+def test_bert_and_constant_schedules():
+    bert = TrainConfig(lr=1e-3, schedule="bert", warmup_steps=10, schedule_steps=110)
+    assert [learning_rate(bert, 0.5, s) for s in (0, 5, 10, 60, 110, 200)] == pytest.approx([0, 5e-4, 1e-3, 5e-4, 0, 0])
+    assert learning_rate(TrainConfig(lr=2e-3, schedule="constant"), 0.9, 7) == 2e-3
+    with pytest.raises(ValueError, match="schedule-steps"):
+        learning_rate(TrainConfig(schedule="bert"), 0.1, 1)
+
+
+def test_tiny_model_overfits_one_batch(tiny_corpus):
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    optimizer = make_optimizer(model, TrainConfig(lr=3e-3))
+    input_ids, labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25).batch_at(0, 0, 8)
+    losses = []
+    for _ in range(60):
+        _, loss = model(input_ids, labels=labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[0] > math.log(50304) - 1.0  # starts near chance
+    assert losses[-1] < 1.0  # and memorises the batch
+
+
+def test_budgeted_run_ends_on_time_with_eval_off_the_clock(tiny_corpus, tmp_path):
+    start = time.perf_counter()
+    summary = train(tiny_run(tiny_corpus, tmp_path, budget_seconds=3.0, eval_interval=0.1))
+    wall = time.perf_counter() - start
+    # The run stops at the first step boundary past the budget: the step before ended inside it.
+    step_ends = [r["elapsed"] for r in records(tmp_path, "train")]
+    assert summary["finished"] and step_ends[-2] < 3.0 <= step_ends[-1] == pytest.approx(summary["elapsed_seconds"], abs=0.05)
+    evals = records(tmp_path, "eval")
+    assert len(evals) >= 5 and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert wall > summary["elapsed_seconds"]  # evaluation happened, yet did not count against the budget
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
+    assert checkpoint["loop"]["step"] == summary["steps"] and checkpoint["train_config"]["budget_seconds"] == 3.0
+
+
+def test_resume_continues_exactly(tiny_corpus, tmp_path):
+    full = train(tiny_run(tiny_corpus, tmp_path / "full", max_steps=8))
+    train(tiny_run(tiny_corpus, tmp_path / "split", max_steps=8, stop_after_steps=4))
+    assert load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["loop"]["step"] == 4
+    resumed = train(tiny_run(tiny_corpus, tmp_path / "split", max_steps=8, resume=True))
+    uninterrupted = {r["step"]: r["loss"] for r in records(tmp_path / "full", "train")}
+    continued = {r["step"]: r["loss"] for r in records(tmp_path / "split", "train")}
+    assert sorted(continued) == list(range(1, 9))
+    for step in range(5, 9):
+        assert continued[step] == pytest.approx(uninterrupted[step], rel=1e-5)
+    assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="another config"):
+        train(tiny_run(tiny_corpus, tmp_path, max_steps=2, resume=True, model_overrides={"n_layer": 3}))
+
+
+def cli(*args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_sigint_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
+    process = cli("--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len", "32",
+                  "--micro-batch-size", "8", "--batch-tokens", "512", "--seconds", "120", "--log-interval", "1",
+                  "--no-progress-bar")
+    log = tmp_path / "log.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and '"kind": "train"' in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "interrupted" in stdout
+    checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
+    assert checkpoint["loop"]["step"] >= 1 and checkpoint["loop"]["elapsed"] < 120
+
+
+def test_missing_data_names_the_fix(tmp_path):
+    process = cli("--data-dir", str(tmp_path / "tokens"), "--corpus", str(tmp_path / "absent"), "--max-steps", "1")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "python -m data.prepare --corpus" in stderr and "Traceback" not in stderr
+
+
+def test_ddp_two_processes_match_one_process(tiny_corpus, tmp_path):
+    common = ["--data-dir", str(tiny_corpus), "--preset", "tiny", "--seq-len", "32", "--micro-batch-size", "4",
+              "--batch-tokens", "256", "--no-batch-ramp", "--max-steps", "3", "--log-interval", "1",
+              "--eval-rows", "16", "--no-progress-bar", "--device", "cpu"]
+    single = cli(*common, "--out-dir", str(tmp_path / "one"))
+    assert single.wait(timeout=120) == 0, single.stderr.read()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                          str(REPO / "train.py"), *common, "--out-dir", str(tmp_path / "two")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = [r["loss"] for r in records(tmp_path / "one", "train")]
+    two = [r["loss"] for r in records(tmp_path / "two", "train")]
+    assert len(one) == len(two) == 3
+    assert two == pytest.approx(one, rel=1e-4)  # same global batch, same data, same updates
+    assert records(tmp_path / "two", "summary")[0]["final_val_loss"] == pytest.approx(
+        records(tmp_path / "one", "summary")[0]["final_val_loss"], rel=1e-4)
+
+
+def test_real_wikipedia_run_lowers_held_out_loss(wiki_shard, tmp_path):
+    prepare(PrepareConfig(corpus=str(wiki_shard), out_dir=str(tmp_path / "wiki"), max_train_tokens=300_000,
+                          val_fraction=0.05))
+    summary = train(tiny_run(tmp_path / "wiki", tmp_path / "run", seq_len=64, micro_batch_size=16,
+                             batch_tokens=4096, budget_seconds=40, eval_interval=0.25, log_interval=20, eval_rows=64))
+    evals = records(tmp_path / "run", "eval")
+    print("held-out loss curve:", [(round(r["elapsed"], 1), round(r["val_loss"], 3)) for r in evals])
+    assert evals[0]["val_loss"] > 10.0  # chance is ln(50304) = 10.8
+    assert summary["final_val_loss"] < evals[0]["val_loss"] - 2.0
