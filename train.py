@@ -42,6 +42,8 @@ class TrainConfig:
     corpus: str = field(default_factory=default_corpus)  # text to prepare into data_dir on first use
     seq_len: int = 128  # tokens per row, [CLS] included
     mask_rate: float = 0.25  # share of tokens to predict (cramming: 0.25; BERT: 0.15)
+    eval_mask_rate: float = 0.25  # validation masking: fixed, so runs with other mask rates stay comparable
+    max_tokens_per_char: float = 0.3  # cramming's data filter used when preparing data_dir (0 = off)
     # --- model ---
     preset: str = "crammed"  # a model.PRESETS name
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (sizes, recipe switches)
@@ -245,7 +247,9 @@ def build_model(config: TrainConfig) -> CramBERT:
         if model.config.max_seq_len < config.seq_len:
             raise ValueError(f"{config.init_from} covers {model.config.max_seq_len} positions < --seq-len {config.seq_len}")
         return model
-    overrides = {"max_seq_len": config.seq_len, "mlm_fraction": config.mask_rate, **config.model_overrides}
+    # The sparse head's static count must cover the training and the validation masking.
+    overrides = {"max_seq_len": config.seq_len, "mlm_fraction": max(config.mask_rate, config.eval_mask_rate),
+                 **config.model_overrides}
     return CramBERT(preset_config(config.preset, **overrides))
 
 
@@ -264,13 +268,20 @@ def ensure_prepared(config: TrainConfig, rank: int):
     if rank == 0 and not os.path.isfile(os.path.join(config.data_dir, "train.bin")):
         print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
         try:
-            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir))
+            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, max_tokens_per_char=config.max_tokens_per_char))
         except (FileNotFoundError, RuntimeError) as error:
             raise FileNotFoundError(
                 f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
                 f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
     if dist.is_initialized():
         dist.barrier()
+    meta_path = os.path.join(config.data_dir, "meta.json")
+    if os.path.isfile(meta_path):  # the filter is part of the recipe: refuse data prepared with another one
+        with open(meta_path) as f:
+            prepared_filter = json.load(f)["config"]["max_tokens_per_char"]
+        if prepared_filter != config.max_tokens_per_char:
+            raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared_filter}, "
+                             f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
 
 
 @torch.no_grad()
@@ -309,7 +320,7 @@ def train(config: TrainConfig) -> dict:
     train_data = MLMBatches(TokenFile(os.path.join(config.data_dir, "train.bin")), config.seq_len,
                             config.mask_rate, seed=config.seed)
     val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len,
-                                     config.mask_rate, config.micro_batch_size, config.eval_rows)
+                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
 
     model = build_model(config).to(device)
     optimizer = make_optimizer(model, config)
@@ -471,6 +482,10 @@ def parse_args(argv=None) -> TrainConfig:
                            "(default $CRAMLM_CORPUS or WikiText-103)")
     data.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
     data.add_argument("--mask-rate", type=float, default=defaults.mask_rate, help="share of tokens masked (BERT: 0.15)")
+    data.add_argument("--eval-mask-rate", type=float, default=defaults.eval_mask_rate,
+                      help="masking of the fixed validation set (kept equal across runs to compare losses)")
+    data.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
+                      help="cramming's data filter for preparing --data-dir: drop documents above this ratio (0 = off)")
 
     model = parser.add_argument_group("model (sizes and recipe switches; defaults = crammed recipe)")
     model.add_argument("--preset", default=defaults.preset, help="tiny, mini, small, base or crammed")
@@ -534,6 +549,7 @@ def parse_args(argv=None) -> TrainConfig:
                 "dropout": args.dropout, "tie_embeddings": args.tie_embeddings}
     return TrainConfig(
         data_dir=args.data_dir, corpus=args.corpus, seq_len=args.seq_len, mask_rate=args.mask_rate,
+        eval_mask_rate=args.eval_mask_rate, max_tokens_per_char=args.max_tokens_per_char,
         preset=args.preset, model_overrides={k: v for k, v in switches.items() if v is not None},
         init_from=args.init_from, budget_seconds=budget_seconds, max_steps=args.max_steps, max_flops=args.max_flops,
         stop_after_steps=args.stop_after_steps, lr=args.lr, schedule=args.schedule, peak_at=args.peak_at,

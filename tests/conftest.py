@@ -29,8 +29,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
     """A prepared token folder (train.bin, val.bin) from a synthetic text file."""
     root = tmp_path_factory.mktemp("tiny_corpus")
     (root / "corpus.txt").write_text("\n\n".join(synthetic_documents(1500)) + "\n")
-    prepare(PrepareConfig(corpus=str(root / "corpus.txt"), out_dir=str(root / "tokens"), val_fraction=0.1,
-                          max_tokens_per_char=0))
+    prepare(PrepareConfig(corpus=str(root / "corpus.txt"), out_dir=str(root / "tokens"), val_fraction=0.1))
     return root / "tokens"
 
 

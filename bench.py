@@ -1,0 +1,144 @@
+"""
+Training throughput on this device: tokens/s, peak memory and MFU of one cramlm training step
+(forward, backward, AdamW), next to Hugging Face's BertForMaskedLM of the same size when the optional
+`transformers` package is installed. Each model runs in its own fresh process, so peak memory is its own.
+
+    python bench.py --preset base --micro-batch-size 128 --compile        # GPU: the README's H100 numbers
+    python bench.py --preset mini --micro-batch-size 16 --steps 5         # CPU
+
+MFU = achieved training FLOP/s (model.flops_per_token x tokens/s) / the matmul FLOP/s measured on this
+device in the same precision (train.measure_peak_flops): a measured peak, never a datasheet number.
+"""
+import argparse
+import multiprocessing
+import resource
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from model import CramBERT, flops_per_token, preset_config
+from train import TrainConfig, autocast, make_optimizer, measure_peak_flops, synchronize
+
+
+@dataclass
+class BenchConfig:
+    preset: str = "base"  # model size (model.PRESETS)
+    seq_len: int = 128  # tokens per row
+    micro_batch_size: int = 128  # rows per step
+    steps: int = 20  # timed steps
+    warmup: int = 3  # untimed steps first (allocator, autotuning, compilation)
+    mask_rate: float = 0.25  # share of positions with labels
+    device: str = "auto"  # auto, cuda or cpu
+    compile: bool = False  # torch.compile both models
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def random_batch(config: BenchConfig, vocab_size: int, device):
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, vocab_size, (config.micro_batch_size, config.seq_len), generator=g)
+    labels = torch.full_like(input_ids, -100)
+    n_masked = int(config.mask_rate * config.seq_len)  # an exact count per row, as data/loader.py masks
+    positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :n_masked]
+    labels.scatter_(1, positions, input_ids.gather(1, positions))
+    return input_ids.to(device), labels.to(device)
+
+
+def build(kind: str, config: BenchConfig, device):
+    """(model, loss function of (input_ids, labels), training FLOPs per token) for one side of the table."""
+    model_config = preset_config(config.preset, max_seq_len=config.seq_len, mlm_fraction=config.mask_rate)
+    if kind == "cramlm":
+        model = CramBERT(model_config)
+        return model, lambda ids, labels: model(ids, labels=labels)[1], flops_per_token(model_config, config.seq_len)
+    from transformers import BertConfig, BertForMaskedLM  # optional dependency, benchmark only
+    hf_config = BertConfig(vocab_size=model_config.vocab_size, hidden_size=model_config.n_embd,
+                           num_hidden_layers=model_config.n_layer, num_attention_heads=model_config.n_head,
+                           intermediate_size=model_config.intermediate_size, max_position_embeddings=512,
+                           attn_implementation="sdpa")  # BERT's own defaults otherwise (dropout 0.1, biases, post-LN)
+    model = BertForMaskedLM(hf_config)
+    # Its FLOPs: a plain-GELU FFN and a dense head over every position (biases add a negligible amount).
+    hf_shape = replace(model_config, ffn="gelu", mlm_head="dense", bias=True)
+    return model, lambda ids, labels: model(input_ids=ids, labels=labels).loss, flops_per_token(hf_shape, config.seq_len)
+
+
+def run_one(kind: str, config: BenchConfig) -> dict:
+    """Time `steps` training steps of one model; called in a fresh process."""
+    device = resolve_device(config.device)
+    torch.manual_seed(0)
+    model, loss_fn, model_flops_per_token = build(kind, config, device)
+    model.to(device).train()
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    step_fn = torch.compile(loss_fn) if config.compile else loss_fn
+    input_ids, labels = random_batch(config, model.config.vocab_size, device)
+
+    def step():
+        with autocast(device):
+            loss = step_fn(input_ids, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(config.warmup):
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(config.steps):
+        step()
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    tokens_per_second = config.steps * config.micro_batch_size * config.seq_len / seconds
+    peak_memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                   else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+    peak_flops = measure_peak_flops(device)
+    return {"model": kind, "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+            "tokens_per_second": tokens_per_second, "peak_memory_gb": peak_memory / 1e9,
+            "mfu": tokens_per_second * model_flops_per_token / peak_flops, "peak_tflops": peak_flops / 1e12,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+
+
+def benchmark(config: BenchConfig) -> list[dict]:
+    kinds = ["cramlm"]
+    try:
+        import transformers  # noqa: F401
+        kinds.append("hf-bert")
+    except ImportError:
+        print("transformers is not installed: benchmarking cramlm only (pip install transformers to compare)")
+    context = multiprocessing.get_context("spawn")  # a fresh process per model: its own peak memory
+    results = []
+    for kind in kinds:
+        with context.Pool(1) as pool:
+            results.append(pool.apply(run_one, (kind, config)))
+    return results
+
+
+def main(argv=None):
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=defaults.preset, help="model size: tiny, mini, small, base, crammed")
+    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
+    parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per step")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up steps")
+    parser.add_argument("--device", default=defaults.device, help="auto, cuda or cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
+    config = BenchConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items()})
+    print(f"config: {asdict(config)}")
+    results = benchmark(config)
+    print(f"\n| model | params | tokens/s | peak memory (GB) | MFU | device (measured peak TFLOP/s) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['tokens_per_second']:,.0f} | {r['peak_memory_gb']:.2f} "
+              f"| {r['mfu']:.1%} | {r['device']} ({r['peak_tflops']:.2f}) |")
+    if len(results) == 2:
+        print(f"\ncramlm / hf-bert tokens/s: {results[0]['tokens_per_second'] / results[1]['tokens_per_second']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
