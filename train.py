@@ -18,6 +18,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -345,8 +346,10 @@ def train(config: TrainConfig) -> dict:
 
     # SIGINT / SIGTERM finish the current step, write a checkpoint and return: nothing is lost.
     stop = {"signal": None}
-    previous_handlers = {s: signal.signal(s, lambda number, _: stop.update(signal=number))
-                         for s in (signal.SIGINT, signal.SIGTERM)} if is_main or world_size == 1 else {}
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
+        previous_handlers = {s: signal.signal(s, lambda number, _: stop.update(signal=number))
+                             for s in (signal.SIGINT, signal.SIGTERM)}
 
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if is_main else None
@@ -382,6 +385,11 @@ def train(config: TrainConfig) -> dict:
     clock.start()
     while True:
         state.elapsed = clock.elapsed()
+        stop_requested = stop["signal"] is not None
+        if world_size > 1:  # every process must take the same decisions: batch size, lr, when to stop
+            shared = torch.tensor([state.elapsed, float(stop_requested)], device=device)
+            dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+            state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
         progress = progress_of(state)
         if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
             clock.stop()
@@ -391,7 +399,7 @@ def train(config: TrainConfig) -> dict:
             bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f} | {state.elapsed:7.1f}s of budget")
             state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
             clock.start()
-        if progress >= 1.0 or stop["signal"] or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
+        if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
 
         # --- one optimizer step: batch size and learning rate from the budget schedules ---
@@ -459,7 +467,7 @@ def train(config: TrainConfig) -> dict:
     summary = {"kind": "summary", "final_val_loss": state.val_loss, "steps": state.step, "tokens": state.tokens,
                "flops": state.flops, "elapsed_seconds": state.elapsed, "params": raw_model.num_params(),
                "non_embedding_params": raw_model.num_params(non_embedding=True), "checkpoint": checkpoint_path,
-               "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop["signal"] is not None,
+               "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop_requested,
                "finished": progress_of(state) >= 1.0}
     log(summary)
     if log_file:
