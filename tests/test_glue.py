@@ -1,0 +1,301 @@
+"""Tests for glue_eval.py: metrics against hand-computed values, the TSV readers on fixture files,
+fine-tuning end to end on small learnable synthetic tasks, the CLI, and the real GLUE files when present."""
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import glue_eval  # noqa: E402
+from glue_eval import (TASKS, FinetuneConfig, GlueDataError, accuracy, average_ranks, build_classifier,  # noqa: E402
+                       evaluate, f1_score, finetune_task, glue_average, learning_rate, load_examples,
+                       matthews_corrcoef, pearson, read_tsv, spearman, subsample)
+from data.tokenizer import Tokenizer  # noqa: E402
+from model import CramBERT, preset_config  # noqa: E402
+from train import model_checkpoint, save_checkpoint  # noqa: E402
+
+REAL_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared machine OpenMP threads that wait
+    for a busy core spin: one thread made these tests ~20x faster under load. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics
+
+def test_accuracy_and_f1_by_hand():
+    predictions, labels = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]
+    assert accuracy(predictions, labels) == pytest.approx(4 / 6)
+    # TP=2, FP=1, FN=1 -> precision 2/3, recall 2/3, F1 2/3
+    assert f1_score(predictions, labels) == pytest.approx(2 / 3)
+    assert f1_score([0, 0, 0], [1, 0, 1]) == 0.0  # never predicts the positive class
+    assert f1_score([1, 1, 1, 1], [1, 1, 0, 0]) == pytest.approx(2 * 2 / (2 * 2 + 2 + 0))
+
+
+def test_matthews_by_hand_and_edge_cases():
+    predictions, labels = [1, 1, 1, 0, 0, 1, 0, 1], [1, 1, 0, 0, 0, 0, 1, 1]
+    tp, tn, fp, fn = 3, 2, 2, 1
+    expected = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert matthews_corrcoef(predictions, labels) == pytest.approx(expected)  # 4 / sqrt(600)
+    assert matthews_corrcoef(labels, labels) == pytest.approx(1.0)
+    assert matthews_corrcoef([1 - y for y in labels], labels) == pytest.approx(-1.0)
+    assert matthews_corrcoef([1] * 8, labels) == 0.0  # constant predictions: CoLA's majority baseline
+    assert matthews_corrcoef([0] * 8, labels) == 0.0
+
+
+def test_pearson_and_spearman_by_hand():
+    x, y = [1, 2, 3, 4], [2, 4, 5, 9]
+    # centred: x (-1.5,-.5,.5,1.5), y (-3,-1,0,4): cov 11, |x|^2 5, |y|^2 26
+    assert pearson(x, y) == pytest.approx(11 / math.sqrt(5 * 26))
+    assert pearson(x, [-v for v in y]) == pytest.approx(-11 / math.sqrt(5 * 26))
+    assert pearson([3, 3, 3, 3], y) == 0.0  # a constant regressor is worth nothing
+    assert spearman(x, [v ** 3 for v in x]) == pytest.approx(1.0)  # monotone -> 1 whatever the shape
+
+
+def test_spearman_averages_tied_ranks():
+    assert average_ranks([10, 20, 20, 30]).tolist() == [1, 2.5, 2.5, 4]
+    assert average_ranks([5, 1, 5, 5, 0]).tolist() == [4, 2, 4, 4, 1]
+    # x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 4, 3): centred (-1.5, 0, 0, 1.5) and (-1.5, -.5, 1.5, .5)
+    expected = (2.25 + 0.75) / math.sqrt(4.5 * 5)
+    assert spearman([10, 20, 20, 30], [1, 2, 9, 4]) == pytest.approx(expected)
+
+
+def test_glue_average_means_metrics_within_a_task_first():
+    results = {"cola": {"mcc": 40.0}, "mrpc": {"f1": 90.0, "accuracy": 80.0}}
+    assert glue_average(results) == pytest.approx((40 + 85) / 2)
+
+
+def test_learning_rate_schedule():
+    config = FinetuneConfig(learning_rate=1.0, warmup_fraction=0.1)
+    rates = [learning_rate(step, 100, config) for step in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)  # 10 warmup steps
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))  # then decays monotonically
+    assert rates[-1] < 0.02
+    cosine = FinetuneConfig(learning_rate=1.0, warmup_fraction=0.1, schedule="cosine")
+    assert learning_rate(10 + 45, 100, cosine) == pytest.approx(0.5)  # halfway through the decay
+    assert learning_rate(10 + 45, 100, config) == pytest.approx(0.5)
+    assert learning_rate(10 + 20, 100, cosine) > learning_rate(10 + 20, 100, config)  # cosine decays later
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading GLUE's TSV files
+
+def write(path: Path, text: str, bom: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def test_header_bom_and_stray_quotes(tmp_path):
+    mrpc = write(tmp_path / "train.tsv", 'Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n'
+                 '1\t11\t12\tHe said "hi.\tShe said hi.\n0\t13\t14\tA "quoted" one\tAnother\n', bom=True)
+    texts_a, texts_b, labels = load_examples(TASKS["mrpc"], mrpc)
+    assert texts_a == ['He said "hi.', 'A "quoted" one'] and texts_b == ["She said hi.", "Another"]
+    assert labels == [1, 0]
+    assert list(read_tsv(mrpc)[0][1]) == ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]  # no BOM
+
+
+def test_headerless_cola_and_int_labels(tmp_path):
+    cola = write(tmp_path / "train.tsv", "gj04\t1\t\tThe cat sat.\ngj04\t0\t*\tCat the sat.\n\n")
+    assert load_examples(TASKS["cola"], cola) == (["The cat sat.", "Cat the sat."], [None, None], [1, 0])
+
+
+def test_string_and_float_labels_by_column_name(tmp_path):
+    rte = write(tmp_path / "rte.tsv", "index\tsentence1\tsentence2\tlabel\n0\tA b.\tA.\tentailment\n"
+                "1\tC d.\tE.\tnot_entailment\n")
+    assert load_examples(TASKS["rte"], rte)[2] == [0, 1]
+    stsb = write(tmp_path / "stsb.tsv", "index\tgenre\tsentence1\tsentence2\tscore\n0\tx\tA.\tB.\t3.800\n"
+                 "1\tx\tC.\tD.\t0\n")  # columns found by name, not by GLUE's position
+    assert load_examples(TASKS["stsb"], stsb) == (["A.", "C."], ["B.", "D."], [3.8, 0.0])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("sentence\tlabel\ngood\t1\nbad\t0\textra\n", ":3: 3 tab-separated fields"),
+    ("sentence\tlabel\ngood\t1\nbad\tpositive\n", ":3: unknown label 'positive'"),
+    ("sentence\tlabel\n", "has no examples"),
+    ("", "is empty"),
+    ("text\tlabel\ngood\t1\n", "no column ['sentence']"),
+])
+def test_bad_files_name_file_and_line(tmp_path, content, message):
+    path = write(tmp_path / "train.tsv", content)
+    with pytest.raises(GlueDataError) as error:
+        load_examples(TASKS["sst2"], path)
+    assert str(error.value).startswith(str(path)) and message in str(error.value)
+
+
+def test_bad_score_names_the_line(tmp_path):
+    path = write(tmp_path / "dev.tsv", "sentence1\tsentence2\tscore\na\tb\t1.5\nc\td\thigh\n")
+    with pytest.raises(GlueDataError, match=r"dev\.tsv:3: score 'high' is not a number"):
+        load_examples(TASKS["stsb"], path)
+
+
+def test_subsample_is_fixed_and_keeps_columns_aligned():
+    examples = ([f"s{i}" for i in range(50)], [None] * 50, list(range(50)))
+    first, second = subsample(examples, 10), subsample(examples, 10)
+    assert first == second and len(first[0]) == 10
+    assert all(text == f"s{label}" for text, label in zip(first[0], first[2]))
+    assert subsample(examples, None) is examples
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fine-tuning end to end on CPU (tiny model, learnable synthetic tasks)
+
+WORDS = "the a cat dog house tree river blue green small large walks runs sees near under over".split()
+
+
+def synthetic(n: int, rng: random.Random, regression: bool = False):
+    """Sentences of filler words; the label is whether (classification) or how often, 0-3 (regression),
+    the word "zebra" occurs: learnable from token identity alone."""
+    texts, labels = [], []
+    for _ in range(n):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 8))]
+        count = rng.randint(0, 3) if regression else rng.randint(0, 1)
+        for _ in range(count):
+            words.insert(rng.randint(0, len(words)), "zebra")
+        texts.append(" ".join(words))
+        labels.append(float(count) if regression else count)
+    return texts, [None] * n, labels
+
+
+# A higher learning rate than GLUE's 4e-5: a random tiny encoder must learn the task in 60 steps.
+FAST = FinetuneConfig(learning_rate=2e-3, epochs=4)
+
+
+def test_finetune_learns_a_classification_task(tokenizer):
+    rng = random.Random(0)
+    train, dev = synthetic(240, rng), synthetic(200, rng)
+    mlm_model = CramBERT(preset_config("tiny"))
+    model = finetune_task(mlm_model, TASKS["sst2"], train, FAST, seed=0, pretrained=False,
+                          tokenizer=tokenizer, progress=False)
+    assert not model.training
+    majority = max(np.mean(dev[2]), 1 - np.mean(dev[2]))
+    metrics = evaluate(model, TASKS["sst2"], dev, FAST, tokenizer=tokenizer)
+    assert metrics["accuracy"] >= 0.9 > majority + 0.2
+
+
+def test_finetune_learns_a_regression_task(tokenizer):
+    rng = random.Random(1)
+    train, dev = synthetic(240, rng, regression=True), synthetic(200, rng, regression=True)
+    mlm_model = CramBERT(preset_config("tiny"))
+    model = finetune_task(mlm_model, TASKS["stsb"], train, FAST, seed=0, pretrained=False,
+                          tokenizer=tokenizer, progress=False)
+    metrics = evaluate(model, TASKS["stsb"], dev, FAST, tokenizer=tokenizer)
+    assert metrics["pearson"] > 0.7 and metrics["spearman"] > 0.7
+
+
+def test_classifier_starts_from_the_pretrained_encoder():
+    torch.manual_seed(0)
+    mlm_model = CramBERT(preset_config("tiny"))
+    pretrained = build_classifier(mlm_model, 2, dropout=0.1)
+    fresh = build_classifier(mlm_model, 2, dropout=0.1, pretrained=False)
+    assert pretrained.config.dropout == 0.1 and mlm_model.config.dropout == 0.0
+    for name, tensor in mlm_model.encoder.state_dict().items():
+        assert torch.equal(pretrained.encoder.state_dict()[name], tensor), name
+    assert not torch.equal(fresh.encoder.embedding.tok.weight, mlm_model.encoder.embedding.tok.weight)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line: checkpoint loading, skipped tasks, results file
+
+def fixture_glue(root: Path) -> Path:
+    """A GLUE folder with a synthetic SST-2, a headerless CoLA, a malformed MRPC and no RTE at all."""
+    rng = random.Random(0)
+    for split, n in (("train", 64), ("dev", 32)):
+        texts, _, labels = synthetic(n, rng)
+        sst2_rows = "".join(f"{text}\t{label}\n" for text, label in zip(texts, labels))
+        write(root / "SST-2" / f"{split}.tsv", "sentence\tlabel\n" + sst2_rows)
+        cola_rows = "".join(f"src\t{label}\t\t{text}\n" for text, label in zip(texts, labels))  # no header
+        write(root / "CoLA" / f"{split}.tsv", cola_rows)
+    mrpc_header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    write(root / "MRPC" / "train.tsv", mrpc_header + "1\t1\t2\ta\tb\n3\t3\t4\tc\td\n", bom=True)  # label 3 on line 3
+    write(root / "MRPC" / "dev.tsv", mrpc_header + "1\t1\t2\ta\tb\n", bom=True)
+    return root
+
+
+def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
+    glue_dir = fixture_glue(tmp_path / "glue")
+    torch.manual_seed(0)
+    save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny"))))
+    out = tmp_path / "results.json"
+    results, average = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
+                                       "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
+                                       "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert set(results) == {"sst2", "cola"} and saved["average"] == pytest.approx(average)
+    assert saved["sst2"]["accuracy"] == pytest.approx(np.median(saved["per_seed"]["sst2"]["accuracy"]))
+    assert len(saved["per_seed"]["cola"]["mcc"]) == 3
+    assert average == pytest.approx((saved["sst2"]["accuracy"] + saved["cola"]["mcc"]) / 2)
+    assert "train.tsv:3: unknown label '3'" in saved["skipped"]["mrpc"]
+    assert "no folder" in saved["skipped"]["rte"]
+    table = capsys.readouterr().out
+    assert "GLUE average" in table and "rte    skipped" in table
+    assert not list(tmp_path.glob("results.json.tmp*"))
+
+
+def test_main_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(3)}, bogus)
+    with pytest.raises(SystemExit, match="not a cramlm checkpoint"):
+        glue_eval.main(["--ckpt", str(bogus), "--glue-dir", str(tmp_path)])
+    save_checkpoint(str(tmp_path / "wrong.pt"), {"model_config": {"n_layers": 2}, "model": {}})
+    with pytest.raises(SystemExit, match="has the cramlm marker but no usable model"):
+        glue_eval.main(["--ckpt", str(tmp_path / "wrong.pt"), "--glue-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        glue_eval.main(["--ckpt", str(tmp_path / "missing.pt"), "--glue-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unknown task"):
+        glue_eval.main(["--random-init", "tiny", "--tasks", "cola,squad"])
+
+
+def test_a_crash_leaves_no_results_file(tmp_path, monkeypatch):
+    out = tmp_path / "results.json"
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory")
+    monkeypatch.setattr(glue_eval, "run_task", crash)
+    with pytest.raises(RuntimeError):
+        glue_eval.main(["--random-init", "tiny", "--glue-dir", str(tmp_path), "--out", str(out)])
+    assert not out.exists()
+    # and a crash while writing leaves neither a partial file nor a temporary one
+    monkeypatch.setattr(glue_eval.json, "dump", lambda payload, file, **kw: (file.write("{\"half"), crash()))
+    with pytest.raises(RuntimeError):
+        glue_eval.write_json(str(out), {"average": 1.0})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------
+# The real GLUE files
+
+@pytest.mark.skipif(not REAL_GLUE.is_dir(), reason=f"real GLUE data not found at {REAL_GLUE}")
+def test_real_glue_row_counts():
+    expected = {("cola", "train.tsv"): 8551, ("cola", "dev.tsv"): 1043, ("sst2", "train.tsv"): 67349,
+                ("sst2", "dev.tsv"): 872, ("mrpc", "train.tsv"): 3668, ("mrpc", "dev.tsv"): 408,
+                ("stsb", "train.tsv"): 5749, ("stsb", "dev.tsv"): 1500, ("rte", "train.tsv"): 2490,
+                ("rte", "dev.tsv"): 277, ("wnli", "train.tsv"): 635, ("wnli", "dev.tsv"): 71,
+                ("qnli", "dev.tsv"): 5463, ("mnli", "dev_matched.tsv"): 9815}
+    for (name, file), count in expected.items():
+        texts_a, texts_b, labels = load_examples(TASKS[name], REAL_GLUE / TASKS[name].folder / file)
+        assert len(texts_a) == len(texts_b) == len(labels) == count, (name, file)
+    # QNLI and MNLI have no training set here, so they are skipped rather than crashing
+    for name in ("qnli", "mnli", "qqp"):
+        with pytest.raises(FileNotFoundError):
+            glue_eval.task_files(TASKS[name], REAL_GLUE)
+    scores = load_examples(TASKS["stsb"], REAL_GLUE / "STS-B" / "dev.tsv")[2]
+    assert min(scores) == 0.0 and max(scores) == 5.0
