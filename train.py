@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.loader import MLMBatches, TokenFile, validation_batches
+from data.loader import MLMBatches, TokenFile, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, default_corpus, prepare
 from model import CramBERT, ModelConfig, preset_config
 
@@ -46,7 +46,7 @@ class TrainConfig:
     eval_mask_rate: float = 0.25  # validation masking: fixed, so runs with other mask rates stay comparable
     max_tokens_per_char: float = 0.3  # cramming's data filter used when preparing data_dir (0 = off)
     # --- model ---
-    preset: str = "crammed"  # a model.PRESETS name
+    preset: str = "crammed"  # a model.PRESETS name, or "auto": the Chinchilla-optimal size for the budget (scaling.py)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (sizes, recipe switches)
     init_from: str = ""  # start from this checkpoint's weights and config (e.g. grow.py's output)
     # --- budget: the run ends when the first of these is spent; 0 means "no limit of this kind" ---
@@ -80,6 +80,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     seed: int = 0
     progress_bar: bool = True
+    # --- data policy (policy.py) and growth (grow.py) ---
+    policy: str = "uniform"  # "learning-law": weight each batch's examples by their contribution (Gu et al. 2024)
+    grow_at: float = 0.0  # grow the model at this fraction of the budget (0 = never)
+    grow_to: str = ""  # preset to grow into
+    grow_method: str = "ligo"  # ligo, stack, net2net or scratch (see grow.py)
+    ligo_steps: int = 100  # steps that train LiGO's growth operator (their time counts against the budget)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,6 +181,7 @@ class LoopState:
     elapsed: float = 0.0  # seconds on the budget clock
     next_eval: float = 0.0  # progress at which the next evaluation is due
     val_loss: float | None = None  # latest held-out loss
+    grown: bool = False  # the model was grown (--grow-at) in this run
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -241,17 +248,72 @@ class BudgetClock:
 # ----------------------------------------------------------------------------------------------------
 # The training run
 
-def build_model(config: TrainConfig) -> CramBERT:
+def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> ModelConfig:
+    """The model these flags ask for: a checkpoint's (--init-from), a preset, or Chinchilla's plan (auto)."""
     if config.init_from:
-        checkpoint = load_checkpoint(config.init_from)
-        model = model_from_checkpoint(checkpoint)
-        if model.config.max_seq_len < config.seq_len:
-            raise ValueError(f"{config.init_from} covers {model.config.max_seq_len} positions < --seq-len {config.seq_len}")
-        return model
+        model_config = ModelConfig(**load_checkpoint(config.init_from)["model_config"])
+        if model_config.max_seq_len < config.seq_len:
+            raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
+        return model_config
     # The sparse head's static count must cover the training and the validation masking.
     overrides = {"max_seq_len": config.seq_len, "mlm_fraction": max(config.mask_rate, config.eval_mask_rate),
                  **config.model_overrides}
-    return CramBERT(preset_config(config.preset, **overrides))
+    if config.preset != "auto":
+        return preset_config(config.preset, **overrides)
+    if not config.budget_seconds:
+        raise ValueError("--model auto sizes the model for a wall-clock budget: give --hours/--minutes/--seconds")
+    planned = [None]
+    if rank == 0:  # one process measures and plans; the others take its answer
+        from scaling import plan_for_machine
+        plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
+                                micro_batch_size=config.micro_batch_size)
+        print(plan.explanation)
+        planned = [plan.model_config]
+    if world_size > 1:
+        dist.broadcast_object_list(planned, src=0)
+    return ModelConfig(**{**asdict(planned[0]), **overrides})
+
+
+def growth_target(config: TrainConfig, small: ModelConfig) -> ModelConfig:
+    from grow import grown_config
+    return grown_config(small, preset_config(config.grow_to))
+
+
+def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBatches, device) -> CramBERT:
+    """Swap the small model for a grown one (grow.py). LiGO trains its operator on the next training rows,
+    the same rows on every process, so all processes grow the same model."""
+    from grow import grow_model
+    rows, epoch, cursor = config.micro_batch_size, train_data.epoch, train_data.cursor
+
+    def batches(step):
+        input_ids, labels = train_data.batch_at(epoch, cursor + step * rows, rows)
+        return input_ids.to(device), labels.to(device)
+
+    grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
+                       device=device, seed=config.seed, progress_bar=False)
+    if config.grow_method == "ligo":
+        train_data.advance(config.ligo_steps * rows)
+    return grown
+
+
+def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:
+    """What the loop calls: compiled and/or DDP-wrapped. We always save raw_model (no key prefixes)."""
+    model = torch.compile(raw_model) if config.compile else raw_model
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def desired_batch(config: TrainConfig, rows: int):
+    """The Learning Law's "desired" data: held-out rows just after the evaluation rows of val.bin, so the
+    policy aims at the held-out distribution without ever seeing the rows we report losses on."""
+    val = MLMBatches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len, config.eval_mask_rate)
+    if config.eval_rows + rows > val.num_rows:
+        raise ValueError(f"val.bin has {val.num_rows} rows: too few for --eval-rows {config.eval_rows} plus the "
+                         f"policy's {rows} desired rows; lower --eval-rows")
+    ids = val.rows(np.arange(config.eval_rows, config.eval_rows + rows))
+    input_ids, labels = mask_tokens(ids, config.eval_mask_rate, torch.Generator().manual_seed(config.seed))
+    return input_ids, None, labels
 
 
 def make_optimizer(model: CramBERT, config: TrainConfig) -> torch.optim.AdamW:
@@ -323,26 +385,38 @@ def train(config: TrainConfig) -> dict:
     val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len,
                                      config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
 
-    model = build_model(config).to(device)
-    optimizer = make_optimizer(model, config)
-    state = LoopState()
     checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
-    if config.resume:
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        if checkpoint["model_config"] != asdict(model.config):
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
+    state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
+    if checkpoint and config.preset == "auto":
+        model_config = ModelConfig(**checkpoint["model_config"])  # the plan made when the run started
+    else:
+        model_config = requested_model_config(config, device, rank, world_size)
+        if state.grown:
+            model_config = growth_target(config, model_config)
+        if checkpoint and checkpoint["model_config"] != asdict(model_config):
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
-        model.load_state_dict(checkpoint["model"])
+    raw_model = CramBERT(model_config).to(device)  # what we save: never a compiled or DDP wrapper
+    if config.init_from and not checkpoint:
+        raw_model.load_state_dict(load_checkpoint(config.init_from, map_location=device)["model"])
+    optimizer = make_optimizer(raw_model, config)
+    policy = None
+    if config.policy == "learning-law":
+        from policy import LearningLawPolicy, LearningLawPolicyConfig
+        policy_config = LearningLawPolicyConfig()
+        policy = LearningLawPolicy(policy_config, desired_batch(config, policy_config.desired_batch_size))
+    elif config.policy != "uniform":
+        raise ValueError(f"unknown policy {config.policy!r}; choose uniform or learning-law")
+    if checkpoint:
+        raw_model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        state = LoopState(**checkpoint["loop"])
         train_data.load_state_dict(checkpoint["data"])
         set_rng_states(checkpoint["rng"])
-    flops_per_token = model.flops_per_token(config.seq_len)
+        if policy:
+            policy.load_state_dict(checkpoint["policy"])
+    flops_per_token = raw_model.flops_per_token(config.seq_len)
     peak_flops = measure_peak_flops(device)
-    raw_model = model  # what we save: never the compiled or DDP wrapper (their keys carry prefixes)
-    if config.compile:
-        model = torch.compile(model)
-    if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = wrap(raw_model, config, world_size, device)
 
     # SIGINT / SIGTERM finish the current step, write a checkpoint and return: nothing is lost.
     stop = {"signal": None}
@@ -368,7 +442,7 @@ def train(config: TrainConfig) -> dict:
     def checkpoint_now():
         save_checkpoint(checkpoint_path, model_checkpoint(
             raw_model, train_config=asdict(config), optimizer=optimizer.state_dict(), loop=asdict(state),
-            data=train_data.state_dict(), rng=rng_states()))
+            data=train_data.state_dict(), rng=rng_states(), policy=policy.state_dict() if policy else None))
 
     log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
          "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
@@ -401,6 +475,19 @@ def train(config: TrainConfig) -> dict:
             clock.start()
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
+        if config.grow_at and not state.grown and progress >= config.grow_at:  # on the clock: growth is training
+            small_params = raw_model.num_params()
+            raw_model = grow_during_run(raw_model, config, train_data, device)
+            optimizer = make_optimizer(raw_model, config)
+            model = wrap(raw_model, config, world_size, device)
+            if config.grow_method == "ligo":  # the operator's training steps ran the big model forward and backward
+                state.flops += config.ligo_steps * config.micro_batch_size * config.seq_len * raw_model.flops_per_token(config.seq_len)
+            flops_per_token = raw_model.flops_per_token(config.seq_len)
+            state.grown = True
+            log({"kind": "grow", "step": state.step, "elapsed": clock.elapsed(), "method": config.grow_method,
+                 "from_params": small_params, "to_params": raw_model.num_params(), "model_config": asdict(raw_model.config)})
+            bar.write(f"step {state.step:6d} | grew {small_params / 1e6:.1f}M -> {raw_model.num_params() / 1e6:.1f}M "
+                      f"parameters with {config.grow_method}")
 
         # --- one optimizer step: batch size and learning rate from the budget schedules ---
         step_start = clock.elapsed()
@@ -417,8 +504,10 @@ def train(config: TrainConfig) -> dict:
             input_ids, labels = train_data.batch_at(train_data.epoch, start, config.micro_batch_size)
             input_ids, labels = input_ids.to(device), labels.to(device)
             sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
+            # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
+            weights = policy.weights(raw_model, input_ids, None, labels) if policy else None
             with (nullcontext() if sync else model.no_sync()), autocast(device):
-                _, loss = model(input_ids, labels=labels)
+                _, loss = model(input_ids, labels=labels, example_weights=weights)
             # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
             # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
             # batch, independent of how many micro-steps it took (DDP then averages over processes).
@@ -496,7 +585,9 @@ def parse_args(argv=None) -> TrainConfig:
                       help="cramming's data filter for preparing --data-dir: drop documents above this ratio (0 = off)")
 
     model = parser.add_argument_group("model (sizes and recipe switches; defaults = crammed recipe)")
-    model.add_argument("--preset", default=defaults.preset, help="tiny, mini, small, base or crammed")
+    model.add_argument("--preset", "--model", default=defaults.preset,
+                       help="tiny, mini, small, base, crammed, or auto: the Chinchilla-optimal size for --hours on "
+                            "this machine's measured speed (scaling.py)")
     model.add_argument("--init-from", default="", help="start from this checkpoint's weights and config")
     for name in ("n_layer", "n_head", "n_embd", "intermediate_size"):
         model.add_argument("--" + name.replace("_", "-"), type=int, help=f"override the preset's {name}")
@@ -544,7 +635,17 @@ def parse_args(argv=None) -> TrainConfig:
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, data order and masking")
     run.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar (log lines still print)")
+    extensions = parser.add_argument_group("data policy (policy.py) and growth (grow.py)")
+    extensions.add_argument("--policy", choices=("uniform", "learning-law"), default=defaults.policy,
+                            help="per-example data weights: uniform, or the Learning Law's contribution-based policy")
+    extensions.add_argument("--grow-at", type=float, default=0.0, help="grow the model at this budget fraction (0 = never)")
+    extensions.add_argument("--grow-to", default="", help="preset to grow into (with --grow-at)")
+    extensions.add_argument("--grow-method", choices=("ligo", "stack", "net2net", "scratch"), default=defaults.grow_method,
+                            help="how to grow (LiGO learns the growth operator)")
+    extensions.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="LiGO operator-training steps")
     args = parser.parse_args(argv)
+    if args.grow_at and not args.grow_to:
+        parser.error("--grow-at needs --grow-to PRESET")
 
     if args.hours is not None or args.minutes is not None or args.seconds is not None:
         budget_seconds = args.hours * 3600 if args.hours is not None else (
@@ -566,7 +667,8 @@ def parse_args(argv=None) -> TrainConfig:
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, out_dir=args.out_dir,
         eval_interval=args.eval_interval, eval_rows=args.eval_rows, log_interval=args.log_interval,
         checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, device=args.device,
-        compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar)
+        compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar, policy=args.policy,
+        grow_at=args.grow_at, grow_to=args.grow_to, grow_method=args.grow_method, ligo_steps=args.ligo_steps)
 
 
 def main(argv=None):

@@ -155,3 +155,26 @@ def test_real_wikipedia_run_lowers_held_out_loss(wiki_shard, tmp_path):
     print("held-out loss curve:", [(round(r["elapsed"], 1), round(r["val_loss"], 3)) for r in evals])
     assert evals[0]["val_loss"] > 10.0  # chance is ln(50304) = 10.8
     assert summary["final_val_loss"] < evals[0]["val_loss"] - 2.0
+
+
+def test_learning_law_policy_runs_saves_and_resumes(tiny_corpus, tmp_path):
+    settings = dict(max_steps=4, policy="learning-law", eval_rows=8)
+    full = train(tiny_run(tiny_corpus, tmp_path / "full", **settings))
+    train(tiny_run(tiny_corpus, tmp_path / "split", stop_after_steps=2, **settings))
+    saved = load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["policy"]
+    assert saved["calls"] > 0 and saved["desired_gradient"] is not None
+    resumed = train(tiny_run(tiny_corpus, tmp_path / "split", resume=True, **settings))
+    assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+    assert load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["policy"]["calls"] == \
+        load_checkpoint(str(tmp_path / "full" / "ckpt.pt"))["policy"]["calls"]
+
+
+def test_growing_inside_one_budget(tiny_corpus, tmp_path):
+    # tiny with one head of 64 grows into mini (4 heads of 64): LiGO keeps the head size and adds heads.
+    settings = dict(max_steps=4, grow_at=0.5, grow_to="mini", ligo_steps=2, model_overrides={"n_head": 1}, eval_rows=8)
+    summary = train(tiny_run(tiny_corpus, tmp_path, **settings))
+    grow_record = records(tmp_path, "grow")[0]
+    assert grow_record["step"] == 2 and grow_record["to_params"] > grow_record["from_params"]
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    assert (checkpoint["model_config"]["n_layer"], checkpoint["model_config"]["n_embd"]) == (4, 256)
+    assert checkpoint["loop"]["grown"] and summary["steps"] == 4
