@@ -247,7 +247,7 @@ class CramBERT(nn.Module):
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters counted once (a tied matrix once). non_embedding drops the token/position tables,
-        the convention of Kaplan et al. and Chinchilla's N."""
+        Kaplan et al.'s convention; Chinchilla's N (scaling.py) counts every parameter."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             embedding = self.encoder.embedding

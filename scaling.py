@@ -1,0 +1,525 @@
+"""
+Compute-optimal planning with the Chinchilla scaling laws, and fitting our own law.
+
+Hoffmann et al. 2022 ("Training Compute-Optimal Large Language Models") model the final loss of a run with
+N parameters trained on D tokens as
+
+    L(N, D) = E + A / N^alpha + B / D^beta                                     (paper Eq. 2)
+
+and ask which (N, D) gives the lowest loss for a compute budget of C = 6ND FLOPs. This file uses that law:
+
+    python scaling.py plan --hours 24                 # measure this machine, recommend a model and a token count
+    python scaling.py fit runs/*/log.jsonl            # fit L(N, D) to our own runs, as the paper does (Approach 3)
+    python scaling.py sweep --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
+
+N counts every parameter once, embeddings included: that is Chinchilla's convention (Kaplan et al. 2020 left
+the embeddings out, which Pearce & Song 2024 find is most of why the two papers disagree). At our scale the
+choice matters: the 50k-token embedding is most of a small model's parameters.
+"""
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from model import CramBERT, ModelConfig, flops_per_token
+from train import TrainConfig, autocast, synchronize, train
+
+
+# ----------------------------------------------------------------------------------------------------
+# The parametric law and its compute-optimal allocation
+
+@dataclass(frozen=True)
+class ScalingLaw:
+    E: float  # irreducible loss: what an infinitely large model trained on infinite data still pays
+    A: float  # size of the finite-model term A / N^alpha
+    B: float  # size of the finite-data term B / D^beta
+    alpha: float  # how fast the loss falls with parameters
+    beta: float  # how fast the loss falls with training tokens
+
+    def loss(self, params, tokens):
+        return self.E + self.A / params ** self.alpha + self.B / tokens ** self.beta
+
+    @property
+    def exponents(self) -> tuple[float, float]:
+        """(a, b) with N_opt ∝ C^a and D_opt ∝ C^b (paper Eq. 4); a + b = 1 because C = 6ND."""
+        return self.beta / (self.alpha + self.beta), self.alpha / (self.alpha + self.beta)
+
+    def compute_optimal(self, compute: float) -> tuple[float, float]:
+        """Minimise L(N, D) subject to 6ND = compute. Putting D = C / 6N into L and setting dL/dN = 0 gives
+        alpha A / N^alpha = beta B / D^beta, whose solution is paper Eq. 4:
+        N_opt = G (C/6)^a and D_opt = (C/6)^b / G with G = (alpha A / (beta B))^(1 / (alpha + beta))."""
+        a, b = self.exponents
+        G = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        return G * (compute / 6) ** a, (compute / 6) ** b / G
+
+
+LAWS = {
+    "chinchilla": ScalingLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28),  # Hoffmann et al. Sec. 3.3
+    # Besiroglu et al. 2024 ("Chinchilla Scaling: A replication attempt") refit the paper's own data points;
+    # their law agrees with the paper's Approaches 1 and 2 and with the ~20 tokens per parameter Chinchilla used.
+    "epoch": ScalingLaw(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658),
+}
+TOKENS_PER_PARAM = 20  # Approaches 1 and 2 find N_opt and D_opt both ∝ C^0.5 with D/N ≈ 20 (paper Table 3)
+
+
+def resolve_law(law):
+    """A law given by name ("chinchilla", "epoch", "rule20"), as a ScalingLaw, or as a JSON file that
+    `scaling.py fit --out` wrote. "rule20" stays a string: it is a ratio, not a loss surface."""
+    if isinstance(law, ScalingLaw) or law == "rule20":
+        return law
+    if law in LAWS:
+        return LAWS[law]
+    if isinstance(law, str) and os.path.isfile(law):
+        with open(law) as f:
+            return ScalingLaw(**{k: float(v) for k, v in json.load(f).items() if k in ("E", "A", "B", "alpha", "beta")})
+    raise ValueError(f"unknown law {law!r}: use chinchilla, epoch, rule20 or a JSON file written by `scaling.py fit`")
+
+
+def compute_optimal(compute: float, law="chinchilla") -> tuple[float, float]:
+    """(N_opt, D_opt) for `compute` = 6ND FLOPs under a law, or under the 20 tokens per parameter rule,
+    where 6 N (20 N) = C gives N = sqrt(C / 120)."""
+    law = resolve_law(law)
+    if law == "rule20":
+        params = math.sqrt(compute / (6 * TOKENS_PER_PARAM))
+        return params, TOKENS_PER_PARAM * params
+    return law.compute_optimal(compute)
+
+
+def describe_law(law) -> str:
+    law = resolve_law(law)
+    if law == "rule20":
+        return f"rule of thumb (paper Approaches 1-2): D = {TOKENS_PER_PARAM} N, N_opt = sqrt(C / {6 * TOKENS_PER_PARAM})"
+    a, b = law.exponents
+    return (f"L(N, D) = {law.E:.4g} + {law.A:.4g}/N^{law.alpha:.4g} + {law.B:.4g}/D^{law.beta:.4g}; "
+            f"N_opt ∝ C^{a:.3f}, D_opt ∝ C^{b:.3f}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measuring the machine: achieved FLOP/s and memory
+
+def count_params(config: ModelConfig) -> int:
+    """model.num_params() without allocating the model: the blocks are identical, so build a one-block
+    model on the meta device (shapes, no storage) and add the remaining blocks' share."""
+    with torch.device("meta"):
+        model = CramBERT(replace(config, n_layer=1))
+    block = sum(p.numel() for p in model.encoder.blocks[0].parameters())
+    return model.num_params() + (config.n_layer - 1) * block
+
+
+def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
+                          bytes_per_value: int = 4) -> int:
+    """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
+    gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
+    are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
+    in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
+    states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
+    C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
+    head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
+    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
+    return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
+
+
+def available_memory_bytes(device: str) -> int:
+    """Free memory on a GPU; the machine's physical memory on a CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
+                                      micro_batch_size: int = 8, seq_len: int | None = None) -> float:
+    """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
+    (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
+    seq_len = seq_len or config.max_seq_len
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(0)
+    model = CramBERT(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    input_ids = torch.randint(0, config.vocab_size, (micro_batch_size, seq_len), generator=generator)
+    labels = torch.where(torch.rand(input_ids.shape, generator=generator) < 0.15, input_ids, -100)
+    input_ids, labels = input_ids.to(device), labels.to(device)
+
+    def step():
+        with autocast(device):
+            _, loss = model(input_ids, labels=labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: first-call allocations and kernel choices are not what a long run sees
+    synchronize(device)
+    start, steps = time.perf_counter(), 0
+    while steps == 0 or time.perf_counter() - start < seconds:
+        step()
+        steps += 1
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    return flops_per_token(config, seq_len) * steps * micro_batch_size * seq_len / elapsed
+
+
+# ----------------------------------------------------------------------------------------------------
+# Planning: from a budget in seconds to a model shape and a token count
+
+def candidate_configs(seq_len: int = 128, max_width: int = 2048):
+    """The shapes the planner chooses from, all shaped like the presets: depth = width / 64 (the
+    aspect ratio of `mini` and `base`; Kaplan et al. Sec. 3.1 find loss barely depends on it), heads of
+    64 dimensions and an FFN 4x as wide. Widths step by 64, so neighbouring sizes are close. The widest,
+    32 x 2048 (1.7B parameters), is more than a day on one GPU can train compute-optimally."""
+    for width in range(64, max_width + 1, 64):
+        yield ModelConfig(max_seq_len=seq_len, n_layer=max(2, width // 64), n_head=width // 64,
+                          n_embd=width, intermediate_size=4 * width)
+
+
+def size_overrides(config: ModelConfig) -> dict:
+    """The fields a shape sets; the recipe switches keep their crammed defaults."""
+    return {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "intermediate_size")}
+
+
+@dataclass
+class Candidate:
+    config: ModelConfig  # the shape
+    params: int  # N, all parameters (Chinchilla's convention)
+    flops_per_token: float  # real training FLOPs of one token (model.flops_per_token)
+    tokens: float  # D = budget FLOPs / flops_per_token: what the budget buys for this shape
+    law_params: float  # N_opt under the law at this candidate's Chinchilla compute 6ND
+    law_tokens: float  # D_opt likewise
+    memory_bytes: int  # training_memory_bytes at the planned micro-batch
+
+
+def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
+               micro_batch_size: int = TrainConfig.micro_batch_size) -> list[Candidate]:
+    """Every shape with the tokens the budget buys it, and where the law would put a run of its compute.
+    The law's compute is 6ND by definition (paper Sec. 3.3), but our real cost per token is not 6N: the
+    embedding lookup is free, the sparse MLM head runs on a quarter of the tokens and attention adds
+    12 L T C. So we convert the real budget to tokens with the real count, then ask the law which N
+    suits that (N, D) pair's 6ND."""
+    table = []
+    for config in candidate_configs(seq_len):
+        params, cost = count_params(config), flops_per_token(config, seq_len)
+        tokens = budget_flops / cost
+        law_params, law_tokens = compute_optimal(6 * params * tokens, law)
+        table.append(Candidate(config, params, cost, tokens, law_params, law_tokens,
+                               training_memory_bytes(config, params, micro_batch_size, seq_len)))
+    return table
+
+
+@dataclass
+class Plan:
+    law: str  # the law that chose the size: its name, or a fitted law's file
+    model_config: ModelConfig  # the recommended shape; train.py --model auto builds CramBERT(model_config)
+    params: int  # N of that shape
+    tokens: float  # D: training tokens the budget buys at that shape's real FLOPs per token
+    flops_per_token: float  # model.flops_per_token of the shape
+    flops_per_second: float  # achieved training FLOP/s (measured or given)
+    budget_flops: float  # budget seconds x flops_per_second
+    law_params: float  # the law's N_opt at this plan's 6ND (the plan's N sits as close to it as shapes allow)
+    law_tokens: float  # the law's D_opt at this plan's 6ND
+    memory_bytes: int  # estimated training memory of the shape
+    memory_available: int  # memory the device offers
+    explanation: str  # the arithmetic, printed by `scaling.py plan` and logged by train.py
+    candidates: list[Candidate]  # every shape considered, smallest first
+
+    @property
+    def model_overrides(self) -> dict:  # what train.py's TrainConfig.model_overrides takes
+        return size_overrides(self.model_config)
+
+
+def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_len: int = 128,
+         micro_batch_size: int = TrainConfig.micro_batch_size, memory_bytes: int | None = None,
+         memory_fraction: float = 0.8) -> Plan:
+    """The shape the law would train on this budget: among shapes whose training fits in memory_fraction
+    of memory_bytes, the one whose N is closest (in ratio) to the law's N_opt at its own (N, D)."""
+    budget_flops = budget_seconds * flops_per_second
+    memory_bytes = memory_bytes or available_memory_bytes("cpu")
+    table = candidates(budget_flops, law, seq_len, micro_batch_size)
+    fitting = [c for c in table if c.memory_bytes <= memory_fraction * memory_bytes]
+    if not fitting:
+        raise ValueError(f"even the smallest shape needs {table[0].memory_bytes / 1e9:.2f} GB, more than "
+                         f"{memory_fraction:.0%} of {memory_bytes / 1e9:.2f} GB; lower the micro-batch size")
+    best = min(fitting, key=lambda c: abs(math.log(c.params / c.law_params)))
+    law_name = law if isinstance(law, str) else "fitted"
+    cfg, i = best.config, table.index(best)
+    lines = [
+        f"budget: {budget_seconds / 3600:.3g} h x {flops_per_second:.3g} FLOP/s = {budget_flops:.3g} FLOPs",
+        f"law ({law_name}): {describe_law(law)}",
+        f"shapes: width w, depth w/64, heads of 64, FFN 4w; D = {budget_flops:.3g} / (FLOPs per token)",
+        f"  {'layers x width':>14} {'N':>9} {'FLOPs/tok':>10} {'D':>9} {'D/N':>7} {'law N_opt':>10} {'memory':>9}",
+    ]
+    for c in table[max(0, i - 3):i + 4]:
+        lines.append(f"{'->' if c is best else '  '}{c.config.n_layer:>5} x {c.config.n_embd:<6} {c.params:9.3g} "
+                     f"{c.flops_per_token:10.3g} {c.tokens:9.3g} {c.tokens / c.params:7.3g} {c.law_params:10.3g} "
+                     f"{c.memory_bytes / 1e9:7.2f}GB" + ("" if c.memory_bytes <= memory_fraction * memory_bytes
+                                                           else " (does not fit)"))
+    lines += [
+        f"chosen: {cfg.n_layer} layers x {cfg.n_embd} wide, heads={cfg.n_head}, FFN {cfg.intermediate_size}: "
+        f"N = {best.params:.4g} parameters",
+        f"  real cost {best.flops_per_token:.4g} FLOPs/token (6N would be {6 * best.params:.4g}: embedding lookups "
+        f"are free and the sparse head sees {cfg.mlm_fraction:.0%} of tokens)",
+        f"  D = {budget_flops:.4g} / {best.flops_per_token:.4g} = {best.tokens:.4g} tokens, "
+        f"{best.tokens / best.params:.3g} tokens per parameter",
+        f"  the law at C = 6ND = {6 * best.params * best.tokens:.4g} wants N_opt = {best.law_params:.4g}, "
+        f"D_opt = {best.law_tokens:.4g} ({best.law_tokens / best.law_params:.3g} tokens per parameter)",
+        f"  memory: ~{best.memory_bytes / 1e9:.2f} GB (16 B/parameter for weights, gradients and AdamW, plus "
+        f"activations of {micro_batch_size} x {seq_len} tokens) of {memory_bytes / 1e9:.2f} GB",
+    ]
+    if best is table[0] and best.params > best.law_params:
+        lines.append("  note: even the smallest shape is larger than the law asks (fewer tokens than optimal)")
+    elif best is fitting[-1] and best.params < best.law_params:
+        lines.append("  note: memory or the widest shape caps N below the law's N_opt (more tokens than optimal)")
+    return Plan(law_name, cfg, best.params, best.tokens, best.flops_per_token, flops_per_second, budget_flops,
+                best.law_params, best.law_tokens, best.memory_bytes, memory_bytes, "\n".join(lines), table)
+
+
+def plan_for_machine(budget_seconds: float, device: str = "cpu", law="chinchilla",
+                     flops_per_second: float | None = None, seq_len: int = 128,
+                     micro_batch_size: int = TrainConfig.micro_batch_size, bench_seconds: float = 5.0,
+                     bench_config: ModelConfig | None = None) -> Plan:
+    """plan() with this machine's numbers. Throughput depends on the shape and the shape on the throughput,
+    so measure a reference shape, plan, and measure the planned shape and replan until the shape measured
+    is the shape planned (at most 3 measurements; small shapes run at lower FLOP/s than big ones)."""
+    memory = available_memory_bytes(device)
+    if flops_per_second:
+        return plan(budget_seconds, flops_per_second, law, seq_len, micro_batch_size, memory)
+    config = bench_config or ModelConfig(max_seq_len=seq_len, n_layer=4, n_head=4, n_embd=256, intermediate_size=1024)
+    bench_batch = micro_batch_size if torch.device(device).type == "cuda" else 8  # keep the CPU benchmark short
+    notes = []
+    for _ in range(3):
+        measured = measure_training_flops_per_second(config, device, bench_seconds, bench_batch, seq_len)
+        notes.append(f"measured {measured:.3g} FLOP/s training {config.n_layer} x {config.n_embd} "
+                     f"({bench_batch} x {seq_len} tokens per step, AdamW, {device})")
+        result = plan(budget_seconds, measured, law, seq_len, micro_batch_size, memory)
+        if result.model_config == config:
+            break
+        config = result.model_config
+    result.explanation = "\n".join(notes + [result.explanation])
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fitting L(N, D) to our own runs (paper Sec. 3.3 and Appendix D.2)
+
+def fit_law(params, tokens, losses, delta: float = 1e-3, starts: int = 16) -> ScalingLaw:
+    """The paper's fit: minimise sum_i Huber_delta(log L_pred(N_i, D_i) - log L_i) with
+    log L_pred = LSE(a - alpha log N, b - beta log D, e) and A = e^a, B = e^b, E = e^e, by L-BFGS from a
+    grid of starting points, keeping the best. The Huber loss is quadratic below delta and linear above,
+    so one bad run moves the fit far less than under least squares. The paper starts L-BFGS from every
+    point of its 4500-point grid; we evaluate the objective on that whole grid (cheap, batched) and run
+    L-BFGS from the `starts` best points, which finds the same minimum in seconds instead of minutes."""
+    if not len(params) == len(tokens) == len(losses) or len(params) < 5:
+        raise ValueError(f"need at least 5 (N, D, loss) points for 5 constants, got {len(params)}")
+    log_n, log_d, log_l = (torch.tensor(x, dtype=torch.float64).log() for x in (params, tokens, losses))
+
+    def objective(theta):  # theta: (..., 5) = (a, b, e, alpha, beta) -> (...) one value per row
+        a, b, e, alpha, beta = (t.unsqueeze(-1) for t in theta.unbind(-1))
+        terms = torch.broadcast_tensors(a - alpha * log_n, b - beta * log_d, e)
+        predicted = torch.logsumexp(torch.stack(terms), dim=0)
+        # Divided by delta so gradients are O(1) and L-BFGS's stopping tolerances mean the same at any delta.
+        return F.huber_loss(predicted, log_l.expand_as(predicted), delta=delta, reduction="none").sum(-1) / delta
+
+    grid = torch.tensor(list(itertools.product(range(0, 26, 5), range(0, 26, 5), (-1, -0.5, 0, 0.5, 1),
+                                               (0, 0.5, 1, 1.5, 2), (0, 0.5, 1, 1.5, 2))), dtype=torch.float64)
+    best_value, best_theta = math.inf, None
+    for start in grid[objective(grid).argsort()[:starts]]:
+        theta = start.clone().requires_grad_()
+        optimizer = torch.optim.LBFGS([theta], max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                      history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            value = objective(theta)
+            value.backward()
+            return value
+
+        optimizer.step(closure)
+        value = objective(theta).item()
+        if value < best_value:
+            best_value, best_theta = value, theta.detach()
+    a, b, e, alpha, beta = best_theta.tolist()
+    return ScalingLaw(E=math.exp(e), A=math.exp(a), B=math.exp(b), alpha=alpha, beta=beta)
+
+
+def read_points(paths: list[str]) -> list[dict]:
+    """(N, D, loss) points from train.py JSONL logs (one run each: its "summary" record, else the
+    "config" record's params with the last "eval" record), or from .json / .csv files of {N, D, loss}."""
+    points = []
+    for path in paths:
+        if path.endswith(".jsonl"):
+            with open(path) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+            # A resumed run appends to its log: the last summary and config records describe how it ended.
+            summary = next((r for r in reversed(records) if r.get("kind") == "summary"), {})
+            config = next((r for r in reversed(records) if r.get("kind") == "config"), {})
+            evals = [r for r in records if r.get("kind") == "eval" and "val_loss" in r]
+            params = summary.get("params", config.get("params"))
+            tokens = summary.get("tokens", evals[-1].get("tokens") if evals else None)
+            loss = summary.get("final_val_loss", evals[-1]["val_loss"] if evals else None)
+            if summary.get("finished") is False:  # an interrupted run never reached the end of its schedule
+                raise ValueError(f"{path}: the run did not finish (resume it with train.py --resume first)")
+            if None in (params, tokens, loss):
+                raise ValueError(f"{path}: needs params (summary or config record), tokens and a validation "
+                                 f"loss (summary or eval records); is it a train.py log of a finished run?")
+            points.append({"N": params, "D": tokens, "loss": loss, "source": path})
+            continue
+        if path.endswith(".json"):
+            with open(path) as f:
+                rows = json.load(f)
+        elif path.endswith(".csv"):
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        else:
+            raise ValueError(f"{path}: expected a .jsonl run log, or a .json / .csv file of N, D, loss")
+        for row in rows if isinstance(rows, list) else rows.get("points", []):
+            if not {"N", "D", "loss"} <= set(row):
+                raise ValueError(f"{path}: every point needs N, D and loss, got {sorted(row)}")
+            points.append({"N": float(row["N"]), "D": float(row["D"]), "loss": float(row["loss"]), "source": path})
+    return points
+
+
+def report_fit(law: ScalingLaw, n_points: int) -> str:
+    a, b = law.exponents
+    reference_a, reference_b = LAWS["chinchilla"].exponents
+    return (f"fitted on {n_points} runs: {describe_law(law)}\n"
+            f"optimal allocation: a = beta/(alpha+beta) = {a:.3f}, b = alpha/(alpha+beta) = {b:.3f} "
+            f"(Chinchilla: a = {reference_a:.3f} from its Approach 3 constants, 0.46-0.50 over its three approaches)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# IsoFLOP sweep (paper Sec. 3.2): several sizes per compute level, each trained to exactly that compute
+
+def sweep(flops_levels: list[float], base: TrainConfig, out_dir: str, sizes: int = 5) -> list[dict]:
+    """Train `sizes` neighbouring shapes around the Chinchilla-optimal one at every compute level, each run
+    scheduled over exactly its FLOP budget (the paper matches the cosine cycle to each run's length; our
+    one-cycle schedule follows train.py's progress, here FLOPs spent / budget). `base` carries everything
+    else (data, batch, seed, device). Points go to out_dir/points.json after every run. Ctrl-C stops the
+    sweep with the current run checkpointed; the same command again skips finished runs and resumes it."""
+    os.makedirs(out_dir, exist_ok=True)
+    points_path = os.path.join(out_dir, "points.json")
+    points = []
+    if os.path.exists(points_path):
+        with open(points_path) as f:
+            points = json.load(f)
+    for compute in flops_levels:
+        table = candidates(compute, "chinchilla", base.seq_len, base.micro_batch_size)
+        centre = min(range(len(table)), key=lambda i: abs(math.log(table[i].params / table[i].law_params)))
+        first = min(max(0, centre - sizes // 2), len(table) - sizes)
+        for row in table[first:first + sizes]:
+            name = f"C{compute:.1e}_{row.config.n_layer}x{row.config.n_embd}"
+            if any(p["run"] == name for p in points):
+                continue
+            run_dir = os.path.join(out_dir, name)
+            summary = train(replace(base, out_dir=run_dir, init_from="",
+                                    resume=os.path.isfile(os.path.join(run_dir, "ckpt.pt")),
+                                    model_overrides={**base.model_overrides, **size_overrides(row.config)},
+                                    budget_seconds=0.0, max_steps=0, max_flops=compute))
+            if not summary["finished"]:  # stopped by a signal: its loss is not a point of the sweep
+                raise RuntimeError(f"{name} was interrupted (checkpointed); run the same command to resume the sweep")
+            points.append({"N": summary["params"], "D": summary["tokens"], "loss": summary["final_val_loss"],
+                           "C": compute, "run": name})
+            with open(points_path + ".tmp", "w") as f:
+                json.dump(points, f, indent=1)
+            os.replace(points_path + ".tmp", points_path)  # a crash mid-sweep keeps every finished run
+    return points
+
+
+def plot_sweep(points: list[dict], law: ScalingLaw, path: str):
+    """Loss against N, one colour per compute level, the fitted law dashed at the same (N, D)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: skipping the plot")
+        return
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for compute in sorted({p["C"] for p in points}):
+        level = sorted((p for p in points if p["C"] == compute), key=lambda p: p["N"])
+        n = [p["N"] for p in level]
+        dots = axes.plot(n, [p["loss"] for p in level], "o-", label=f"C = {compute:.1e}")
+        axes.plot(n, [law.loss(p["N"], p["D"]) for p in level], "--", color=dots[0].get_color())
+    axes.set(xscale="log", xlabel="parameters N", ylabel="validation MLM loss", title="IsoFLOP sweep; dashed: fit")
+    axes.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------------------------------
+
+def main():
+    try:
+        run_command()
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # one clear message, no traceback
+        raise SystemExit(f"error: {error}")
+
+
+def run_command():
+    parser = argparse.ArgumentParser(description="Chinchilla planning and scaling-law fits for cramlm")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan_parser = commands.add_parser("plan", help="recommend a model shape and token count for a time budget")
+    plan_parser.add_argument("--hours", type=float, required=True, help="training budget in hours")
+    plan_parser.add_argument("--flops-per-second", type=float, help="achieved FLOP/s; measured when omitted")
+    plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, or a fitted law's JSON")
+    plan_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    plan_parser.add_argument("--seq-len", type=int, default=TrainConfig.seq_len, help="training sequence length")
+    plan_parser.add_argument("--micro-batch-size", type=int, default=TrainConfig.micro_batch_size,
+                             help="rows per forward pass (for the memory check)")
+    plan_parser.add_argument("--bench-seconds", type=float, default=5.0, help="length of each throughput measurement")
+
+    fitting = argparse.ArgumentParser(add_help=False)  # the fit's settings, shared by `fit` and `sweep`
+    fitting.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss (paper: 1e-3)")
+    fitting.add_argument("--starts", type=int, default=16, help="L-BFGS runs from the best grid points")
+    fit_parser = commands.add_parser("fit", parents=[fitting], help="fit L(N, D) to finished runs")
+    fit_parser.add_argument("logs", nargs="+", help="train.py JSONL logs, or .json/.csv files of N, D, loss")
+    fit_parser.add_argument("--out", help="write the fitted law here as JSON (usable as plan --law)")
+
+    sweep_parser = commands.add_parser("sweep", parents=[fitting], help="train an IsoFLOP grid, fit it, plot it")
+    sweep_parser.add_argument("--flops", required=True, help="comma-separated compute levels, e.g. 1e14,3e14,1e15")
+    sweep_parser.add_argument("--sizes", type=int, default=5, help="model sizes per compute level")
+    sweep_parser.add_argument("--out-dir", default="runs/sweep", help="for the runs, points.json, law.json, the plot")
+    sweep_parser.add_argument("--data-dir", default=TrainConfig.data_dir, help="prepared token files (train.py)")
+    sweep_parser.add_argument("--corpus", help="train.py --corpus: text to prepare if --data-dir is empty")
+    sweep_parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens,
+                              help="tokens per optimizer step; small budgets need small batches to take enough steps")
+    sweep_parser.add_argument("--micro-batch-size", type=int, default=TrainConfig.micro_batch_size,
+                              help="rows per forward pass")
+    sweep_parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate of every run")
+    sweep_parser.add_argument("--device", default=TrainConfig.device, help="auto, cuda, mps or cpu")
+    sweep_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of every run")
+    args = parser.parse_args()
+
+    if args.command == "plan":
+        result = plan_for_machine(args.hours * 3600, args.device, args.law, args.flops_per_second, args.seq_len,
+                                  args.micro_batch_size, args.bench_seconds)
+        print(result.explanation)
+        return
+    if args.command == "fit":
+        points = read_points(args.logs)
+    else:
+        # Only the final loss enters the fit, so evaluate four times per run rather than twenty.
+        base = TrainConfig(data_dir=args.data_dir, batch_tokens=args.batch_tokens, lr=args.lr, device=args.device,
+                           micro_batch_size=args.micro_batch_size, seed=args.seed, eval_interval=0.25,
+                           progress_bar=False,
+                           **({"corpus": args.corpus} if args.corpus else {}))
+        points = sweep([float(c) for c in args.flops.split(",")], base, args.out_dir, args.sizes)
+    law = fit_law([p["N"] for p in points], [p["D"] for p in points], [p["loss"] for p in points],
+                  args.delta, args.starts)
+    print(report_fit(law, len(points)))
+    out = args.out if args.command == "fit" else os.path.join(args.out_dir, "law.json")
+    if out:
+        with open(out + ".tmp", "w") as f:
+            json.dump(asdict(law), f, indent=1)
+        os.replace(out + ".tmp", out)
+        print(f"wrote {out}")
+    if args.command == "sweep":
+        plot_sweep(points, law, os.path.join(args.out_dir, "sweep.png"))
+
+
+if __name__ == "__main__":
+    main()
