@@ -1,0 +1,230 @@
+"""Tests for policy.py: simplex projection, the unrolled meta-gradient, the exact policy on a planted-noise
+perceptron and a tiny transformer, and the cheap LearningLawPolicy that train.py uses."""
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import CramBERT, preset_config
+from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, compare, contributions,
+                    desired_head_gradient, example_alignment, mlm_examples, optimise_policy, perceptron_task,
+                    project_to_simplex, read_wiki_tokens, remap_vocabulary, reproduction_config, run,
+                    transformer_task)
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a shared 2-core machine, intra-op threads only wait on each other
+    (this file runs ~10x slower with 2 threads under load)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Simplex projection
+
+def brute_force_projection(v: torch.Tensor) -> torch.Tensor:
+    """Try every support S: on S the projection is v − (Σ_S v − 1)/|S|, elsewhere 0; keep the closest feasible."""
+    best, best_distance = None, float("inf")
+    for size in range(1, len(v) + 1):
+        for support in itertools.combinations(range(len(v)), size):
+            x = torch.zeros_like(v)
+            idx = list(support)
+            x[idx] = v[idx] - (v[idx].sum() - 1) / size
+            if (x >= -1e-12).all() and (x - v).norm() < best_distance:
+                best, best_distance = x, (x - v).norm()
+    return best
+
+
+def test_projection_matches_brute_force_and_known_answers():
+    gen = torch.Generator().manual_seed(0)
+    for n in range(1, 7):
+        for _ in range(20):
+            v = torch.randn(n, generator=gen, dtype=torch.float64) * 2
+            assert torch.allclose(project_to_simplex(v), brute_force_projection(v), atol=1e-9)
+    assert torch.allclose(project_to_simplex(torch.tensor([2.0, 0.0])), torch.tensor([1.0, 0.0]))
+    assert torch.allclose(project_to_simplex(torch.tensor([5.0, 5.0, 5.0])), torch.full((3,), 1 / 3))
+    assert torch.allclose(project_to_simplex(torch.tensor([0.5, 0.3, -1.0])), torch.tensor([0.6, 0.4, 0.0]))
+
+
+def test_projection_stays_on_simplex_and_fixes_simplex_points():
+    gen = torch.Generator().manual_seed(1)
+    v = torch.randn(50, 300, generator=gen, dtype=torch.float64) * torch.logspace(-3, 3, 50, dtype=torch.float64)[:, None]
+    x = project_to_simplex(v)  # rows projected independently
+    assert (x >= 0).all() and torch.allclose(x.sum(-1), torch.ones(50, dtype=torch.float64))
+    assert torch.allclose(project_to_simplex(x), x)  # a projection is idempotent
+    assert torch.allclose(x[3], project_to_simplex(v[3]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The exact method
+
+def toy_task(n_steps_lr=0.7) -> Task:
+    """3 training examples, 2 parameters, logistic loss; desired set of 4 points. float64 for finite differences."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 2, generator=gen, dtype=torch.float64), torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    xd, yd = torch.randn(4, 2, generator=gen, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return Task(params={"w": torch.tensor([0.3, -0.2], dtype=torch.float64)},
+                train_loss=lambda p, weights: (weights * bce(x @ p["w"], y, reduction="none")).sum(),
+                desired_loss=lambda p: bce(xd @ p["w"], yd), test_loss=lambda p: bce(xd @ p["w"], yd),
+                noisy=torch.zeros(3, dtype=torch.bool), lr=n_steps_lr)
+
+
+def test_meta_gradient_matches_finite_differences():
+    task = toy_task()
+    gamma = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], dtype=torch.float64, requires_grad=True)  # 2 steps
+    (grad,) = torch.autograd.grad(area_under_curve(run(task, gamma, differentiable=True)[0]), gamma)
+    h = 1e-6
+    for t, n in itertools.product(range(2), range(3)):
+        bump = torch.zeros_like(gamma)
+        bump[t, n] = h
+        j_plus = area_under_curve(run(task, gamma.detach() + bump)[0])
+        j_minus = area_under_curve(run(task, gamma.detach() - bump)[0])
+        assert abs(grad[t, n].item() - (j_plus - j_minus).item() / (2 * h)) < 1e-7
+    assert grad.abs().max() > 1e-3  # and it is not trivially zero
+
+
+def test_contributions_equal_per_example_gradient_dot_products():
+    task = toy_task()
+    params = {"w": task.params["w"].clone().requires_grad_()}
+    direction = {"w": torch.tensor([0.4, 1.3], dtype=torch.float64)}
+    c = contributions(task.train_loss, params, direction, 3)
+    for n in range(3):
+        one_hot = torch.zeros(3, dtype=torch.float64)
+        one_hot[n] = 1
+        (g,) = torch.autograd.grad(task.train_loss(params, one_hot), params["w"])
+        assert torch.isclose(c[n], g @ direction["w"])
+
+
+def test_optimised_policy_lowers_auc_and_drops_noisy_labels():
+    config = reproduction_config("perceptron", dim=8, n_train=64, n_held_out=256, steps=40, outer_epochs=15,
+                                 noise_fraction=0.25, lr=0.3)
+    task = perceptron_task(config)
+    gamma, history = optimise_policy(task, config.steps, config.segment, config.outer_epochs, config.outer_lr)
+    assert (gamma >= 0).all() and torch.allclose(gamma.sum(1), torch.ones(len(gamma)))
+    assert min(history) < 0.9 * history[0]  # history[0] is the uniform policy's J
+    result = compare(task, gamma, config.segment, horizon=5)
+    uniform, optimised = result["rows"]["uniform"], result["rows"]["optimised"]
+    assert optimised["auc"] < uniform["auc"] and optimised["test_auc"] < uniform["test_auc"]
+    assert result["speedups"]["desired"]["auc"] == pytest.approx(uniform["auc"] / optimised["auc"])
+    assert result["speedups"]["desired"]["catch_up"] > 1
+    assert uniform["noisy_weight"] == pytest.approx(0.25)
+    assert optimised["noisy_weight"] < 0.1  # the flipped labels lose most of their weight
+    assert optimised["spread"] < uniform["spread"]  # contributions of kept examples become more equal (the Law)
+
+
+def synthetic_tokens(n_tokens: int, seed: int = 0) -> torch.Tensor:
+    """GPT-2 ids with structure an MLM can learn: runs of consecutive ids from a small alphabet."""
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(100, 130, (n_tokens // 4 + 1,), generator=gen)
+    return (starts[:, None] + torch.arange(4)).flatten()[:n_tokens]
+
+
+def test_transformer_task_builds_masked_rows_and_learns_a_policy():
+    tokens = synthetic_tokens(4000)
+    lookup, unk_id, mask_id = remap_vocabulary(tokens, 16)
+    assert lookup[tokens].max() < 16 and (lookup[tokens] != unk_id).float().mean() > 0.3
+    ids, labels = mlm_examples(tokens[:64], 16, lookup, torch.Generator().manual_seed(0))
+    assert ids.shape == (4, 16) and ((labels != -100).sum(1) == 4).all()  # exactly 25% of every row
+    assert (ids[labels != -100] == mask_id).float().mean() > 0.5  # most picked positions show [MASK]
+    config = reproduction_config("transformer", n_train=16, n_held_out=8, seq_len=16, vocab=40, steps=6,
+                                 segment=3, outer_epochs=4, noise_fraction=0.25, lr=0.5)
+    task = transformer_task(config, tokens=tokens)
+    assert task.noisy.sum() == 4
+    gamma, history = optimise_policy(task, config.steps, config.segment, config.outer_epochs, config.outer_lr)
+    assert gamma.shape == (2, 16) and torch.allclose(gamma.sum(1), torch.ones(2))
+    assert min(history) < history[0]
+
+
+@pytest.mark.skipif(not (DATA_DIR / "wiki").is_dir(), reason="../shared/data/wiki is absent")
+def test_wiki_vocabulary_remap_covers_frequent_tokens():
+    tokens = torch.tensor(read_wiki_tokens(DATA_DIR / "wiki" / "enwiki-2015-00.txt.gz", 200_000))
+    lookup, unk_id, _ = remap_vocabulary(tokens, 512)
+    coverage = (lookup[tokens] != unk_id).float().mean().item()
+    assert 0.45 < coverage < 0.75  # 510 ids cover about half of wiki tokens
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The practical policy
+
+def tiny_mlm_batch(n_rows: int, seed: int, noisy_rows=()):
+    """Rows of 16 tokens from a small alphabet (ids 0..7), 4 positions masked (id 63). The labels of
+    noisy rows are drawn from the whole vocabulary instead, as corrupted text would be: gradients that
+    do not help predict the real data."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 8, (n_rows, 16), generator=gen)
+    labels = torch.full_like(ids, -100)
+    for r in range(n_rows):
+        picked = torch.randperm(16, generator=gen)[:4]
+        labels[r, picked] = torch.randint(0, 60, (4,), generator=gen) if r in noisy_rows else ids[r, picked]
+        ids[r, picked] = 63
+    return ids, torch.ones_like(ids), labels
+
+
+def tiny_model(seed: int = 0) -> CramBERT:
+    torch.manual_seed(seed)
+    return CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16))
+
+
+def test_example_alignment_matches_per_example_head_gradients():
+    model = tiny_model()
+    batch, desired = tiny_mlm_batch(4, seed=1, noisy_rows=(3,)), tiny_mlm_batch(8, seed=2)
+    c = example_alignment(model, batch, desired)
+    head = dict(model.named_parameters())
+    G = desired_head_gradient(model, desired)
+    for n in range(4):
+        one_hot = torch.zeros(4)
+        one_hot[n] = 1
+        _, loss = model(*batch, example_weights=one_hot)
+        grads = torch.autograd.grad(loss, [head[k] for k in G])
+        assert torch.isclose(c[n], sum((g * G[k]).sum() for g, k in zip(grads, G)), rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_policy_weights_are_on_the_simplex_and_downweight_noise(seed):
+    model = tiny_model(seed)
+    policy = LearningLawPolicy(LearningLawPolicyConfig(refresh_every=5), tiny_mlm_batch(32, seed=3 + seed))
+    input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=40 + seed, noisy_rows=(2, 9))
+    w = policy.weights(model, input_ids, attention_mask, labels)
+    assert w.shape == (16,) and (w >= 0).all() and torch.isclose(w.sum(), torch.tensor(1.0))
+    clean = torch.ones(16, dtype=torch.bool)
+    clean[[2, 9]] = False
+    assert w[~clean].max() < 0.5 * w[clean].mean()
+    _, loss = model(input_ids, attention_mask, labels, example_weights=w)  # what train.py will do
+    assert torch.isfinite(loss)
+
+
+def sgd_step(model, loss, lr=0.5):
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    with torch.no_grad():
+        for p, g in zip(model.parameters(), grads):
+            p -= lr * g
+
+
+def test_policy_state_dict_round_trip_resumes_exactly():
+    model = tiny_model()
+    config = LearningLawPolicyConfig(refresh_every=3, step_size=2.0)
+    policy = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))
+    for step in range(2):  # the desired gradient cached at call 0 is now stale: resume must keep it
+        batch = tiny_mlm_batch(8, seed=10 + step, noisy_rows=(1,))
+        sgd_step(model, model(*batch, example_weights=policy.weights(model, *batch))[1])
+    buffer = io.BytesIO()
+    torch.save(policy.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = LearningLawPolicy(LearningLawPolicyConfig(), tiny_mlm_batch(16, seed=99))
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert resumed.config == config and resumed.calls == 2
+    fresh = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))  # recomputes at its first call instead
+    for step in range(3):  # calls 2 (cached gradient), 3 (refresh), 4
+        batch = tiny_mlm_batch(8, seed=20 + step, noisy_rows=(1,))
+        expected = policy.weights(model, *batch)
+        assert torch.equal(resumed.weights(model, *batch), expected)
+        if step == 0:
+            assert not torch.allclose(fresh.weights(model, *batch), expected)
