@@ -476,12 +476,13 @@ def train(config: TrainConfig) -> dict:
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
         if config.grow_at and not state.grown and progress >= config.grow_at:  # on the clock: growth is training
-            small_params = raw_model.num_params()
+            from grow import growth_flops
+            small_params, small_config = raw_model.num_params(), raw_model.config
             raw_model = grow_during_run(raw_model, config, train_data, device)
             optimizer = make_optimizer(raw_model, config)
             model = wrap(raw_model, config, world_size, device)
-            if config.grow_method == "ligo":  # the operator's training steps ran the big model forward and backward
-                state.flops += config.ligo_steps * config.micro_batch_size * config.seq_len * raw_model.flops_per_token(config.seq_len)
+            state.flops += growth_flops(small_config, raw_model.config, config.grow_method, config.ligo_steps,
+                                        config.micro_batch_size * config.seq_len, config.seq_len)  # LiGO's operator training
             flops_per_token = raw_model.flops_per_token(config.seq_len)
             state.grown = True
             log({"kind": "grow", "step": state.step, "elapsed": clock.elapsed(), "method": config.grow_method,

@@ -1,0 +1,208 @@
+import json
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from grow import (GrowthOperator, duplication, flops_to_reach, grow_model, grown_config, growth_flops, main,
+                  train_operator)
+from model import CramBERT, ModelConfig, flops_per_token, preset_config
+from train import (TrainConfig, load_checkpoint, make_optimizer, model_checkpoint, model_from_checkpoint,
+                   save_checkpoint, train)
+
+VOCAB = 64  # a small vocabulary keeps these models fast; id VOCAB - 1 plays [MASK]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: with one thread they skip OpenMP's hand-offs, which on a busy machine made
+    this file 5x slower. The setting is restored for the other test files."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(**overrides) -> ModelConfig:
+    """2 layers, 2 heads of 16, gated FFN 32 wide: the default crammed recipe at toy size."""
+    sizes = dict(vocab_size=VOCAB, max_seq_len=16, n_layer=2, n_head=2, n_embd=32, intermediate_size=64)
+    return ModelConfig(**{**sizes, **overrides})
+
+
+def perturbed_model(model_config: ModelConfig, seed: int = 0) -> CramBERT:
+    """A model whose norms and biases are not at their 1/0 initial values, as after training: a bug that
+    forgets a norm or a bias cannot hide behind an identity."""
+    torch.manual_seed(seed)
+    model = CramBERT(model_config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model.eval()
+
+
+def copy_task_batch(rows: int, seq_len: int, generator: torch.Generator):
+    """Each row mixes two random tokens, a quarter of it masked: the answer is one of the visible two, so a
+    model learns this in tens of steps."""
+    pair = torch.randint(0, VOCAB - 1, (rows, 2), generator=generator)
+    ids = pair.gather(1, torch.randint(0, 2, (rows, seq_len), generator=generator))
+    picked = torch.rand(rows, seq_len, generator=generator).argsort(dim=1) < seq_len // 4
+    return ids.masked_fill(picked, VOCAB - 1), ids.masked_fill(~picked, -100)
+
+
+def random_ids(rows=3, seq_len=16, seed=1):
+    return torch.randint(0, VOCAB, (rows, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+BIG = config(n_layer=4, n_head=4, n_embd=64, intermediate_size=160)  # twice as wide and deep, FFN 2.5x
+
+
+@pytest.mark.parametrize("method", ["ligo", "stack", "net2net", "scratch"])
+def test_every_grown_tensor_has_the_target_shape(method):
+    small = perturbed_model(config(bias=True))
+    generator = torch.Generator().manual_seed(0)
+    grown = grow_model(small, BIG, method, batches=lambda step: copy_task_batch(4, 16, generator), ligo_steps=1)
+    assert grown.config == grown_config(small.config, BIG) and grown.config.bias  # target sizes, small's recipe
+    reference = CramBERT(grown.config).state_dict()
+    assert {k: v.shape for k, v in grown.state_dict().items()} == {k: v.shape for k, v in reference.items()}
+    assert grown.decoder.weight is grown.encoder.embedding.tok.weight  # still tied
+
+
+@pytest.mark.parametrize("recipe, big_layers", [
+    (dict(pos_emb="learned"), 4), (dict(pos_emb="learned", bias=True, ffn="gelu"), 4),
+    (dict(pos_emb="learned", tie_embeddings=False, mlm_head="dense"), 4),
+    (dict(pos_emb="learned", norm_position="post"), 2)])  # post-LN: a norm after the residual, no identity block
+def test_net2net_preserves_the_function_at_integer_width_multiples(recipe, big_layers):
+    # Residual 32 -> 64 (x2), heads 2 -> 4, FFN hidden 32 -> 80 (x2.5), layers 2 -> 4 as identity blocks.
+    small = perturbed_model(config(**recipe))
+    grown = grow_model(small, config(n_layer=big_layers, n_head=4, n_embd=64, intermediate_size=160), "net2net",
+                       noise=0.0).eval()
+    ids = random_ids()
+    torch.testing.assert_close(grown(ids)[0], small(ids)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_net2net_with_sinusoids_preserves_everything_but_the_position_table():
+    small = perturbed_model(config())
+    grown = grow_model(small, BIG, "net2net", noise=0.0).eval()
+    ids = random_ids()
+    assert not torch.allclose(grown(ids)[0], small(ids)[0], atol=1e-2)  # the sinusoid table depends on n_embd
+    with torch.no_grad():
+        small.encoder.embedding.pos_scale.zero_()  # without the position term ...
+        grown.encoder.embedding.pos_scale.zero_()
+    torch.testing.assert_close(grown(ids)[0], small(ids)[0], rtol=1e-4, atol=1e-5)  # ... the rest is exact
+
+
+def test_net2net_preserves_heads_and_ffn_at_any_width_but_layernorm_needs_multiples():
+    # 32 -> 48 (x1.5): heads 2 -> 3, FFN hidden 32 -> 40. Each sub-layer maps copied inputs to copied outputs.
+    small = perturbed_model(config())
+    grown = grow_model(small, config(n_head=3, n_embd=48, intermediate_size=80), "net2net", noise=0.0).eval()
+    copy, _ = duplication(48, 32)
+    x = torch.randn(3, 16, 32)
+    for small_part, grown_part in [(small.encoder.blocks[1].attn, grown.encoder.blocks[1].attn),
+                                   (small.encoder.blocks[1].ffn, grown.encoder.blocks[1].ffn)]:
+        torch.testing.assert_close(grown_part(x @ copy.T), small_part(x) @ copy.T, rtol=1e-4, atol=1e-5)
+    # Units 0..15 now have two copies and 16..31 one: LayerNorm's mean and variance change, so the model does.
+    ids = random_ids()
+    assert not torch.allclose(grown(ids)[0], small(ids)[0], atol=1e-2)
+
+
+def test_stacking_reproduces_the_stacked_model_and_ligo_starts_as_stackbert():
+    small = perturbed_model(config())
+    stacked = CramBERT(config(n_layer=4)).eval()  # by hand: blocks 0, 1, 0, 1 of the small model
+    state = small.state_dict()
+    for name, tensor in small.state_dict().items():
+        if name.startswith("encoder.blocks."):
+            layer, rest = name.removeprefix("encoder.blocks.").split(".", 1)
+            state[f"encoder.blocks.{int(layer) + 2}.{rest}"] = tensor
+    stacked.load_state_dict(state)
+    grown = grow_model(small, config(n_layer=4), "stack", noise=0.0).eval()
+    for name, tensor in stacked.state_dict().items():
+        assert torch.equal(grown.state_dict()[name], tensor), name
+    ids = random_ids()
+    assert torch.equal(grown(ids)[0], stacked(ids)[0])
+
+    # Wider and deeper: the LiGO operator before any training is exactly StackBERT (+ the Net2Net width copy).
+    stack = grow_model(small, BIG, "stack", noise=0.0)
+    ligo = grow_model(small, BIG, "ligo", batches=[], ligo_steps=0, noise=0.0)
+    operator = GrowthOperator(small, grown_config(small.config, BIG), depth="stack")
+    materialised = operator.materialise()
+    for name, tensor in stack.state_dict().items():
+        assert torch.equal(ligo.state_dict()[name], tensor) and torch.equal(materialised[name], tensor), name
+
+
+def test_operator_training_lowers_the_loss_and_trains_only_the_operator():
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    small = CramBERT(config())
+    optimizer = make_optimizer(small, TrainConfig(lr=1e-2))
+    for _ in range(60):  # pretrain the small model a little: the grown one then has something to lose
+        input_ids, labels = copy_task_batch(16, 16, generator)
+        small(input_ids, labels=labels)[1].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    small_before = {name: tensor.clone() for name, tensor in small.state_dict().items()}
+
+    operator = GrowthOperator(small, grown_config(small.config, BIG), noise=0.01)
+    held_out = copy_task_batch(64, 16, torch.Generator().manual_seed(99))
+
+    def held_out_loss():
+        with torch.no_grad():
+            model = CramBERT(operator.big_config)
+            model.load_state_dict(operator.materialise())
+            return model(held_out[0], labels=held_out[1])[1].item()
+
+    initial = held_out_loss()  # stacking costs the small model's function a little: its deeper copies do too much
+    train_operator(operator, lambda step: copy_task_batch(32, 16, generator), steps=20, lr=0.03, progress_bar=False)
+    with torch.no_grad():
+        small_loss = small(held_out[0], labels=held_out[1])[1].item()
+    assert held_out_loss() < min(initial - 0.1, small_loss - 0.05)  # better than at the start, and than the small one
+    # The gradient reaches every kind of operator parameter and none of the small model's weights.
+    _, loss = functional_call(CramBERT(operator.big_config), operator.materialise(), (held_out[0],),
+                              {"labels": held_out[1]})
+    loss.backward()
+    for name, parameter in operator.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert all(parameter.grad is None for parameter in small.parameters())
+    assert all(torch.equal(small.state_dict()[name], tensor) for name, tensor in small_before.items())
+
+
+def test_cli_grows_a_checkpoint_that_train_py_continues(tiny_corpus, tmp_path):
+    # A tiny model grown by LiGO through the command line on the synthetic corpus, then pretrained on.
+    torch.manual_seed(0)
+    save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(CramBERT(preset_config("tiny", n_head=1))))
+    out = tmp_path / "grown.pt"
+    main(["--from", str(tmp_path / "small.pt"), "--to", "tiny", "--n-layer", "3", "--n-embd", "128", "--n-head", "2",
+          "--method", "ligo", "--ligo-steps", "1", "--batch-size", "4", "--seq-len", "32",
+          "--data-dir", str(tiny_corpus), "--out", str(out), "--device", "cpu"])
+    grown = model_from_checkpoint(load_checkpoint(str(out)))
+    assert (grown.config.n_layer, grown.config.n_embd, grown.config.n_head) == (3, 128, 2)
+    summary = train(TrainConfig(data_dir=str(tiny_corpus), out_dir=str(tmp_path / "big"), init_from=str(out),
+                                seq_len=32, micro_batch_size=8, batch_tokens=256, budget_seconds=0, max_steps=4,
+                                lr=3e-3, eval_rows=16, eval_interval=1.0, progress_bar=False))
+    with open(summary["log"]) as f:
+        evals = [r["val_loss"] for r in map(json.loads, f) if r["kind"] == "eval"]
+    assert summary["params"] == grown.num_params() and evals[-1] < evals[0]
+
+
+def test_growth_that_cannot_be_done_fails_clearly():
+    small = CramBERT(config())
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_model(small, config(n_embd=16, n_head=1), "net2net")
+    with pytest.raises(ValueError, match="head dim"):
+        grow_model(small, config(n_embd=64), "net2net")  # 2 heads of 32 instead of 16
+    with pytest.raises(ValueError, match="unknown growth method"):
+        grow_model(small, BIG, "bert2bert")
+    with pytest.raises(ValueError, match="pass batches"):
+        grow_model(small, BIG, "ligo")
+
+
+def test_flop_accounting_of_the_growth():
+    assert growth_flops(config(), BIG, "stack", 100, 64, 16) == 0.0
+    one, ten = (growth_flops(config(), BIG, "ligo", steps, 64, 16) for steps in (1, 10))
+    big_model = 64 * flops_per_token(grown_config(config(), BIG), 16)  # the big model's share of a step
+    # Materialising costs at least the token embedding's (V x 32) @ (32 x 64), forward and backward (3x).
+    assert math.isclose(ten, 10 * one) and one - big_model > 3 * 2 * VOCAB * 32 * 64
+    # Crossing points of a loss curve: linear interpolation between evaluations, None if never reached.
+    curve = [(0.0, 5.0), (10.0, 3.0), (20.0, 2.0)]
+    assert flops_to_reach(curve, 4.0) == 5.0 and flops_to_reach(curve, 2.5) == 15.0
+    assert flops_to_reach(curve, 1.0) is None and flops_to_reach(curve, 6.0) == 0.0
