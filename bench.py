@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from model import CramBERT, flops_per_token, preset_config
-from train import TrainConfig, autocast, make_optimizer, measure_peak_flops, synchronize
+from train import TrainConfig, autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
 
 
 @dataclass
@@ -31,12 +31,6 @@ class BenchConfig:
     mask_rate: float = 0.25  # share of positions with labels
     device: str = "auto"  # auto, cuda or cpu
     compile: bool = False  # torch.compile both models
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def random_batch(config: BenchConfig, vocab_size: int, device):

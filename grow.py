@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from data.loader import MLMBatches, TokenFile
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
-from train import (TrainConfig, autocast, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
-                   train)
+from train import (TrainConfig, autocast, load_checkpoint, model_checkpoint, model_from_checkpoint, resolve_device,
+                   save_checkpoint, train)
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -262,10 +262,6 @@ def mlm_batches(data_dir: str, seq_len: int, mask_rate: float, rows: int, seed: 
     """batches(step) -> (input_ids, labels): consecutive slices of one shuffled pass over train.bin."""
     data = MLMBatches(TokenFile(os.path.join(data_dir, "train.bin")), seq_len, mask_rate, seed=seed)
     return lambda step: data.batch_at(0, step * rows, rows)
-
-
-def resolve_device(requested: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if requested == "auto" else requested)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -187,13 +187,20 @@ class LoopState:
 # ----------------------------------------------------------------------------------------------------
 # Hardware: devices, precision, peak speed
 
+def resolve_device(requested: str) -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; anything else is taken as given."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return torch.device(requested)
+
+
 def setup_distributed(requested_device: str):
     """(rank, world_size, device). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; plain `python` is rank 0 of 1."""
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    if requested_device == "auto":
-        requested_device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    device = torch.device(f"cuda:{local_rank}" if requested_device == "cuda" else requested_device)
+    device = resolve_device(requested_device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():

@@ -14,14 +14,7 @@ from train import (TrainConfig, load_checkpoint, make_optimizer, model_checkpoin
 VOCAB = 64  # a small vocabulary keeps these models fast; id VOCAB - 1 plays [MASK]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: with one thread they skip OpenMP's hand-offs, which on a busy machine made
-    this file 5x slower. The setting is restored for the other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(**overrides) -> ModelConfig:
