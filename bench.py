@@ -33,11 +33,12 @@ class BenchConfig:
     compile: bool = False  # torch.compile both models
 
 
-def random_batch(config: BenchConfig, vocab_size: int, device):
+def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: int, device):
+    """Random tokens with labels at an exact mask_rate share of each row, as data/loader.py masks."""
     g = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, vocab_size, (config.micro_batch_size, config.seq_len), generator=g)
+    input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g)
     labels = torch.full_like(input_ids, -100)
-    n_masked = int(config.mask_rate * config.seq_len)  # an exact count per row, as data/loader.py masks
+    n_masked = int(mask_rate * seq_len)
     positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :n_masked]
     labels.scatter_(1, positions, input_ids.gather(1, positions))
     return input_ids.to(device), labels.to(device)
@@ -60,6 +61,30 @@ def build(kind: str, config: BenchConfig, device):
     return model, lambda ids, labels: model(input_ids=ids, labels=labels).loss, flops_per_token(hf_shape, config.seq_len)
 
 
+def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1, steps: int = 0,
+                  seconds: float = 0.0) -> tuple[int, float]:
+    """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
+    Returns (timed steps, their seconds). Also used by scaling.py to measure achieved FLOP/s."""
+    def step():
+        with autocast(device):
+            loss = loss_fn(input_ids, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):  # first-call allocations, autotuning and compilation are not what a long run sees
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    done, start = 0, time.perf_counter()
+    while done < steps or (seconds and (done == 0 or time.perf_counter() - start < seconds)):
+        step()
+        done += 1
+    synchronize(device)
+    return done, time.perf_counter() - start
+
+
 def run_one(kind: str, config: BenchConfig) -> dict:
     """Time `steps` training steps of one model; called in a fresh process."""
     device = resolve_device(config.device)
@@ -68,26 +93,10 @@ def run_one(kind: str, config: BenchConfig) -> dict:
     model.to(device).train()
     optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
     step_fn = torch.compile(loss_fn) if config.compile else loss_fn
-    input_ids, labels = random_batch(config, model.config.vocab_size, device)
-
-    def step():
-        with autocast(device):
-            loss = step_fn(input_ids, labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(config.warmup):
-        step()
-    synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for _ in range(config.steps):
-        step()
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    tokens_per_second = config.steps * config.micro_batch_size * config.seq_len / seconds
+    input_ids, labels = random_batch(config.micro_batch_size, config.seq_len, config.mask_rate,
+                                     model.config.vocab_size, device)
+    steps, seconds = time_training(step_fn, optimizer, input_ids, labels, device, config.warmup, config.steps)
+    tokens_per_second = steps * config.micro_batch_size * config.seq_len / seconds
     peak_memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
     peak_flops = measure_peak_flops(device)
@@ -125,7 +134,7 @@ def main(argv=None):
     config = BenchConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items()})
     print(f"config: {asdict(config)}")
     results = benchmark(config)
-    print(f"\n| model | params | tokens/s | peak memory (GB) | MFU | device (measured peak TFLOP/s) |")
+    print("\n| model | params | tokens/s | peak memory (GB) | MFU | device (measured peak TFLOP/s) |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['tokens_per_second']:,.0f} | {r['peak_memory_gb']:.2f} "

@@ -22,14 +22,13 @@ import itertools
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from model import CramBERT, ModelConfig, flops_per_token
-from train import TrainConfig, autocast, synchronize, train
+from train import TrainConfig, make_optimizer, train
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -137,30 +136,14 @@ def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", 
                                       micro_batch_size: int = 8, seq_len: int | None = None) -> float:
     """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
     (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
+    from bench import random_batch, time_training  # bench imports train, which imports scaling lazily
     seq_len = seq_len or config.max_seq_len
     device = torch.device(device)
-    generator = torch.Generator().manual_seed(0)
     model = CramBERT(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    input_ids = torch.randint(0, config.vocab_size, (micro_batch_size, seq_len), generator=generator)
-    labels = torch.where(torch.rand(input_ids.shape, generator=generator) < 0.15, input_ids, -100)
-    input_ids, labels = input_ids.to(device), labels.to(device)
-
-    def step():
-        with autocast(device):
-            _, loss = model(input_ids, labels=labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()  # warm-up: first-call allocations and kernel choices are not what a long run sees
-    synchronize(device)
-    start, steps = time.perf_counter(), 0
-    while steps == 0 or time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    synchronize(device)
-    elapsed = time.perf_counter() - start
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    input_ids, labels = random_batch(micro_batch_size, seq_len, config.mlm_fraction, config.vocab_size, device)
+    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets)[1], optimizer, input_ids, labels,
+                                   device, warmup=1, seconds=seconds)
     return flops_per_token(config, seq_len) * steps * micro_batch_size * seq_len / elapsed
 
 

@@ -255,10 +255,12 @@ class BudgetClock:
 # ----------------------------------------------------------------------------------------------------
 # The training run
 
-def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int) -> ModelConfig:
-    """The model these flags ask for: a checkpoint's (--init-from), a preset, or Chinchilla's plan (auto)."""
-    if config.init_from:
-        model_config = ModelConfig(**load_checkpoint(config.init_from)["model_config"])
+def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
+                           init_checkpoint: dict | None = None) -> ModelConfig:
+    """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
+    Chinchilla's plan (auto)."""
+    if init_checkpoint is not None:
+        model_config = ModelConfig(**init_checkpoint["model_config"])
         if model_config.max_seq_len < config.seq_len:
             raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
         return model_config
@@ -395,17 +397,18 @@ def train(config: TrainConfig) -> dict:
     checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     if checkpoint and config.preset == "auto":
         model_config = ModelConfig(**checkpoint["model_config"])  # the plan made when the run started
     else:
-        model_config = requested_model_config(config, device, rank, world_size)
+        model_config = requested_model_config(config, device, rank, world_size, init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
         if checkpoint and checkpoint["model_config"] != asdict(model_config):
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
     raw_model = CramBERT(model_config).to(device)  # what we save: never a compiled or DDP wrapper
-    if config.init_from and not checkpoint:
-        raw_model.load_state_dict(load_checkpoint(config.init_from, map_location=device)["model"])
+    if init_checkpoint and not checkpoint:
+        raw_model.load_state_dict(init_checkpoint["model"])
     optimizer = make_optimizer(raw_model, config)
     policy = None
     if config.policy == "learning-law":
