@@ -29,6 +29,7 @@ class BenchConfig:
     steps: int = 20  # timed steps
     warmup: int = 3  # untimed steps first (allocator, autotuning, compilation)
     mask_rate: float = 0.25  # share of positions with labels
+    vocab_size: int = 50304  # embedding rows: GPT-2's padded 50 304, or our own BPE's (e.g. 16384, the CPU recipe)
     device: str = "auto"  # auto, cuda or cpu
     compile: bool = False  # torch.compile both models
 
@@ -46,7 +47,8 @@ def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: in
 
 def build(kind: str, config: BenchConfig, device):
     """(model, loss function of (input_ids, labels), training FLOPs per token) for one side of the table."""
-    model_config = preset_config(config.preset, max_seq_len=config.seq_len, mlm_fraction=config.mask_rate)
+    model_config = preset_config(config.preset, max_seq_len=config.seq_len, mlm_fraction=config.mask_rate,
+                                 vocab_size=config.vocab_size)
     if kind == "cramlm":
         model = CramBERT(model_config)
         return model, lambda ids, labels: model(ids, labels=labels)[1], flops_per_token(model_config, config.seq_len)
@@ -124,8 +126,10 @@ def benchmark(config: BenchConfig) -> list[dict]:
 def main(argv=None):
     defaults = BenchConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default=defaults.preset, help="model size: tiny, mini, small, base, crammed")
+    parser.add_argument("--preset", default=defaults.preset, help="model size: tiny, laptop, mini, small, base, crammed")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
+    parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size,
+                        help="vocabulary rows (GPT-2: 50304; the CPU recipe's BPE: 16384)")
     parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per step")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="timed steps")
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up steps")

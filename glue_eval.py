@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data.tokenizer import PAD_ID, Tokenizer
+from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
-from train import autocast, load_checkpoint, model_from_checkpoint
+from train import autocast, load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 
@@ -223,14 +223,14 @@ def encode(tokenizer: Tokenizer, texts_a: list, texts_b: list, max_len: int) -> 
     return [tokenizer.encode_pair(a, b, max_len=max_len) for a, b in zip(texts_a, texts_b)]
 
 
-def collate(sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(sequences: list[list[int]], device, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence of this batch (not to max_len): short tasks like SST-2 then cost a
     fraction of the compute. The attention mask keeps the [PAD] positions out of attention."""
     width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     for row, ids in enumerate(sequences):
         input_ids[row, :len(ids)] = torch.tensor(ids)
-    return input_ids.to(device), (input_ids != PAD_ID).long().to(device)  # (B, T), (B, T)
+    return input_ids.to(device), (input_ids != pad_id).long().to(device)  # (B, T), (B, T)
 
 
 def build_classifier(mlm_model: CramBERT, num_labels: int, dropout: float, pretrained: bool = True):
@@ -246,7 +246,7 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
                   progress: bool = True) -> CramBERTForSequenceClassification:
     """Fine-tune a fresh classifier on (texts_a, texts_b, labels); the seed fixes the head's init, dropout
     and the shuffling. Returns the model in eval mode."""
-    tokenizer = tokenizer or Tokenizer()
+    tokenizer = tokenizer or Tokenizer.gpt2()
     texts_a, texts_b, labels = train_examples
     sequences = encode(tokenizer, texts_a, texts_b, config.max_len)
     label_dtype = torch.float32 if task.labels is None else torch.long
@@ -266,7 +266,7 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
         order = torch.randperm(len(sequences), generator=shuffle).tolist()
         for start in range(0, len(order), config.batch_size):
             batch = order[start:start + config.batch_size]
-            input_ids, attention_mask = collate([sequences[i] for i in batch], device)
+            input_ids, attention_mask = collate([sequences[i] for i in batch], device, tokenizer.pad_id)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, config)
             with autocast(torch.device(device)):
@@ -286,12 +286,12 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
 def predict(model: CramBERTForSequenceClassification, texts_a: list, texts_b: list, config: FinetuneConfig,
             device="cpu", tokenizer: Tokenizer | None = None) -> np.ndarray:
     """Class ids (argmax) for classification, scores for regression."""
-    tokenizer = tokenizer or Tokenizer()
+    tokenizer = tokenizer or Tokenizer.gpt2()
     sequences = encode(tokenizer, texts_a, texts_b, config.max_len)
     model.eval()
     outputs = []
     for start in range(0, len(sequences), config.eval_batch_size):
-        input_ids, attention_mask = collate(sequences[start:start + config.eval_batch_size], device)
+        input_ids, attention_mask = collate(sequences[start:start + config.eval_batch_size], device, tokenizer.pad_id)
         with autocast(torch.device(device)):
             logits, _ = model(input_ids, attention_mask)  # (B, num_labels)
         logits = logits.float().cpu()
@@ -378,8 +378,9 @@ def main(argv=None):
     # --- what to evaluate ---
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="cramlm checkpoint written by train.py")
-    source.add_argument("--random-init", metavar="PRESET", help="no pretraining: a fresh encoder of this "
-                        "model.py preset (tiny, mini, ...), the baseline pretraining must beat")
+    source.add_argument("--random-init", metavar="PRESET_OR_CKPT", help="no pretraining: a fresh encoder of this "
+                        "model.py preset (tiny, mini, ...; GPT-2 vocabulary) or of a checkpoint's exact shape and "
+                        "tokenizer (its weights unused): the baseline pretraining must beat")
     parser.add_argument("--glue-dir", default=str(DEFAULT_GLUE_DIR), help="folder holding CoLA/, SST-2/, ...")
     parser.add_argument("--tasks", default="all", help=f"comma-separated subset of {','.join(TASKS)}, or 'all'")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per task; the median is reported "
@@ -411,14 +412,17 @@ def main(argv=None):
                             args.eval_batch_size, args.max_train_examples, args.max_eval_examples)
     try:
         task_names = parse_tasks(args.tasks)
-        if args.ckpt:
-            checkpoint = load_checkpoint(args.ckpt)  # raises a clear error for a file that is not ours
+        checkpoint_path = args.ckpt or (args.random_init if os.path.isfile(args.random_init or "") else None)
+        if checkpoint_path:
+            checkpoint = load_checkpoint(checkpoint_path)  # raises a clear error for a file that is not ours
             try:
                 mlm_model = model_from_checkpoint(checkpoint)
+                tokenizer = tokenizer_from_checkpoint(checkpoint)  # the vocabulary the encoder was trained on
             except (KeyError, TypeError, RuntimeError) as error:
-                raise ValueError(f"{args.ckpt} has the cramlm marker but no usable model: {error!r}") from error
+                raise ValueError(f"{checkpoint_path} has the cramlm marker but no usable model: {error!r}") from error
         else:
             mlm_model = CramBERT(preset_config(args.random_init))  # only its config is used (pretrained=False)
+            tokenizer = Tokenizer.gpt2()
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     if args.max_len > mlm_model.config.max_seq_len:
@@ -426,7 +430,6 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"fine-tuning on {device}: {json.dumps(asdict(config))}")
 
-    tokenizer = Tokenizer()
     results, per_seed, skipped = {}, {}, {}
     for name in task_names:
         try:

@@ -43,10 +43,10 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from data.loader import MLMBatches, TokenFile
+from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
 from train import (TrainConfig, autocast, load_checkpoint, model_checkpoint, model_from_checkpoint, resolve_device,
-                   save_checkpoint, train)
+                   save_checkpoint, tokenizer_from_checkpoint, train)
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -260,7 +260,7 @@ def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_step
 
 def mlm_batches(data_dir: str, seq_len: int, mask_rate: float, rows: int, seed: int):
     """batches(step) -> (input_ids, labels): consecutive slices of one shuffled pass over train.bin."""
-    data = MLMBatches(TokenFile(os.path.join(data_dir, "train.bin")), seq_len, mask_rate, seed=seed)
+    data = MLMBatches(TokenFile(os.path.join(data_dir, "train.bin"), data_tokenizer(data_dir)), seq_len, mask_rate, seed=seed)
     return lambda step: data.batch_at(0, step * rows, rows)
 
 
@@ -348,7 +348,7 @@ def bench(config: BenchConfig) -> dict:
         spent = small_run["flops"] + growth_flops(small.config, big_target, method, config.ligo_steps,
                                                   config.ligo_rows * config.seq_len, config.seq_len)
         path = os.path.join(config.out_dir, method, "grown.pt")
-        save_checkpoint(path, model_checkpoint(grown, growth={"method": method}))
+        save_checkpoint(path, model_checkpoint(grown, data_tokenizer(config.data_dir), growth={"method": method}))
         if spent >= config.big_flops:
             raise ValueError(f"{method}: the small model and the operator already spend {spent:.3g} FLOPs "
                              f">= big_flops; lower --small-fraction or --ligo-steps")
@@ -426,7 +426,8 @@ def grow_command(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise, the data order and the masking")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     args = parser.parse_args(argv)
-    small = model_from_checkpoint(load_checkpoint(args.source))
+    source = load_checkpoint(args.source)
+    small = model_from_checkpoint(source)
     target = preset_config(args.to, **{name: getattr(args, name) for name in SIZES if getattr(args, name)})
     batches = None
     if args.method == "ligo":
@@ -434,7 +435,8 @@ def grow_command(argv):
                               args.batch_size, args.seed)
     grown = grow_model(small, target, args.method, batches, args.ligo_steps, args.ligo_lr,
                        resolve_device(args.device), args.noise, args.seed)
-    save_checkpoint(args.out, model_checkpoint(grown.cpu(), growth={**vars(args), "from_config": asdict(small.config)}))
+    save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer_from_checkpoint(source),
+                                               growth={**vars(args), "from_config": asdict(small.config)}))
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "
           f"written to {args.out}; continue with: python train.py --init-from {args.out} ...")
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data.tokenizer import Tokenizer
+
 
 @dataclass
 class ModelConfig:
@@ -50,9 +52,11 @@ class ModelConfig:
             raise ValueError("a gated FFN splits intermediate_size in two halves, so it must be even")
 
 
-# Named sizes. `crammed` is the paper's final model; `tiny` exists so the tests run in seconds on a CPU.
+# Named sizes. `crammed` is the paper's final model; `laptop` is the CPU recipe's (train.py RECIPES,
+# measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, intermediate_size=256),
+    "laptop": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
     "mini": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
     "small": dict(n_layer=6, n_head=8, n_embd=512, intermediate_size=2048),
     "base": dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=3072),
@@ -272,6 +276,23 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
     head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
     forward = 2 * (L * (per_layer + attention) + head_fraction * head)
     return 3 * forward
+
+
+# ----------------------------------------------------------------------------------------------------
+# Asking the model: what fills the blank?
+
+@torch.no_grad()
+def fill_masks(model: CramBERT, tokenizer: Tokenizer, text: str, device, k: int = 5) -> list[list[str]]:
+    """The k most likely tokens at each [MASK] of `text`, e.g. "The capital of France is [MASK]." """
+    ids = [tokenizer.cls_id] + tokenizer.encode_masked(text)[:model.config.max_seq_len - 2] + [tokenizer.sep_id]
+    input_ids = torch.tensor([ids], device=device)
+    was_training = model.training
+    model.eval()
+    logits, _ = model(input_ids)  # (1, T, V)
+    model.train(was_training)
+    logits[..., tokenizer.num_ordinary:] = float("-inf")  # only text can fill a blank
+    positions = (input_ids[0] == tokenizer.mask_id).nonzero().squeeze(1)
+    return [[tokenizer.decode([i]) for i in logits[0, p].topk(k).indices.tolist()] for p in positions]
 
 
 # ----------------------------------------------------------------------------------------------------

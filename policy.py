@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from data.loader import mask_tokens
-from data.tokenizer import GPT2_VOCAB, MASK_ID, NUM_TOKENS, Tokenizer
+from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
 
 DATA_DIR = Path(__file__).resolve().parent / ".." / "shared" / "data"
@@ -274,26 +274,26 @@ def read_wiki_tokens(path: Path, n_chars: int) -> list[int]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the transformer setting reads a wiki shard from --data-dir")
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return Tokenizer().encode(f.read(n_chars))
+        return Tokenizer.gpt2().encode(f.read(n_chars))
 
 
-def remap_vocabulary(tokens: torch.Tensor, vocab: int):
+def remap_vocabulary(tokens: torch.Tensor, vocab: int, gpt2: Tokenizer):
     """Keep the vocab−2 most frequent GPT-2 ids (as ids 0..vocab−3), send every other id to [UNK] and keep
     one [MASK]. With 50k ids the tiny model's embedding table and output layer would dwarf its 2 blocks
     and dominate the cost of every unrolled step; 510 ids cover ~57% of wiki tokens. Returns (lookup: a
     (max_id+1,) table from GPT-2 id to new id, unk_id, mask_id)."""
     unk_id, mask_id = vocab - 2, vocab - 1
-    lookup = torch.full((NUM_TOKENS,), unk_id, dtype=torch.long)
+    lookup = torch.full((gpt2.num_tokens,), unk_id, dtype=torch.long)
     frequent = [token for token, _ in Counter(tokens.tolist()).most_common(vocab - 2)]
     lookup[torch.tensor(frequent)] = torch.arange(len(frequent))
-    lookup[MASK_ID] = mask_id
+    lookup[gpt2.mask_id] = mask_id
     return lookup, unk_id, mask_id
 
 
-def mlm_examples(tokens: torch.Tensor, seq_len: int, lookup: torch.Tensor, generator: torch.Generator):
+def mlm_examples(tokens: torch.Tensor, seq_len: int, lookup: torch.Tensor, generator: torch.Generator, gpt2: Tokenizer):
     """Cut a GPT-2 id stream into rows, mask them once (full-batch GD needs a fixed objective), remap."""
     rows = tokens[:len(tokens) // seq_len * seq_len].view(-1, seq_len)
-    masked, labels = mask_tokens(rows, 0.25, generator)  # exactly 25% of each row: mlm_fraction's count
+    masked, labels = mask_tokens(rows, 0.25, generator, gpt2)  # exactly 25% of each row: mlm_fraction's count
     return lookup[masked], torch.where(labels >= 0, lookup[labels.clamp(min=0)], labels)
 
 
@@ -306,17 +306,18 @@ def transformer_task(config: ReproductionConfig, tokens: torch.Tensor | None = N
         n_chars = 8 * config.seq_len * (config.n_train + 2 * config.n_held_out) + 1_000_000  # ~4 chars/token
         tokens = torch.tensor(read_wiki_tokens(Path(config.data_dir) / "wiki" / "enwiki-2015-00.txt.gz", n_chars))
     gen = torch.Generator().manual_seed(config.seed)
-    lookup, unk_id, _ = remap_vocabulary(tokens, config.vocab)
+    gpt2 = Tokenizer.gpt2()
+    lookup, unk_id, _ = remap_vocabulary(tokens, config.vocab, gpt2)
     n_total = config.n_train + 2 * config.n_held_out
     if len(tokens) < n_total * config.seq_len:
         raise ValueError(f"{len(tokens)} tokens cannot fill {n_total} rows of {config.seq_len}")
     rows = tokens[:n_total * config.seq_len].clone()
     noisy = torch.randperm(config.n_train, generator=gen)[:round(config.noise_fraction * config.n_train)]
-    kept_ids = (lookup[:GPT2_VOCAB] != unk_id).nonzero().squeeze(1)  # GPT-2 ids that survive the remap
+    kept_ids = (lookup[:gpt2.num_ordinary] != unk_id).nonzero().squeeze(1)  # GPT-2 ids that survive the remap
     for i in noisy.tolist():
         random_ids = kept_ids[torch.randint(len(kept_ids), (config.seq_len,), generator=gen)]
         rows[i * config.seq_len:(i + 1) * config.seq_len] = random_ids
-    ids, labels = mlm_examples(rows, config.seq_len, lookup, gen)
+    ids, labels = mlm_examples(rows, config.seq_len, lookup, gen, gpt2)
     splits = [config.n_train, config.n_held_out, config.n_held_out]
     (ids_train, ids_desired, ids_test), (lab_train, lab_desired, lab_test) = ids.split(splits), labels.split(splits)
     torch.manual_seed(config.seed)

@@ -29,9 +29,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.loader import MLMBatches, TokenFile, mask_tokens, validation_batches
+from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, default_corpus, prepare
-from model import CramBERT, ModelConfig, preset_config
+from data.tokenizer import Tokenizer
+from model import CramBERT, ModelConfig, fill_masks, preset_config
+from plot import plot_runs, read_log
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 
@@ -45,6 +47,8 @@ class TrainConfig:
     mask_rate: float = 0.25  # share of tokens to predict (cramming: 0.25; BERT: 0.15)
     eval_mask_rate: float = 0.25  # validation masking: fixed, so runs with other mask rates stay comparable
     max_tokens_per_char: float = 0.3  # cramming's data filter used when preparing data_dir (0 = off)
+    tokenizer: str = "gpt2"  # preparing data_dir: "gpt2" or a .bpe file (ignored when vocab_size > 0)
+    vocab_size: int = 0  # preparing data_dir: train our own BPE of this many ids first (data/bpe.py)
     # --- model ---
     preset: str = "crammed"  # a model.PRESETS name, or "auto": the Chinchilla-optimal size for the budget (scaling.py)
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (sizes, recipe switches)
@@ -86,6 +90,19 @@ class TrainConfig:
     grow_to: str = ""  # preset to grow into
     grow_method: str = "ligo"  # ligo, stack, net2net or scratch (see grow.py)
     ligo_steps: int = 100  # steps that train LiGO's growth operator (their time counts against the budget)
+
+
+# Two recipes, one per kind of machine (README: "Which recipe for which machine"). A recipe fills every
+# flag the command line leaves out; `--recipe auto` takes "gpu" when CUDA is present and "cpu" otherwise.
+RECIPES = {
+    # Cramming's (the TrainConfig defaults): the 16-layer crammed BERT, GPT-2 ids, batches ramped to 512 k tokens.
+    "gpu": {},
+    # Found by measurement on a 2-core CPU (BENCHMARKS.md, "An hour of CPU"): a small model on our own
+    # 16 k BPE, many small constant-size batches, and a learning rate that peaks early.
+    "cpu": dict(preset="laptop", data_dir="data/cache/default-bpe16k", vocab_size=16384, seq_len=128, lr=2e-3,
+                peak_at=0.1, batch_tokens=4096, micro_batch_size=32, batch_ramp=False, eval_rows=256),
+}
+RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -153,9 +170,16 @@ def model_from_checkpoint(checkpoint: dict) -> CramBERT:
     return model
 
 
-def model_checkpoint(model: CramBERT, **extra) -> dict:
-    """The minimal checkpoint: config + weights of the unwrapped model (no `_orig_mod.`/`module.` prefixes)."""
-    return {"model_config": asdict(model.config), "model": model.state_dict(), **extra}
+def tokenizer_from_checkpoint(checkpoint: dict) -> Tokenizer:
+    """The vocabulary the model was trained with (checkpoints before this field used GPT-2's)."""
+    return Tokenizer.from_state(checkpoint.get("tokenizer"))
+
+
+def model_checkpoint(model: CramBERT, tokenizer: Tokenizer | None, **extra) -> dict:
+    """The minimal checkpoint: config + weights of the unwrapped model (no `_orig_mod.`/`module.` prefixes),
+    and the tokenizer (its .bpe text is embedded, so the checkpoint alone can read and write text)."""
+    return {"model_config": asdict(model.config), "model": model.state_dict(),
+            "tokenizer": tokenizer.state_dict() if tokenizer else None, **extra}
 
 
 def rng_states() -> dict:
@@ -256,7 +280,7 @@ class BudgetClock:
 # The training run
 
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
-                           init_checkpoint: dict | None = None) -> ModelConfig:
+                           tokenizer: Tokenizer, init_checkpoint: dict | None = None) -> ModelConfig:
     """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
     Chinchilla's plan (auto)."""
     if init_checkpoint is not None:
@@ -266,7 +290,7 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
         return model_config
     # The sparse head's static count must cover the training and the validation masking.
     overrides = {"max_seq_len": config.seq_len, "mlm_fraction": max(config.mask_rate, config.eval_mask_rate),
-                 **config.model_overrides}
+                 "vocab_size": tokenizer.vocab_size, **config.model_overrides}
     if config.preset != "auto":
         return preset_config(config.preset, **overrides)
     if not config.budget_seconds:
@@ -316,12 +340,13 @@ def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> t
 def desired_batch(config: TrainConfig, rows: int):
     """The Learning Law's "desired" data: held-out rows just after the evaluation rows of val.bin, so the
     policy aims at the held-out distribution without ever seeing the rows we report losses on."""
-    val = MLMBatches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len, config.eval_mask_rate)
+    val = MLMBatches(TokenFile(os.path.join(config.data_dir, "val.bin"), data_tokenizer(config.data_dir)),
+                     config.seq_len, config.eval_mask_rate)
     if config.eval_rows + rows > val.num_rows:
         raise ValueError(f"val.bin has {val.num_rows} rows: too few for --eval-rows {config.eval_rows} plus the "
                          f"policy's {rows} desired rows; lower --eval-rows")
     ids = val.rows(np.arange(config.eval_rows, config.eval_rows + rows))
-    input_ids, labels = mask_tokens(ids, config.eval_mask_rate, torch.Generator().manual_seed(config.seed))
+    input_ids, labels = mask_tokens(ids, config.eval_mask_rate, torch.Generator().manual_seed(config.seed), val.tokenizer)
     return input_ids, None, labels
 
 
@@ -340,7 +365,8 @@ def ensure_prepared(config: TrainConfig, rank: int):
     if rank == 0 and not os.path.isfile(os.path.join(config.data_dir, "train.bin")):
         print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
         try:
-            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, max_tokens_per_char=config.max_tokens_per_char))
+            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, max_tokens_per_char=config.max_tokens_per_char,
+                                  tokenizer=config.tokenizer, vocab_size=config.vocab_size))
         except (FileNotFoundError, RuntimeError) as error:
             raise FileNotFoundError(
                 f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
@@ -354,6 +380,34 @@ def ensure_prepared(config: TrainConfig, rank: int):
         if prepared_filter != config.max_tokens_per_char:
             raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared_filter}, "
                              f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation: held-out loss, the unigram reference line, bits per byte, and probe sentences
+
+def unigram_log_probs(tokens: np.ndarray, vocab_size: int) -> torch.Tensor:
+    """log p(id) from token counts on the training split, add-one smoothed so no id has probability 0.
+    A model that predicts every masked token from these frequencies alone, ignoring the context, scores
+    the "unigram line": an MLM loss above it means the model has learned nothing beyond word counts."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), 1 << 24):  # in chunks: the memmap is never read into memory whole
+        counts += np.bincount(tokens[start:start + (1 << 24)], minlength=vocab_size)
+    counts += 1
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
+
+
+def byte_lengths(tokenizer: Tokenizer, vocab_size: int) -> torch.Tensor:
+    """UTF-8 bytes of text each id stands for (0 for special and padding ids), for bits per byte."""
+    lengths = torch.zeros(vocab_size)
+    lengths[:tokenizer.num_ordinary] = torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.num_ordinary)])
+    return lengths
+
+
+def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """The unigram line on exactly the validation set's masked positions, and the bytes they cover."""
+    labels = torch.cat([labels[labels != -100] for _, labels in batches])
+    return {"unigram_loss": -unigram[labels].mean().item(), "masked_bytes": lengths[labels].sum().item(),
+            "masked_tokens": len(labels)}
 
 
 @torch.no_grad()
@@ -373,6 +427,31 @@ def evaluate(model: CramBERT, batches, device, rank: int, world_size: int) -> fl
     return (totals[0] / totals[1]).item()
 
 
+PROBES = ("The capital of France is [MASK].", "She [MASK] to the store yesterday.",
+          "The [MASK] is the largest planet in the solar system.", "He was born in 1950 and [MASK] in 2010.")
+
+
+def eval_record(val_loss: float, reference: dict, model: CramBERT, tokenizer: Tokenizer, device) -> dict:
+    """What each evaluation logs: the loss against the unigram line (the ratio compares across
+    vocabularies), bits per masked byte (total masked-token cross-entropy / bytes those tokens cover,
+    comparable across tokenizers), and the top-5 fill-ins of the probe sentences."""
+    return {"val_loss": val_loss, "unigram_loss": reference["unigram_loss"],
+            "below_unigram": reference["unigram_loss"] - val_loss,
+            "unigram_ratio": val_loss / reference["unigram_loss"],
+            "bits_per_byte": val_loss * reference["masked_tokens"] / reference["masked_bytes"] / math.log(2),
+            "probes": {text: fill_masks(model, tokenizer, text, device) for text in PROBES}}
+
+
+def check_tokenizer(checkpoint: dict | None, tokenizer: Tokenizer, source: str, data_dir: str):
+    """A model only fits data of its own vocabulary: same ids, same meanings."""
+    if checkpoint is None:
+        return
+    stored = (checkpoint.get("tokenizer") or {"name": "gpt2"})["name"]
+    if stored != tokenizer.name:
+        raise ValueError(f"{source} was trained with tokenizer {stored!r} but {data_dir} holds {tokenizer.name!r} "
+                         f"tokens: prepare the data with that checkpoint's tokenizer or start a new run")
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -389,19 +468,24 @@ def train(config: TrainConfig) -> dict:
     is_main = rank == 0
     torch.manual_seed(config.seed)  # the same initial weights on every process
     ensure_prepared(config, rank)
-    train_data = MLMBatches(TokenFile(os.path.join(config.data_dir, "train.bin")), config.seq_len,
-                            config.mask_rate, seed=config.seed)
-    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len,
+    tokenizer = data_tokenizer(config.data_dir)
+    train_file = TokenFile(os.path.join(config.data_dir, "train.bin"), tokenizer)
+    train_data = MLMBatches(train_file, config.seq_len, config.mask_rate, seed=config.seed)
+    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
                                      config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
+    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
+                                  byte_lengths(tokenizer, tokenizer.vocab_size))
 
     checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
+        check_tokenizer(loaded, tokenizer, source, config.data_dir)
     if checkpoint and config.preset == "auto":
         model_config = ModelConfig(**checkpoint["model_config"])  # the plan made when the run started
     else:
-        model_config = requested_model_config(config, device, rank, world_size, init_checkpoint)
+        model_config = requested_model_config(config, device, rank, world_size, tokenizer, init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
         if checkpoint and checkpoint["model_config"] != asdict(model_config):
@@ -451,16 +535,18 @@ def train(config: TrainConfig) -> dict:
 
     def checkpoint_now():
         save_checkpoint(checkpoint_path, model_checkpoint(
-            raw_model, train_config=asdict(config), optimizer=optimizer.state_dict(), loop=asdict(state),
+            raw_model, tokenizer, train_config=asdict(config), optimizer=optimizer.state_dict(), loop=asdict(state),
             data=train_data.state_dict(), rng=rng_states(), policy=policy.state_dict() if policy else None))
 
     log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
          "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
          "flops_per_token": flops_per_token, "peak_flops": peak_flops, "world_size": world_size,
-         "device": str(device), "git": git_commit(), "resumed_at_step": state.step})
+         "device": str(device), "git": git_commit(), "resumed_at_step": state.step, "tokenizer": tokenizer.name,
+         **reference})
     if is_main:
         print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {flops_per_token / 1e6:.1f} MFLOPs/token, "
-              f"device {device} x{world_size}, measured peak {peak_flops / 1e12:.2f} TFLOP/s")
+              f"device {device} x{world_size}, measured peak {peak_flops / 1e12:.2f} TFLOP/s, tokenizer {tokenizer.name}, "
+              f"unigram line {reference['unigram_loss']:.3f} nats")
     bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
     clock = BudgetClock(state.elapsed)
     last_checkpoint = time.monotonic()
@@ -478,9 +564,17 @@ def train(config: TrainConfig) -> dict:
         if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
             clock.stop()
             state.val_loss = evaluate(raw_model, val_batches, device, rank, world_size)
+            record = eval_record(state.val_loss, reference, raw_model, tokenizer, device)
             log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                 "elapsed": state.elapsed, "progress": progress, "val_loss": state.val_loss})
-            bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f} | {state.elapsed:7.1f}s of budget")
+                 "elapsed": state.elapsed, "progress": progress, **record})
+            bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
+                      f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte | "
+                      f"{state.elapsed:7.1f}s of budget")
+            for text, fills in record["probes"].items():
+                bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
+            if is_main and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
+                    and state.step == 0:
+                bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
             state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
             clock.start()
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
@@ -581,13 +675,22 @@ def train(config: TrainConfig) -> dict:
 # Command line
 
 def parse_args(argv=None) -> TrainConfig:
-    defaults = TrainConfig()
+    recipe_default = TrainConfig()  # a flag that a recipe sets has no argparse default: the recipe fills it
+    defaults = argparse.Namespace(**{name: None if name in RECIPE_FIELDS else getattr(recipe_default, name)
+                                     for name in asdict(recipe_default)})
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=("auto", "gpu", "cpu"), default="auto",
+                        help="defaults for the flags not given: 'gpu' is cramming's recipe, 'cpu' the one measured "
+                             f"for a 2-core CPU ({', '.join(RECIPE_FIELDS)}); auto = gpu when CUDA is available")
     data = parser.add_argument_group("data")
     data.add_argument("--data-dir", default=defaults.data_dir, help="folder with train.bin / val.bin")
     data.add_argument("--corpus", default=defaults.corpus,
                       help="text prepared into --data-dir when it is empty: file, folder, glob or URL "
                            "(default $CRAMLM_CORPUS or WikiText-103)")
+    data.add_argument("--tokenizer", default=defaults.tokenizer,
+                      help="for preparing --data-dir: gpt2, or a .bpe file (python -m data.prepare --help)")
+    data.add_argument("--vocab-size", type=int, default=defaults.vocab_size,
+                      help="for preparing --data-dir: train our own BPE with this many ids first (0 = use --tokenizer)")
     data.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
     data.add_argument("--mask-rate", type=float, default=defaults.mask_rate, help="share of tokens masked (BERT: 0.15)")
     data.add_argument("--eval-mask-rate", type=float, default=defaults.eval_mask_rate,
@@ -657,6 +760,14 @@ def parse_args(argv=None) -> TrainConfig:
     args = parser.parse_args(argv)
     if args.grow_at and not args.grow_to:
         parser.error("--grow-at needs --grow-to PRESET")
+    recipe = args.recipe
+    if recipe == "auto":
+        recipe = "gpu" if resolve_device(args.device).type == "cuda" else "cpu"
+        print(f"recipe: {recipe} ({'CUDA found' if recipe == 'gpu' else 'no CUDA GPU'}); "
+              f"{'--recipe cpu' if recipe == 'gpu' else '--recipe gpu'} for the other one")
+    for name in RECIPE_FIELDS:  # flags given on the command line win over the recipe
+        if getattr(args, name) is None:
+            setattr(args, name, RECIPES[recipe].get(name, getattr(recipe_default, name)))
 
     if args.hours is not None or args.minutes is not None or args.seconds is not None:
         budget_seconds = args.hours * 3600 if args.hours is not None else (
@@ -668,7 +779,8 @@ def parse_args(argv=None) -> TrainConfig:
                 "bias": args.bias, "ffn": args.ffn, "mlm_head": args.mlm_head, "pos_emb": args.pos_emb,
                 "dropout": args.dropout, "tie_embeddings": args.tie_embeddings}
     return TrainConfig(
-        data_dir=args.data_dir, corpus=args.corpus, seq_len=args.seq_len, mask_rate=args.mask_rate,
+        data_dir=args.data_dir, corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        seq_len=args.seq_len, mask_rate=args.mask_rate,
         eval_mask_rate=args.eval_mask_rate, max_tokens_per_char=args.max_tokens_per_char,
         preset=args.preset, model_overrides={k: v for k, v in switches.items() if v is not None},
         init_from=args.init_from, budget_seconds=budget_seconds, max_steps=args.max_steps, max_flops=args.max_flops,

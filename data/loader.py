@@ -10,7 +10,7 @@ random file fails loudly instead of training on garbage.
     8       4     version (uint32)
     12      4     vocab_size (uint32): ids are < vocab_size
     16      8     token count (uint64)
-    24      40    encoding name, ASCII, zero padded ("gpt2")
+    24      40    tokenizer name, ASCII, zero padded ("gpt2", or "bpe16384-1a2b3c4d" for our own BPE)
     64      2*n   tokens, uint16 little-endian
 """
 import os
@@ -19,21 +19,29 @@ import struct
 import numpy as np
 import torch
 
-from data.tokenizer import CLS_ID, ENCODING_NAME, GPT2_VOCAB, MASK_ID, SPECIAL_IDS, VOCAB_SIZE
+from data.tokenizer import Tokenizer
 
 MAGIC, VERSION = b"CRAMTOK\0", 1
 HEADER = struct.Struct("<8sIIQ40s")  # 64 bytes; see the table above
 TOKEN_DTYPE = np.dtype("<u2")
+BPE_FILE = "tokenizer.bpe"  # beside train.bin / val.bin when the folder was prepared with our own BPE
 
 
-def pack_header(num_tokens: int, vocab_size: int = VOCAB_SIZE, encoding: str = ENCODING_NAME) -> bytes:
-    return HEADER.pack(MAGIC, VERSION, vocab_size, num_tokens, encoding.encode("ascii"))
+def pack_header(num_tokens: int, tokenizer: Tokenizer) -> bytes:
+    return HEADER.pack(MAGIC, VERSION, tokenizer.vocab_size, num_tokens, tokenizer.name.encode("ascii"))
+
+
+def data_tokenizer(data_dir: str) -> Tokenizer:
+    """The tokenizer a prepared folder was made with: its tokenizer.bpe, or GPT-2's when there is none."""
+    path = os.path.join(data_dir, BPE_FILE)
+    return Tokenizer.from_spec(path) if os.path.isfile(path) else Tokenizer.gpt2()
 
 
 class TokenFile:
-    """A validated, read-only memmap of a token file's stream."""
+    """A validated, read-only memmap of a token file's stream, with the tokenizer that made it."""
 
-    def __init__(self, path: str, vocab_size: int = VOCAB_SIZE, encoding: str = ENCODING_NAME):
+    def __init__(self, path: str, tokenizer: Tokenizer):
+        vocab_size, encoding = tokenizer.vocab_size, tokenizer.name
         if not os.path.isfile(path):
             raise FileNotFoundError(f"token file {path} does not exist")
         with open(path, "rb") as f:
@@ -53,18 +61,18 @@ class TokenFile:
         if os.path.getsize(path) != expected_bytes:
             raise ValueError(f"{path} is {os.path.getsize(path)} bytes but its header promises {num_tokens} "
                              f"tokens ({expected_bytes} bytes): truncated or corrupt, re-run data/prepare.py")
-        self.path, self.num_tokens = path, num_tokens
+        self.path, self.num_tokens, self.tokenizer = path, num_tokens, tokenizer
         self.tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER.size, shape=(num_tokens,))
 
 
-def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Generator):
+def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Generator, tokenizer: Tokenizer):
     """BERT's masking (Devlin et al. 2019, Sec. 3.1) on (B, T) ids: pick round(mask_rate * n) of each row's
     n ordinary tokens; of those 80% become [MASK], 10% a random token, 10% stay. Returns (ids, labels) with
     labels = original id at picked positions and -100 elsewhere. Special tokens are never picked.
     An exact count per row (not a coin flip per token) bounds the labelled positions by mask_rate * B * T,
     which is what lets the sparse head use a static count without dropping any."""
     special = torch.zeros_like(input_ids, dtype=torch.bool)
-    for token_id in SPECIAL_IDS:
+    for token_id in tokenizer.special_ids:
         special |= input_ids == token_id
     # round(rate * n), capped at floor(rate * T) so that B rows never exceed the sparse head's ceil(rate * B * T)
     n_pick = ((~special).sum(dim=1) * mask_rate).round().long().clamp(max=int(mask_rate * input_ids.size(1)))  # (B,)
@@ -74,9 +82,9 @@ def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Gene
     picked = rank < n_pick[:, None]
     labels = torch.where(picked, input_ids, torch.full_like(input_ids, -100))
     action = torch.rand(input_ids.shape, generator=generator)
-    random_ids = torch.randint(0, GPT2_VOCAB, input_ids.shape, generator=generator)
+    random_ids = torch.randint(0, tokenizer.num_ordinary, input_ids.shape, generator=generator)
     masked = input_ids.clone()
-    masked[picked & (action < 0.8)] = MASK_ID
+    masked[picked & (action < 0.8)] = tokenizer.mask_id
     replace_random = picked & (action >= 0.8) & (action < 0.9)
     masked[replace_random] = random_ids[replace_random]
     return masked, labels
@@ -93,6 +101,7 @@ class MLMBatches:
 
     def __init__(self, token_file: TokenFile, seq_len: int, mask_rate: float, seed: int = 0):
         self.tokens, self.seq_len, self.mask_rate, self.seed = token_file.tokens, seq_len, mask_rate, seed
+        self.tokenizer = token_file.tokenizer
         self.num_rows = token_file.num_tokens // (seq_len - 1)
         if self.num_rows == 0:
             raise ValueError(f"{token_file.path} holds {token_file.num_tokens} tokens, fewer than one row of {seq_len}")
@@ -108,7 +117,7 @@ class MLMBatches:
     def rows(self, row_ids) -> torch.Tensor:  # -> (len(row_ids), T) int64
         stride = self.seq_len - 1
         body = np.stack([self.tokens[r * stride:(r + 1) * stride] for r in row_ids]).astype(np.int64)
-        cls_column = np.full((len(row_ids), 1), CLS_ID, dtype=np.int64)
+        cls_column = np.full((len(row_ids), 1), self.tokenizer.cls_id, dtype=np.int64)
         return torch.from_numpy(np.concatenate([cls_column, body], axis=1))
 
     def batch_at(self, epoch: int, start: int, size: int):
@@ -120,7 +129,7 @@ class MLMBatches:
         if len(row_ids) < size:  # the epoch ran out: wrap into the next epoch's order
             row_ids = np.concatenate([row_ids, self._epoch_order(epoch + 1)[:size - len(row_ids)]])
         generator = torch.Generator().manual_seed(seed_from(self.seed, epoch, start))
-        return mask_tokens(self.rows(row_ids), self.mask_rate, generator)
+        return mask_tokens(self.rows(row_ids), self.mask_rate, generator, self.tokenizer)
 
     def advance(self, size: int):
         """Move the cursor past one global batch of `size` rows, starting a new epoch when needed."""
@@ -146,7 +155,7 @@ def validation_batches(token_file: TokenFile, seq_len: int, mask_rate: float, ba
     for start in range(0, n_rows, batch_size):
         row_ids = np.arange(start, min(start + batch_size, n_rows))
         generator = torch.Generator().manual_seed(start)
-        batches.append(mask_tokens(data.rows(row_ids), mask_rate, generator))
+        batches.append(mask_tokens(data.rows(row_ids), mask_rate, generator, data.tokenizer))
     return batches
 
 

@@ -3,12 +3,17 @@ Turn a text corpus into the token files train.py reads: OUT_DIR/train.bin and OU
 
     python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
     python -m data.prepare --out-dir data/cache/wikitext103                         # downloads WikiText-103
+    python -m data.prepare --corpus ../shared/data/wiki --vocab-size 16384 --out-dir data/cache/wiki16k  # own BPE
 
 The corpus is a file, a folder (searched recursively), a glob, or a URL (http(s):// or file://). Text
 files (.txt, .raw, optionally .gz) hold documents separated by a blank line; .jsonl files hold one
 {"text": ...} document per line. Documents are tokenised in chunks with tiktoken's multi-threaded batch
 encoder and streamed to disk, so memory stays bounded whatever the corpus size; each document is
 followed by [SEP], which is how cramming packs documents into fixed-length rows.
+
+The tokenizer is GPT-2's (--tokenizer gpt2, the default), a .bpe file (--tokenizer PATH), or our own
+byte-level BPE trained first on the training documents (--vocab-size N, data/bpe.py); a trained or given
+vocabulary is saved as OUT_DIR/tokenizer.bpe, and the token files' headers carry its name.
 """
 import argparse
 import glob
@@ -25,8 +30,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from data.loader import HEADER, TOKEN_DTYPE, pack_header
-from data.tokenizer import SEP_ID, Tokenizer
+from data.bpe import count_words, save_bpe, train_bpe
+from data.loader import BPE_FILE, HEADER, TOKEN_DTYPE, pack_header
+from data.tokenizer import SPECIAL_NAMES, Tokenizer
 
 # The default public corpus: WikiText-103 raw (Merity et al. 2016), ~100M words of Wikipedia's good and
 # featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
@@ -46,6 +52,9 @@ class PrepareConfig:
     val_fraction: float = 0.005  # share of documents held out for validation, chosen by a hash of their text
     max_tokens_per_char: float = 0.3  # cramming's filter: drop documents that compress badly under the tokenizer; 0 = off
     max_train_tokens: int = 0  # stop once the training file holds this many tokens (0 = the whole corpus)
+    tokenizer: str = "gpt2"  # "gpt2" or a .bpe file; ignored when vocab_size trains a new one
+    vocab_size: int = 0  # > 0: train our own BPE with this many ids (4 special tokens included) first
+    bpe_train_chars: int = 50_000_000  # characters of training documents the BPE is learned from (~1 wiki shard)
     download_dir: str = "data/cache/downloads"  # where a URL corpus is saved (and unzipped)
     docs_per_chunk: int = 512  # documents tokenised together: bounds memory, keeps every core busy
     num_threads: int = os.cpu_count() or 1  # tiktoken encoder threads
@@ -139,8 +148,8 @@ class TokenWriter:
     """Appends tokens to PATH.tmp and, on close, writes the final header and renames it to PATH:
     a crash or Ctrl-C leaves no file that looks complete."""
 
-    def __init__(self, path: str):
-        self.path, self.temporary, self.num_tokens = path, path + ".tmp", 0
+    def __init__(self, path: str, tokenizer: Tokenizer):
+        self.path, self.temporary, self.num_tokens, self.tokenizer = path, path + ".tmp", 0, tokenizer
         self.file = open(self.temporary, "wb")
         self.file.write(b"\0" * HEADER.size)  # placeholder until the count is known
 
@@ -150,7 +159,7 @@ class TokenWriter:
 
     def close(self):
         self.file.seek(0)
-        self.file.write(pack_header(self.num_tokens))
+        self.file.write(pack_header(self.num_tokens, self.tokenizer))
         self.file.close()
         os.replace(self.temporary, self.path)
 
@@ -170,13 +179,46 @@ def chunks(iterable, size):
         yield chunk
 
 
+def training_documents(paths: list[str], val_fraction: float, max_chars: int):
+    """The first documents of the training split, up to max_chars characters (what the BPE learns from)."""
+    seen = 0
+    for document in (doc for path in paths for doc in iter_documents(path)):
+        if seen >= max_chars:
+            return
+        if not is_validation(document, val_fraction):
+            seen += len(document)
+            yield document
+
+
+def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
+    """GPT-2's, a given .bpe file, or a new BPE learned from the training documents (saved as out_dir/tokenizer.bpe)."""
+    bpe_path = os.path.join(config.out_dir, BPE_FILE)
+    if config.vocab_size:
+        if not 256 + len(SPECIAL_NAMES) <= config.vocab_size <= 2 ** 16:
+            raise ValueError(f"--vocab-size {config.vocab_size}: must be in [260, 65536] (bytes + 4 specials; uint16 token files)")
+        print(f"training a {config.vocab_size}-token BPE on up to {config.bpe_train_chars:,} characters of {config.corpus}")
+        word_counts = count_words(training_documents(paths, config.val_fraction, config.bpe_train_chars))
+        with tqdm(total=config.vocab_size - len(SPECIAL_NAMES) - 256, desc="BPE merges") as bar:
+            save_bpe(train_bpe(word_counts, config.vocab_size - len(SPECIAL_NAMES), bar), bpe_path)
+        return Tokenizer.from_spec(bpe_path)
+    if config.tokenizer == "gpt2":
+        if os.path.exists(bpe_path):
+            os.remove(bpe_path)  # a folder re-prepared with GPT-2 must not keep an old vocabulary
+        return Tokenizer.gpt2()
+    tokenizer = Tokenizer.from_spec(config.tokenizer)
+    if os.path.abspath(config.tokenizer) != os.path.abspath(bpe_path):
+        with open(bpe_path, "w") as f:
+            f.write(tokenizer.bpe_text)
+    return tokenizer
+
+
 def prepare(config: PrepareConfig) -> dict:
     """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json)."""
     paths = resolve_inputs(config.corpus, config.download_dir)
     os.makedirs(config.out_dir, exist_ok=True)
-    tokenizer = Tokenizer()
-    writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin")) for split in ("train", "val")}
-    stats = {"documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
+    tokenizer = make_tokenizer(config, paths)
+    writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin"), tokenizer) for split in ("train", "val")}
+    stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
     documents = (doc for path in paths for doc in iter_documents(path))
     bar = tqdm(desc="prepare", unit=" docs")
     try:
@@ -187,7 +229,7 @@ def prepare(config: PrepareConfig) -> dict:
                     stats["dropped_documents"] += 1
                     continue
                 split = "val" if is_validation(document, config.val_fraction) else "train"
-                writers[split].write(np.array(ids + [SEP_ID]))
+                writers[split].write(np.array(ids + [tokenizer.sep_id]))
                 stats[f"{split}_tokens"] += len(ids) + 1
             bar.update(len(chunk))
             bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
@@ -221,11 +263,19 @@ def main(argv=None):
                         help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")
     parser.add_argument("--max-train-tokens", type=int, default=0, help="stop after this many training tokens (0 = all)")
     parser.add_argument("--download-dir", default=defaults.download_dir, help="cache for downloaded corpora")
+    parser.add_argument("--tokenizer", default=defaults.tokenizer, help="gpt2, or the path of a .bpe file")
+    parser.add_argument("--vocab-size", type=int, default=0,
+                        help="train our own byte-level BPE with this many ids (4 specials included; e.g. 16384) "
+                             "on the training documents first, and use it instead of --tokenizer")
+    parser.add_argument("--bpe-train-chars", type=int, default=defaults.bpe_train_chars,
+                        help="characters of training text the BPE is learned from")
     parser.add_argument("--num-threads", type=int, default=defaults.num_threads, help="tokenizer threads")
     args = parser.parse_args(argv)
     stats = prepare(PrepareConfig(corpus=args.corpus, out_dir=args.out_dir, val_fraction=args.val_fraction,
                                   max_tokens_per_char=args.max_tokens_per_char, max_train_tokens=args.max_train_tokens,
-                                  download_dir=args.download_dir, num_threads=args.num_threads))
+                                  download_dir=args.download_dir, num_threads=args.num_threads,
+                                  tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                                  bpe_train_chars=args.bpe_train_chars))
     print(json.dumps(stats, indent=2))
 
 

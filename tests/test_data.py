@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, pack_header, validation_batches
+from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, is_validation, prepare
-from data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, VOCAB_SIZE, Tokenizer
+from data.tokenizer import Tokenizer
+
+GPT2 = Tokenizer.gpt2()
 
 
 def read_tokens(path):
-    return np.asarray(TokenFile(str(path)).tokens).tolist()
+    return np.asarray(TokenFile(str(path), GPT2).tokens).tolist()
 
 
 def expected_stream(tokenizer, documents, split):
     stream = []
     for document in documents:
         if is_validation(document, 0.3) == (split == "val"):
-            stream += tokenizer.encode(document) + [SEP_ID]
+            stream += tokenizer.encode(document) + [tokenizer.sep_id]
     return stream
 
 
@@ -31,12 +33,12 @@ def test_prepare_round_trip_gives_back_the_tokens(tmp_path):
         f.write("\n\n".join(documents[20:]))
     stats = prepare(PrepareConfig(corpus=str(tmp_path), out_dir=str(tmp_path / "out"), val_fraction=0.3,
                                   max_tokens_per_char=0))
-    tokenizer = Tokenizer()
+    tokenizer = GPT2
     train, val = read_tokens(tmp_path / "out" / "train.bin"), read_tokens(tmp_path / "out" / "val.bin")
     assert train == expected_stream(tokenizer, documents, "train")
     assert val == expected_stream(tokenizer, documents, "val")
     assert stats["documents"] == 40 and stats["train_tokens"] == len(train) and 0 < len(val) < len(train)
-    assert tokenizer.decode(train[:train.index(SEP_ID)]) in documents
+    assert tokenizer.decode(train[:train.index(tokenizer.sep_id)]) in documents
 
 
 def test_jsonl_input_and_compression_filter(tmp_path):
@@ -76,63 +78,64 @@ def test_download_from_a_url_unzips_and_prepares(tmp_path):
     stats = prepare(config)
     assert stats["documents"] == 30
     assert (tmp_path / "downloads" / "corpus.zip").is_file() and not list((tmp_path / "downloads").glob("*.part"))
-    assert read_tokens(tmp_path / "out" / "train.bin") == expected_stream(Tokenizer(), documents, "train")
+    assert read_tokens(tmp_path / "out" / "train.bin") == expected_stream(GPT2, documents, "train")
 
 
-def write_token_file(path, tokens, **header):
-    path.write_bytes(pack_header(len(tokens), **header) + np.asarray(tokens, dtype="<u2").tobytes())
+def write_token_file(path, tokens, vocab_size=GPT2.vocab_size, name="gpt2"):
+    header = HEADER.pack(b"CRAMTOK\0", 1, vocab_size, len(tokens), name.encode("ascii"))
+    path.write_bytes(header + np.asarray(tokens, dtype="<u2").tobytes())
 
 
 def test_token_file_header_is_checked(tmp_path):
     write_token_file(tmp_path / "ok.bin", [1, 2, 3])
-    assert TokenFile(str(tmp_path / "ok.bin")).tokens.tolist() == [1, 2, 3]
+    assert TokenFile(str(tmp_path / "ok.bin"), GPT2).tokens.tolist() == [1, 2, 3]
     write_token_file(tmp_path / "vocab.bin", [1, 2, 3], vocab_size=30000)
     with pytest.raises(ValueError, match="vocab 30000"):
-        TokenFile(str(tmp_path / "vocab.bin"))
+        TokenFile(str(tmp_path / "vocab.bin"), GPT2)
     (tmp_path / "random.bin").write_bytes(b"x" * 200)
     with pytest.raises(ValueError, match="bad magic"):
-        TokenFile(str(tmp_path / "random.bin"))
+        TokenFile(str(tmp_path / "random.bin"), GPT2)
     truncated = (tmp_path / "ok.bin").read_bytes()[:-2]
     (tmp_path / "short.bin").write_bytes(truncated)
     with pytest.raises(ValueError, match="truncated"):
-        TokenFile(str(tmp_path / "short.bin"))
+        TokenFile(str(tmp_path / "short.bin"), GPT2)
     (tmp_path / "tiny.bin").write_bytes(b"CRAM")
     with pytest.raises(ValueError, match="too short"):
-        TokenFile(str(tmp_path / "tiny.bin"))
+        TokenFile(str(tmp_path / "tiny.bin"), GPT2)
     assert HEADER.size == 64
 
 
 def test_masking_rate_split_and_specials():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 50257, (256, 128), generator=g)
-    ids[:, 0] = CLS_ID
-    ids[:, 50] = SEP_ID
-    ids[:10, 100:] = PAD_ID
-    masked, labels = mask_tokens(ids, 0.25, torch.Generator().manual_seed(1))
+    ids[:, 0] = GPT2.cls_id
+    ids[:, 50] = GPT2.sep_id
+    ids[:10, 100:] = GPT2.pad_id
+    masked, labels = mask_tokens(ids, 0.25, torch.Generator().manual_seed(1), GPT2)
     picked = labels != -100
-    ordinary = ~torch.isin(ids, torch.tensor(SPECIAL_IDS))
+    ordinary = ~torch.isin(ids, torch.tensor(GPT2.special_ids))
     assert not picked[~ordinary].any()  # specials never masked
     expected = (ordinary.sum(1) * 0.25).round().clamp(max=32)
     assert torch.equal(picked.sum(1), expected)  # exact count per row
     assert torch.equal(labels[picked], ids[picked])  # labels are the originals...
     assert torch.equal(masked[~picked], ids[~picked])  # ...and nothing else changes
-    to_mask = (masked[picked] == MASK_ID).float().mean().item()
+    to_mask = (masked[picked] == GPT2.mask_id).float().mean().item()
     unchanged = (masked[picked] == ids[picked]).float().mean().item()
     assert abs(to_mask - 0.8) < 0.01 and abs(unchanged - 0.1) < 0.01  # 80 / 10 / 10
     assert abs((1 - to_mask - unchanged) - 0.1) < 0.01
 
 
 def test_mlm_batches_are_deterministic_and_resumable(tiny_corpus):
-    data = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), seq_len=32, mask_rate=0.25, seed=3)
+    data = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), seq_len=32, mask_rate=0.25, seed=3)
     ids, labels = data.batch_at(0, 0, 8)
-    assert ids.shape == (8, 32) and (ids[:, 0] == CLS_ID).all()
-    again_ids, again_labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25, seed=3).batch_at(0, 0, 8)
+    assert ids.shape == (8, 32) and (ids[:, 0] == GPT2.cls_id).all()
+    again_ids, again_labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3).batch_at(0, 0, 8)
     assert torch.equal(ids, again_ids) and torch.equal(labels, again_labels)
     for _ in range(data.num_rows // 8 + 1):  # one full epoch and a bit
         data.advance(8)
     assert data.epoch == 1 and data.cursor < 8
     state = data.state_dict()
-    fresh = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25, seed=3)
+    fresh = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.batch_at(fresh.epoch, fresh.cursor, 4)[0], data.batch_at(data.epoch, data.cursor, 4)[0])
     other_epoch = data.batch_at(1, 0, 8)[0]
@@ -140,14 +143,14 @@ def test_mlm_batches_are_deterministic_and_resumable(tiny_corpus):
 
 
 def test_validation_set_is_fixed(tiny_corpus):
-    first = validation_batches(TokenFile(str(tiny_corpus / "val.bin")), 32, 0.25, batch_size=4, max_rows=10)
-    second = validation_batches(TokenFile(str(tiny_corpus / "val.bin")), 32, 0.25, batch_size=4, max_rows=10)
+    first = validation_batches(TokenFile(str(tiny_corpus / "val.bin"), GPT2), 32, 0.25, batch_size=4, max_rows=10)
+    second = validation_batches(TokenFile(str(tiny_corpus / "val.bin"), GPT2), 32, 0.25, batch_size=4, max_rows=10)
     assert [b[0].shape[0] for b in first] == [4, 4, 2]
     assert all(torch.equal(a[1], b[1]) for a, b in zip(first, second))
 
 
 def test_encode_pair_truncates_longest_first():
-    tokenizer = Tokenizer()
+    tokenizer = GPT2
     ids = tokenizer.encode_pair("one two three four five six seven", "eight nine", max_len=8)
-    assert len(ids) == 8 and ids[0] == CLS_ID and ids.count(SEP_ID) == 2 and ids[-1] == SEP_ID
-    assert VOCAB_SIZE == 50304
+    assert len(ids) == 8 and ids[0] == GPT2.cls_id and ids.count(GPT2.sep_id) == 2 and ids[-1] == GPT2.sep_id
+    assert GPT2.vocab_size == 50304

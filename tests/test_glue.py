@@ -25,7 +25,7 @@ REAL_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gl
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer()
+    return Tokenizer.gpt2()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -226,7 +226,7 @@ def fixture_glue(root: Path) -> Path:
 def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
     glue_dir = fixture_glue(tmp_path / "glue")
     torch.manual_seed(0)
-    save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny"))))
+    save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny")), Tokenizer.gpt2()))
     out = tmp_path / "results.json"
     results, average = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
                                        "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",

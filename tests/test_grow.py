@@ -7,6 +7,7 @@ from torch.func import functional_call
 
 from grow import (GrowthOperator, duplication, flops_to_reach, grow_model, grown_config, growth_flops, main,
                   train_operator)
+from data.tokenizer import Tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
 from train import (TrainConfig, load_checkpoint, make_optimizer, model_checkpoint, model_from_checkpoint,
                    save_checkpoint, train)
@@ -162,7 +163,7 @@ def test_operator_training_lowers_the_loss_and_trains_only_the_operator():
 def test_cli_grows_a_checkpoint_that_train_py_continues(tiny_corpus, tmp_path):
     # A tiny model grown by LiGO through the command line on the synthetic corpus, then pretrained on.
     torch.manual_seed(0)
-    save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(CramBERT(preset_config("tiny", n_head=1))))
+    save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(CramBERT(preset_config("tiny", n_head=1)), Tokenizer.gpt2()))
     out = tmp_path / "grown.pt"
     main(["--from", str(tmp_path / "small.pt"), "--to", "tiny", "--n-layer", "3", "--n-embd", "128", "--n-head", "2",
           "--method", "ligo", "--ligo-steps", "1", "--batch-size", "4", "--seq-len", "32",

@@ -122,9 +122,9 @@ def synthetic_tokens(n_tokens: int, seed: int = 0) -> torch.Tensor:
 
 def test_transformer_task_builds_masked_rows_and_learns_a_policy():
     tokens = synthetic_tokens(4000)
-    lookup, unk_id, mask_id = remap_vocabulary(tokens, 16)
+    lookup, unk_id, mask_id = remap_vocabulary(tokens, 16, Tokenizer.gpt2())
     assert lookup[tokens].max() < 16 and (lookup[tokens] != unk_id).float().mean() > 0.3
-    ids, labels = mlm_examples(tokens[:64], 16, lookup, torch.Generator().manual_seed(0))
+    ids, labels = mlm_examples(tokens[:64], 16, lookup, torch.Generator().manual_seed(0), Tokenizer.gpt2())
     assert ids.shape == (4, 16) and ((labels != -100).sum(1) == 4).all()  # exactly 25% of every row
     assert (ids[labels != -100] == mask_id).float().mean() > 0.5  # most picked positions show [MASK]
     config = reproduction_config("transformer", n_train=16, n_held_out=8, seq_len=16, vocab=40, steps=6,
@@ -139,7 +139,7 @@ def test_transformer_task_builds_masked_rows_and_learns_a_policy():
 @pytest.mark.skipif(not (DATA_DIR / "wiki").is_dir(), reason="../shared/data/wiki is absent")
 def test_wiki_vocabulary_remap_covers_frequent_tokens():
     tokens = torch.tensor(read_wiki_tokens(DATA_DIR / "wiki" / "enwiki-2015-00.txt.gz", 200_000))
-    lookup, unk_id, _ = remap_vocabulary(tokens, 512)
+    lookup, unk_id, _ = remap_vocabulary(tokens, 512, Tokenizer.gpt2())
     coverage = (lookup[tokens] != unk_id).float().mean().item()
     assert 0.45 < coverage < 0.75  # 510 ids cover about half of wiki tokens
 

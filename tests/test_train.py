@@ -7,13 +7,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from data.loader import MLMBatches, TokenFile
+from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
-from train import TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer, train
+from train import (PROBES, TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer, reference_metrics,
+                   train, unigram_log_probs)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,7 +55,7 @@ def test_tiny_model_overfits_one_batch(tiny_corpus):
     torch.manual_seed(0)
     model = CramBERT(preset_config("tiny", max_seq_len=32))
     optimizer = make_optimizer(model, TrainConfig(lr=3e-3))
-    input_ids, labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin")), 32, 0.25).batch_at(0, 0, 8)
+    input_ids, labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), Tokenizer.gpt2()), 32, 0.25).batch_at(0, 0, 8)
     losses = []
     for _ in range(60):
         _, loss = model(input_ids, labels=labels)
@@ -178,3 +181,43 @@ def test_growing_inside_one_budget(tiny_corpus, tmp_path):
     checkpoint = load_checkpoint(summary["checkpoint"])
     assert (checkpoint["model_config"]["n_layer"], checkpoint["model_config"]["n_embd"]) == (4, 256)
     assert checkpoint["loop"]["grown"] and summary["steps"] == 4
+
+
+def test_unigram_line_matches_a_hand_computation():
+    # Training tokens 0,0,1,2 in a vocabulary of 4: add-one counts 3,2,2,1 of 8.
+    log_probs = unigram_log_probs(np.array([0, 0, 1, 2], dtype=np.uint16), 4)
+    assert torch.allclose(log_probs, torch.log(torch.tensor([3, 2, 2, 1]) / 8.0))
+    # Validation masked positions hold labels 0, 1, 3 (and -100 elsewhere); the unigram loss is their mean
+    # -log p; the bytes are looked up per label id.
+    batches = [(None, torch.tensor([[0, -100, 1], [-100, 3, -100]]))]
+    reference = reference_metrics(batches, log_probs, torch.tensor([1.0, 2.0, 0.0, 4.0]))
+    expected = -(math.log(3 / 8) + math.log(2 / 8) + math.log(1 / 8)) / 3
+    assert reference == {"unigram_loss": pytest.approx(expected), "masked_bytes": 7.0, "masked_tokens": 3}
+
+
+def test_evaluations_log_the_unigram_line_bits_per_byte_and_probes(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=2))
+    config, last = records(tmp_path, "config")[0], records(tmp_path, "eval")[-1]
+    assert last["unigram_loss"] == config["unigram_loss"] and last["below_unigram"] == pytest.approx(
+        last["unigram_loss"] - last["val_loss"])
+    bits = last["val_loss"] * config["masked_tokens"] / config["masked_bytes"] / math.log(2)
+    assert last["bits_per_byte"] == pytest.approx(bits)
+    assert set(last["probes"]) == set(PROBES) and all(len(fill) == 5 for fills in last["probes"].values() for fill in fills)
+
+
+def test_tiny_run_ends_below_its_unigram_line(tiny_corpus, tmp_path):
+    # The synthetic grammar ("the cat sees the ball.") is easy from context, hard from counts alone.
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=60, eval_interval=0.5))
+    evals = records(tmp_path, "eval")
+    assert evals[0]["val_loss"] > evals[0]["unigram_loss"]  # random init is worse than word counts...
+    assert summary["final_val_loss"] < 0.8 * evals[-1]["unigram_loss"]  # ...and 60 steps beat them clearly
+
+
+def test_a_checkpoint_of_another_tokenizer_is_refused(tiny_corpus, tmp_path):
+    first = train(tiny_run(tiny_corpus, tmp_path / "gpt2", max_steps=1))
+    documents = (tiny_corpus.parent / "corpus.txt").read_text()
+    (tmp_path / "corpus.txt").write_text(documents)
+    prepare(PrepareConfig(corpus=str(tmp_path / "corpus.txt"), out_dir=str(tmp_path / "bpe"), val_fraction=0.1,
+                          vocab_size=320))
+    with pytest.raises(ValueError, match=r"trained with tokenizer 'gpt2'.*'bpe\d+-"):
+        train(tiny_run(tmp_path / "bpe", tmp_path / "next", max_steps=1, init_from=first["checkpoint"]))
