@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -135,8 +136,12 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load and validate a cramlm checkpoint; raise one clear error for anything else."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    try:  # weights_only: tensors and plain Python types only, so a crafted file cannot run code while loading
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds Python objects beyond tensors and plain types, which could run code when "
+                         f"loaded, so it was not loaded (checkpoints of cramlm before weights-only loading hold "
+                         f"numpy arrays; only trusted files should be converted): {str(error).splitlines()[0]}") from error
     except Exception as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -159,7 +164,12 @@ def model_checkpoint(model: CramBERT, **extra) -> dict:
 
 
 def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain types (weights-only loadable): numpy's key array becomes a tensor."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state = {"bit_generator": numpy_state["bit_generator"], "has_gauss": int(numpy_state["has_gauss"]),
+                   "gauss": float(numpy_state["gauss"]), "pos": int(numpy_state["state"]["pos"]),
+                   "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))}
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -167,7 +177,10 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict):
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state = states["numpy"]
+    np.random.set_state({"bit_generator": numpy_state["bit_generator"], "has_gauss": numpy_state["has_gauss"],
+                         "gauss": numpy_state["gauss"], "state": {"pos": numpy_state["pos"],
+                                                                  "key": numpy_state["key"].numpy().astype(np.uint32)}})
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

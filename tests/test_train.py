@@ -98,6 +98,30 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny_corpus, tmp_path):
         train(tiny_run(tiny_corpus, tmp_path, max_steps=2, resume=True, model_overrides={"n_layer": 3}))
 
 
+class RunsACommand:
+    """A pickle payload: unpickling it calls os.system, which here creates a marker file."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_loading_a_crafted_checkpoint_runs_no_code(tmp_path):
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "ckpt.pt"
+    torch.save({"format": "cramlm-checkpoint", "version": 1, "model": RunsACommand(marker)}, crafted)
+    with pytest.raises(ValueError, match="could run code"):
+        load_checkpoint(str(crafted))
+    assert not marker.exists()
+
+
+def test_a_full_training_checkpoint_loads_weights_only(tiny_corpus, tmp_path):
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=1, policy="learning-law", eval_rows=8))
+    checkpoint = torch.load(summary["checkpoint"], weights_only=True)  # no allow-list needed
+    assert checkpoint["loop"]["step"] == 1 and checkpoint["policy"]["calls"] > 0 and "numpy" in checkpoint["rng"]
+
+
 def cli(*args, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
