@@ -11,6 +11,7 @@ Evaluation and checkpointing stop the clock. A run can also end on a step or FLO
 largest of the three fractions), which is what the tests and the scaling sweep use.
 """
 import argparse
+import glob
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -76,6 +77,7 @@ class TrainConfig:
     log_interval: int = 10  # optimizer steps between log lines
     checkpoint_minutes: float = 30.0  # wall-clock minutes between checkpoints
     resume: bool = False  # continue from out_dir/ckpt.pt
+    overwrite: bool = False  # start afresh in an out_dir holding another run's checkpoint (deletes it and its log)
     # --- system ---
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     compile: bool = False  # torch.compile the model
@@ -149,6 +151,68 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {checkpoint.get('version')}, this code reads {CHECKPOINT_VERSION}")
     return checkpoint
+
+
+def claim_out_dir(config: TrainConfig) -> str:
+    """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
+    A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
+    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite deletes it
+    and its log. Temporary checkpoints left by a run killed mid-write are removed."""
+    os.makedirs(config.out_dir, exist_ok=True)
+    lock = os.path.join(config.out_dir, "LOCK")
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder is not None and holder != os.getpid() and process_alive(holder):
+                raise ValueError(f"{config.out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
+                                 f"stop it, or pick another --out-dir (if no such run exists, delete {lock})") from None
+            with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
+                os.remove(lock)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        checkpoint = os.path.join(config.out_dir, "ckpt.pt")
+        if os.path.exists(checkpoint) and not config.resume:
+            if not config.overwrite:
+                raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
+                                 f"replace it (and its log.jsonl), or pick another --out-dir")
+            for name in ("ckpt.pt", "log.jsonl"):
+                with suppress(FileNotFoundError):
+                    os.remove(os.path.join(config.out_dir, name))
+        for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
+            os.remove(orphan)
+    except BaseException:
+        release_out_dir(lock)
+        raise
+    return lock
+
+
+def release_out_dir(lock: str):
+    with suppress(FileNotFoundError):
+        os.remove(lock)
+
+
+def lock_holder(lock: str) -> int | None:
+    try:
+        with open(lock) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # unreadable or half-written: treat as stale
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def model_from_checkpoint(checkpoint: dict) -> CramBERT:
@@ -399,6 +463,16 @@ def train(config: TrainConfig) -> dict:
     if not (config.budget_seconds or config.max_steps or config.max_flops):
         raise ValueError("no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
     rank, world_size, device = setup_distributed(config.device)
+    lock = claim_out_dir(config) if rank == 0 else None  # out_dir is this run's until it returns or fails
+    try:
+        return run_training(config, rank, world_size, device)
+    finally:
+        if lock:
+            release_out_dir(lock)
+
+
+def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.device) -> dict:
+    """The run itself, in an out_dir that train() has claimed."""
     is_main = rank == 0
     torch.manual_seed(config.seed)  # the same initial weights on every process
     ensure_prepared(config, rank)
@@ -655,6 +729,8 @@ def parse_args(argv=None) -> TrainConfig:
     run.add_argument("--log-interval", type=int, default=defaults.log_interval, help="steps between log lines")
     run.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes, help="minutes between checkpoints")
     run.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --out-dir that holds another run's checkpoint (deletes it and its log)")
     run.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, data order and masking")
@@ -690,7 +766,7 @@ def parse_args(argv=None) -> TrainConfig:
         micro_batch_size=args.micro_batch_size, batch_ramp=args.batch_ramp, ramp_until=args.ramp_until,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, out_dir=args.out_dir,
         eval_interval=args.eval_interval, eval_rows=args.eval_rows, log_interval=args.log_interval,
-        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, device=args.device,
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, overwrite=args.overwrite, device=args.device,
         compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar, policy=args.policy,
         grow_at=args.grow_at, grow_to=args.grow_to, grow_method=args.grow_method, ligo_steps=args.ligo_steps)
 

@@ -122,6 +122,32 @@ def test_a_full_training_checkpoint_loads_weights_only(tiny_corpus, tmp_path):
     assert checkpoint["loop"]["step"] == 1 and checkpoint["policy"]["calls"] > 0 and "numpy" in checkpoint["rng"]
 
 
+def test_a_second_run_into_a_folder_with_a_checkpoint_is_refused(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=3))
+    with pytest.raises(ValueError, match="--resume to continue it, --overwrite to replace it"):
+        train(tiny_run(tiny_corpus, tmp_path, max_steps=2))
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["loop"]["step"] == 3  # untouched
+    (tmp_path / "ckpt.pt.tmp4242").write_bytes(b"half a checkpoint")  # left by a run killed mid-write
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=2, overwrite=True))
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["loop"]["step"] == 2
+    assert len(records(tmp_path, "config")) == 1  # the old run's log went with its checkpoint
+    assert not list(tmp_path.glob("ckpt.pt.tmp*")) and not (tmp_path / "LOCK").exists()
+
+
+def test_a_live_run_locks_its_folder_and_a_dead_ones_lock_is_stale(tiny_corpus, tmp_path):
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tmp_path.mkdir(exist_ok=True)
+        (tmp_path / "LOCK").write_text(f"{live.pid}\n")
+        with pytest.raises(ValueError, match=f"in use by a live run \\(pid {live.pid}"):
+            train(tiny_run(tiny_corpus, tmp_path, max_steps=1))
+    finally:
+        live.kill()
+        live.wait()
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=1))  # the same lock, now of a dead process: taken over
+    assert not (tmp_path / "LOCK").exists()
+
+
 def cli(*args, **kwargs):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
