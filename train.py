@@ -36,6 +36,7 @@ from data.prepare import PrepareConfig, default_corpus, prepare
 from model import CramBERT, ModelConfig, preset_config
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
+EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
 
 
 @dataclass
@@ -434,12 +435,16 @@ def ensure_prepared(config: TrainConfig, rank: int):
 
 
 @torch.no_grad()
-def evaluate(model: CramBERT, batches, device, rank: int, world_size: int) -> float:
-    """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch."""
+def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, should_stop=lambda: False) -> float | None:
+    """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
+    None if should_stop() turns true between batches (Ctrl-C): an abandoned evaluation has no loss."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
     for input_ids, labels in batches[rank::world_size]:
+        if should_stop():
+            model.train(was_training)
+            return None
         with autocast(device):
             _, loss = model(input_ids.to(device), labels=labels.to(device))
         count = (labels != -100).sum()
@@ -464,15 +469,44 @@ def train(config: TrainConfig) -> dict:
         raise ValueError("no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
     rank, world_size, device = setup_distributed(config.device)
     lock = claim_out_dir(config) if rank == 0 else None  # out_dir is this run's until it returns or fails
+    stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
+    previous_handlers = install_stop_handlers(stop, announce=rank == 0)
     try:
-        return run_training(config, rank, world_size, device)
+        return run_training(config, rank, world_size, device, stop)
     finally:
+        restore_handlers(previous_handlers)
         if lock:
             release_out_dir(lock)
 
 
-def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.device) -> dict:
-    """The run itself, in an out_dir that train() has claimed."""
+def install_stop_handlers(stop: dict, announce: bool = True) -> dict:
+    """The first SIGINT (Ctrl-C) or SIGTERM sets stop["signal"] and says so at once: the loop then abandons
+    an evaluation in progress or an unfinished step, writes a checkpoint and returns. The second restores
+    the previous handlers and raises KeyboardInterrupt: an immediate exit, the last checkpoint written
+    stays (writes are atomic). Returns the previous handlers (restore_handlers)."""
+    previous = {}
+
+    def handler(number, frame):
+        if stop["signal"] is None:
+            stop["signal"] = number
+            if announce:
+                sys.stderr.write("\nstopping after this step, writing checkpoint… (Ctrl-C again to exit at once)\n")
+            return
+        restore_handlers(previous)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
+        previous.update({number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)})
+    return previous
+
+
+def restore_handlers(previous: dict):
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.device, stop: dict) -> dict:
+    """The run itself, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
     is_main = rank == 0
     torch.manual_seed(config.seed)  # the same initial weights on every process
     ensure_prepared(config, rank)
@@ -515,13 +549,6 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
     peak_flops = measure_peak_flops(device)
     model = wrap(raw_model, config, world_size, device)
 
-    # SIGINT / SIGTERM finish the current step, write a checkpoint and return: nothing is lost.
-    stop = {"signal": None}
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
-        previous_handlers = {s: signal.signal(s, lambda number, _: stop.update(signal=number))
-                             for s in (signal.SIGINT, signal.SIGTERM)}
-
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if is_main else None
 
@@ -535,6 +562,11 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
                      s.step / config.max_steps if config.max_steps else 0.0,
                      s.flops / config.max_flops if config.max_flops else 0.0]
         return max(fractions)
+
+    def interrupted() -> bool:
+        """Ctrl-C seen inside a step or an evaluation. One process only: with several, each stops only at a
+        step boundary, where they agree through the all-reduce below."""
+        return world_size == 1 and stop["signal"] is not None
 
     def checkpoint_now():
         save_checkpoint(checkpoint_path, model_checkpoint(
@@ -564,7 +596,11 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
         progress = progress_of(state)
         if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
             clock.stop()
-            state.val_loss = evaluate(raw_model, val_batches, device, rank, world_size)
+            val_loss = evaluate(raw_model, val_batches, device, rank, world_size, should_stop=interrupted)
+            if val_loss is None:  # Ctrl-C during the evaluation: abandoned, no partial loss is recorded
+                stop_requested = True
+                break
+            state.val_loss = val_loss
             log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
                  "elapsed": state.elapsed, "progress": progress, "val_loss": state.val_loss})
             bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f} | {state.elapsed:7.1f}s of budget")
@@ -596,6 +632,8 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
         accumulation = rows // (config.micro_batch_size * world_size)
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(accumulation):
+            if interrupted():  # Ctrl-C: drop this unfinished step; the checkpoint holds the last whole one
+                break
             # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
             # same global batch gives the same gradients whatever the number of processes.
             start = train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
@@ -611,6 +649,10 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
             # batch, independent of how many micro-steps it took (DDP then averages over processes).
             (loss / accumulation).backward()
             loss_sum += loss.detach()
+        if interrupted():
+            optimizer.zero_grad(set_to_none=True)
+            stop_requested = True
+            break
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -659,8 +701,6 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
     log(summary)
     if log_file:
         log_file.close()
-    for number, handler in previous_handlers.items():
-        signal.signal(number, handler)
     return summary
 
 
@@ -777,12 +817,18 @@ def main(argv=None):
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once, the last checkpoint written stays
+        print(f"interrupted again: exited at once; the last checkpoint written is {os.path.join(config.out_dir, 'ckpt.pt')}",
+              file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if summary["interrupted"]:
         print(f"interrupted: checkpoint saved to {summary['checkpoint']}; continue with the same command plus --resume")
     print(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 from data.loader import MLMBatches, TokenFile
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
-from train import TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer, train
+import train as train_module
+from train import EXIT_INTERRUPTED, TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -164,10 +165,59 @@ def test_sigint_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert "interrupted" in stdout
+    assert process.returncode == EXIT_INTERRUPTED == 130, stderr  # distinct from success (0) and failure (1)
+    assert "stopping after this step, writing checkpoint" in stderr and "interrupted" in stdout
     checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert checkpoint["loop"]["step"] >= 1 and checkpoint["loop"]["elapsed"] < 120
+
+
+def interrupt_at_forward(monkeypatch, evaluating: bool, at_call: int, times: int = 1) -> list:
+    """Send this process SIGINT (`times` times) at the `at_call`-th forward pass of an evaluation (evaluating)
+    or of a training step: signals arrive at a known point, whatever the machine's speed."""
+    real_autocast, calls = train_module.autocast, []
+
+    def autocast(device):
+        if torch.is_grad_enabled() != evaluating:  # evaluate() runs under no_grad
+            calls.append(1)
+            if len(calls) == at_call:
+                for _ in range(times):
+                    os.kill(os.getpid(), signal.SIGINT)
+        return real_autocast(device)
+    monkeypatch.setattr(train_module, "autocast", autocast)
+    return calls
+
+
+def test_ctrl_c_abandons_an_evaluation_in_progress(tiny_corpus, tmp_path, monkeypatch):
+    calls = interrupt_at_forward(monkeypatch, evaluating=True, at_call=2)
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=5, eval_rows=64))  # 8 validation batches of 8 rows
+    assert summary["interrupted"] and len(calls) == 2  # stopped after the batch in progress, not after all 8
+    assert records(tmp_path, "eval") == [] and summary["final_val_loss"] is None  # no partial loss recorded
+    assert load_checkpoint(summary["checkpoint"])["loop"]["step"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_ctrl_c_drops_an_unfinished_step(tiny_corpus, tmp_path, monkeypatch):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=6, stop_after_steps=2, batch_ramp=False))  # 2 micro-steps a step
+    calls = interrupt_at_forward(monkeypatch, evaluating=False, at_call=1)
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=6, batch_ramp=False, resume=True))
+    assert summary["interrupted"] and len(calls) == 1 and summary["steps"] == 2  # the half step was not applied
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    assert checkpoint["loop"]["step"] == 2 and checkpoint["data"]["cursor"] == 2 * 16
+
+
+def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys):
+    flags = ["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len", "32",
+             "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6", "--no-progress-bar"]
+    train_module.main(flags + ["--stop-after-steps", "2"])  # a pause exits 0 (returns)
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    calls = interrupt_at_forward(monkeypatch, evaluating=False, at_call=1, times=2)
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main(flags + ["--resume"])
+    assert exit_info.value.code == EXIT_INTERRUPTED and len(calls) == 1
+    assert "interrupted again: exited at once" in capsys.readouterr().err
+    assert (tmp_path / "ckpt.pt").read_bytes() == before  # no new checkpoint, the last good one intact
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["loop"]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_missing_data_names_the_fix(tmp_path):
