@@ -33,9 +33,11 @@ from tqdm import tqdm
 
 from data.loader import MLMBatches, TokenFile, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, default_corpus, prepare
-from model import CramBERT, ModelConfig, preset_config
+from model import PRESETS, CramBERT, ModelConfig, preset_config
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
+MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
+# attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
 EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
 
 
@@ -122,6 +124,100 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
         return full * rows_per_micro_step
     fraction = min(1.0, progress / config.ramp_until)
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checking the settings before any data is prepared or the clock starts
+
+def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
+    """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
+    flag and the fix; returns notes to print (how --batch-tokens is rounded)."""
+    errors, notes = [], []
+
+    def check(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
+    # budgets: written `not (x > 0)` so that NaN fails too
+    check(not config.budget_seconds < 0, f"--hours/--minutes/--seconds gives {config.budget_seconds:g} s: the budget must be > 0")
+    check(config.max_steps >= 0, f"--max-steps {config.max_steps}: must be >= 1 (0 = no step budget)")
+    check(not config.max_flops < 0, f"--max-flops {config.max_flops:g}: must be > 0 (0 = no FLOP budget)")
+    check(errors or config.budget_seconds > 0 or config.max_steps > 0 or config.max_flops > 0,
+          "no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    check(config.stop_after_steps >= 0, f"--stop-after-steps {config.stop_after_steps}: must be >= 0")
+    # data
+    seq_len_ok = MIN_SEQ_LEN <= config.seq_len <= MAX_SEQ_LEN
+    check(seq_len_ok, f"--seq-len {config.seq_len} is outside [{MIN_SEQ_LEN}, {MAX_SEQ_LEN}]: the position table is built "
+                      f"for --seq-len positions and attention memory grows with its square; cramming uses 128")
+    for flag, rate in (("--mask-rate", config.mask_rate), ("--eval-mask-rate", config.eval_mask_rate)):
+        if not 0 < rate < 1:
+            errors.append(f"{flag} {rate:g} is outside (0, 1): the share of tokens to predict, e.g. 0.25 (cramming) or 0.15 (BERT)")
+        elif seq_len_ok and int(rate * config.seq_len) < 1:
+            errors.append(f"{flag} {rate:g} masks no token of a {config.seq_len}-token row: use at least {1 / config.seq_len:.3g} "
+                          f"or a longer --seq-len")
+    check(config.max_tokens_per_char >= 0, f"--max-tokens-per-char {config.max_tokens_per_char:g}: must be >= 0 (0 = off)")
+    # model
+    model_config = None
+    if config.preset != "auto":
+        try:
+            model_config = preset_config(config.preset, **{"max_seq_len": max(1, config.seq_len), **config.model_overrides})
+        except (ValueError, TypeError, ZeroDivisionError) as error:
+            errors.append(f"--preset {config.preset} with the size/recipe flags: {error}")
+    # optimisation
+    check(config.lr > 0, f"--lr {config.lr:g}: the peak learning rate must be > 0")
+    check(config.micro_batch_size >= 1, f"--micro-batch-size {config.micro_batch_size}: must be >= 1 row")
+    if config.micro_batch_size >= 1 and seq_len_ok:
+        micro = config.micro_batch_size * config.seq_len * world_size  # tokens in one micro-step on all processes
+        detail = (f"one micro-batch (--micro-batch-size {config.micro_batch_size} × --seq-len {config.seq_len}"
+                  f"{f' × {world_size} processes' if world_size > 1 else ''} = {micro} tokens)")
+        if config.batch_tokens < micro:
+            errors.append(f"--batch-tokens {config.batch_tokens} is less than {detail}: raise it to at least {micro} "
+                          f"or lower --micro-batch-size")
+        elif config.batch_tokens % micro:
+            notes.append(f"note: --batch-tokens {config.batch_tokens} is not a whole number of micro-batches: rounded to "
+                         f"{round(config.batch_tokens / micro) * micro} ({detail})")
+    for flag, value in (("--peak-at", config.peak_at), ("--ramp-until", config.ramp_until),
+                        ("--eval-interval", config.eval_interval)):
+        check(0 < value <= 1, f"{flag} {value:g} is a fraction of the budget: use a value in (0, 1]")
+    check(config.warmup_steps >= 0 and config.schedule_steps >= 0, "--warmup-steps and --schedule-steps must be >= 0")
+    check(config.schedule != "bert" or config.schedule_steps or config.max_steps,
+          "--schedule bert decays over steps: give --schedule-steps (or --max-steps)")
+    check(config.weight_decay >= 0, f"--weight-decay {config.weight_decay:g}: must be >= 0")
+    check(config.grad_clip > 0, f"--grad-clip {config.grad_clip:g}: must be > 0")
+    # evaluation, checkpoints, growth
+    check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
+    check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
+    check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
+    check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
+    check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
+    check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
+    if config.grow_at and config.grow_to and model_config is not None and not config.init_from:
+        try:  # fail now, not at --grow-at of the budget (an --init-from or auto model is checked once it is known)
+            growth_target(config, model_config)
+        except ValueError as error:
+            errors.append(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}")
+    if errors:
+        raise ValueError("\nerror: ".join(errors))  # main() prefixes the first line with "error: "
+    return notes
+
+
+RESUME_DATA_SETTINGS = {"data_dir": "--data-dir", "seq_len": "--seq-len", "mask_rate": "--mask-rate",
+                        "eval_mask_rate": "--eval-mask-rate", "seed": "--seed", "max_tokens_per_char": "--max-tokens-per-char"}
+
+
+def check_resume(config: TrainConfig, checkpoint: dict, path: str):
+    """A resumed run must read the same data the same way; name every setting that differs."""
+    saved, current = checkpoint["train_config"], asdict(config)
+    differ = []
+    for name, flag in RESUME_DATA_SETTINGS.items():
+        value = saved.get(name, current[name])
+        same = value == current[name] or (name == "data_dir" and os.path.realpath(value) == os.path.realpath(current[name]))
+        if not same:
+            differ.append(f"{flag} {current[name]} differs from the checkpoint's {value}")
+    if differ:
+        raise ValueError(f"cannot --resume {path} with other data settings: {'; '.join(differ)}. Resume with the "
+                         f"checkpoint's values, or start a new run in another --out-dir")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -465,9 +561,11 @@ def git_commit() -> str:
 
 def train(config: TrainConfig) -> dict:
     """Run (or resume) one pretraining run; returns a summary dict (also the last line of log.jsonl)."""
-    if not (config.budget_seconds or config.max_steps or config.max_flops):
-        raise ValueError("no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    notes = validate_config(config, world_size=int(os.environ.get("WORLD_SIZE", 1)))
     rank, world_size, device = setup_distributed(config.device)
+    if rank == 0:
+        for note in notes:
+            print(note)
     lock = claim_out_dir(config) if rank == 0 else None  # out_dir is this run's until it returns or fails
     stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
     previous_handlers = install_stop_handlers(stop, announce=rank == 0)
@@ -509,14 +607,16 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
     """The run itself, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
     is_main = rank == 0
     torch.manual_seed(config.seed)  # the same initial weights on every process
+    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
+    if checkpoint:
+        check_resume(config, checkpoint, checkpoint_path)
     ensure_prepared(config, rank)
     train_data = MLMBatches(TokenFile(os.path.join(config.data_dir, "train.bin")), config.seq_len,
                             config.mask_rate, seed=config.seed)
     val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin")), config.seq_len,
                                      config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
 
-    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
-    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     if checkpoint and config.preset == "auto":
@@ -527,6 +627,8 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
             model_config = growth_target(config, model_config)
         if checkpoint and checkpoint["model_config"] != asdict(model_config):
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
+    if config.grow_at and not state.grown:
+        growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
     raw_model = CramBERT(model_config).to(device)  # what we save: never a compiled or DDP wrapper
     if init_checkpoint and not checkpoint:
         raw_model.load_state_dict(init_checkpoint["model"])
@@ -784,8 +886,6 @@ def parse_args(argv=None) -> TrainConfig:
                             help="how to grow (LiGO learns the growth operator)")
     extensions.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="LiGO operator-training steps")
     args = parser.parse_args(argv)
-    if args.grow_at and not args.grow_to:
-        parser.error("--grow-at needs --grow-to PRESET")
 
     if args.hours is not None or args.minutes is not None or args.seconds is not None:
         budget_seconds = args.hours * 3600 if args.hours is not None else (

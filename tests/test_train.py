@@ -220,6 +220,50 @@ def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--mask-rate", "0"], "--mask-rate 0 is outside (0, 1)"),
+    (["--mask-rate", "1.5"], "--mask-rate 1.5 is outside (0, 1)"),
+    (["--mask-rate", "0.01", "--seq-len", "32"], "--mask-rate 0.01 masks no token of a 32-token row"),
+    (["--hours", "-1"], "--hours/--minutes/--seconds gives -3600 s"),
+    (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 128 × --seq-len 128"),
+    (["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
+    (["--seq-len", "100000"], "--seq-len 100000 is outside [8, 2048]"),
+    (["--lr", "0"], "--lr 0: the peak learning rate must be > 0"),
+    (["--peak-at", "1.5"], "--peak-at 1.5 is a fraction of the budget"),
+    (["--eval-interval", "0"], "--eval-interval 0 is a fraction of the budget"),
+    (["--preset", "tiny", "--grow-at", "0.5", "--grow-to", "mini"], "--grow-to mini from --preset tiny: the head dim"),
+    (["--grow-at", "0.5"], "--grow-at needs --grow-to"),
+    (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
+])
+def test_bad_flags_are_refused_before_any_data_is_prepared(tmp_path, flags, message):
+    # --data-dir is empty and --corpus absent: reaching data preparation would fail with another message
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main(["--data-dir", str(tmp_path / "tokens"), "--corpus", str(tmp_path / "absent"),
+                           "--out-dir", str(tmp_path / "run"), *flags])
+    assert str(exit_info.value.code).startswith("error: ") and message in str(exit_info.value.code)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_bad_flag_gets_its_own_line_and_a_non_zero_exit(tmp_path):
+    process = cli("--data-dir", str(tmp_path), "--mask-rate", "0", "--micro-batch-size", "0", "--hours", "-1")
+    _, stderr = process.communicate(timeout=60)
+    lines = stderr.strip().splitlines()
+    assert process.returncode == 1 and "Traceback" not in stderr and len(lines) == 3
+    assert all(line.startswith("error: --") for line in lines)
+
+
+def test_batch_tokens_rounding_is_announced():
+    notes = train_module.validate_config(TrainConfig(seq_len=32, micro_batch_size=8, batch_tokens=600))
+    assert notes == ["note: --batch-tokens 600 is not a whole number of micro-batches: rounded to 512 "
+                     "(one micro-batch (--micro-batch-size 8 × --seq-len 32 = 256 tokens))"]
+
+
+def test_resume_with_other_data_settings_names_them(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=4, stop_after_steps=1))
+    with pytest.raises(ValueError, match=r"--mask-rate 0.15 differs from the checkpoint's 0.25; --seed 3 differs"):
+        train(tiny_run(tiny_corpus, tmp_path, max_steps=4, resume=True, mask_rate=0.15, seed=3))
+
+
 def test_missing_data_names_the_fix(tmp_path):
     process = cli("--data-dir", str(tmp_path / "tokens"), "--corpus", str(tmp_path / "absent"), "--max-steps", "1")
     _, stderr = process.communicate(timeout=60)
