@@ -69,11 +69,13 @@ def test_budgeted_run_ends_on_time_with_eval_off_the_clock(tiny_corpus, tmp_path
     start = time.perf_counter()
     summary = train(tiny_run(tiny_corpus, tmp_path, budget_seconds=3.0, eval_interval=0.1))
     wall = time.perf_counter() - start
-    # The run stops at the first step boundary past the budget: the step before ended inside it.
+    # The run stops at the first step boundary past the budget: the step before ended inside it. Only what load
+    # cannot change is asserted: how many steps fit in 3 s (and so the loss reached) is the machine's business.
     step_ends = [r["elapsed"] for r in records(tmp_path, "train")]
-    assert summary["finished"] and step_ends[-2] < 3.0 <= step_ends[-1] == pytest.approx(summary["elapsed_seconds"], abs=0.05)
-    evals = records(tmp_path, "eval")
-    assert len(evals) >= 5 and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert summary["finished"] and step_ends[-2] < 3.0 <= summary["elapsed_seconds"]
+    assert step_ends[-1] <= summary["elapsed_seconds"] and summary["steps"] == len(step_ends)
+    evals = records(tmp_path, "eval")  # at the start, at most once per tenth of the budget, and at the end
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == summary["steps"] and 2 <= len(evals) <= 12
     assert wall > summary["elapsed_seconds"]  # evaluation happened, yet did not count against the budget
     checkpoint = load_checkpoint(summary["checkpoint"])
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in checkpoint["model"])
@@ -293,10 +295,11 @@ def test_ddp_two_processes_match_one_process(tiny_corpus, tmp_path):
 def test_real_wikipedia_run_lowers_held_out_loss(wiki_shard, tmp_path):
     prepare(PrepareConfig(corpus=str(wiki_shard), out_dir=str(tmp_path / "wiki"), max_train_tokens=300_000,
                           val_fraction=0.05))
+    # a step budget, not seconds: the same updates (and losses) however loaded the machine is
     summary = train(tiny_run(tmp_path / "wiki", tmp_path / "run", seq_len=64, micro_batch_size=16,
-                             batch_tokens=4096, budget_seconds=40, eval_interval=0.25, log_interval=20, eval_rows=64))
+                             batch_tokens=4096, max_steps=60, eval_interval=0.25, log_interval=20, eval_rows=64))
     evals = records(tmp_path / "run", "eval")
-    print("held-out loss curve:", [(round(r["elapsed"], 1), round(r["val_loss"], 3)) for r in evals])
+    print("held-out loss curve:", [(r["step"], round(r["val_loss"], 3)) for r in evals])
     assert evals[0]["val_loss"] > 10.0  # chance is ln(50304) = 10.8
     assert summary["final_val_loss"] < evals[0]["val_loss"] - 2.0
 
