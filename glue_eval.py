@@ -348,7 +348,13 @@ def format_table(results: dict, skipped: dict, average: float | None) -> str:
     for name, metrics in results.items():
         lines += [f"{name:<6} {metric:<12} {value:7.2f}" for metric, value in metrics.items()]
     lines += [f"{name:<6} skipped: {reason}" for name, reason in skipped.items()]
-    lines.append(f"{'GLUE average':<19} {average:7.2f}" if average is not None else "GLUE average: no task ran")
+    if average is None:
+        lines.append("GLUE average: no task ran")
+    elif skipped:  # the mean of the tasks that ran is not the GLUE average: say so, and which are missing
+        lines.append(f"{'GLUE average':<19} {average:7.2f}  (partial: {len(results)} of {len(results) + len(skipped)} "
+                     f"tasks; missing {', '.join(skipped)})")
+    else:
+        lines.append(f"{'GLUE average':<19} {average:7.2f}")
     return "\n".join(lines)
 
 
@@ -386,6 +392,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per task; the median is reported "
                         "(cramming reports the median of 5)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="score the tasks that can run when others' files are missing or damaged (the average is "
+                             "then labelled partial); by default that is an error, found before any fine-tuning. "
+                             "Offline here QNLI and MNLI have no train.tsv and QQP is absent, so --tasks all needs it")
     # --- fine-tuning hyper-parameters (one set for every task, as in cramming) ---
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate")
     parser.add_argument("--beta1", type=float, default=defaults.beta1, help="AdamW beta1")
@@ -430,8 +440,25 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"fine-tuning on {device}: {json.dumps(asdict(config))}")
 
+    unusable = {}  # task -> why its files cannot be used, found before any fine-tuning
+    for name in task_names:
+        try:
+            train_path, dev_paths = task_files(TASKS[name], args.glue_dir)
+            for path in [train_path, *(path for _, path in dev_paths)]:
+                load_examples(TASKS[name], path)
+        except (FileNotFoundError, GlueDataError) as error:
+            unusable[name] = str(error)
+    if unusable and not args.skip_missing:
+        lines = [f"{name}: {reason}" for name, reason in unusable.items()]
+        sys.exit("error: " + "\nerror: ".join(lines) + "\nerror: fix these files, leave the tasks out of --tasks, "
+                 "or pass --skip-missing to score the others (the average is then partial)")
+
     results, per_seed, skipped = {}, {}, {}
     for name in task_names:
+        if name in unusable:
+            skipped[name] = unusable[name]
+            print(f"{name}: skipped ({unusable[name]})", file=sys.stderr)
+            continue
         try:
             results[name], per_seed[name] = run_task(mlm_model, TASKS[name], args.glue_dir, config, args.seeds,
                                                      device, pretrained=args.ckpt is not None, tokenizer=tokenizer)
@@ -441,7 +468,7 @@ def main(argv=None):
     average = glue_average(results) if results else None
     print(format_table(results, skipped, average))
     if args.out:
-        write_json(args.out, {**results, "average": average, "skipped": skipped, "per_seed": per_seed,
+        write_json(args.out, {**results, "average": average, "partial": bool(skipped), "skipped": skipped, "per_seed": per_seed,
                               "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"})
     return results, average
 

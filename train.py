@@ -11,16 +11,18 @@ Evaluation and checkpointing stop the clock. A run can also end on a step or FLO
 largest of the three fractions), which is what the tests and the scaling sweep use.
 """
 import argparse
+import glob
 import json
 import math
 import os
+import pickle
 import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -32,10 +34,13 @@ from tqdm import tqdm
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, default_corpus, prepare
 from data.tokenizer import Tokenizer
-from model import CramBERT, ModelConfig, fill_masks, preset_config
+from model import PRESETS, CramBERT, ModelConfig, fill_masks, preset_config
 from plot import plot_runs, read_log
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
+MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
+# attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
+EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
 
 
 @dataclass
@@ -79,6 +84,7 @@ class TrainConfig:
     log_interval: int = 10  # optimizer steps between log lines
     checkpoint_minutes: float = 30.0  # wall-clock minutes between checkpoints
     resume: bool = False  # continue from out_dir/ckpt.pt
+    overwrite: bool = False  # start afresh in an out_dir holding another run's checkpoint (deletes it and its log)
     # --- system ---
     device: str = "auto"  # "auto" picks cuda, then mps, then cpu
     compile: bool = False  # torch.compile the model
@@ -138,6 +144,100 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Checking the settings before any data is prepared or the clock starts
+
+def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
+    """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
+    flag and the fix; returns notes to print (how --batch-tokens is rounded)."""
+    errors, notes = [], []
+
+    def check(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
+    # budgets: written `not (x > 0)` so that NaN fails too
+    check(not config.budget_seconds < 0, f"--hours/--minutes/--seconds gives {config.budget_seconds:g} s: the budget must be > 0")
+    check(config.max_steps >= 0, f"--max-steps {config.max_steps}: must be >= 1 (0 = no step budget)")
+    check(not config.max_flops < 0, f"--max-flops {config.max_flops:g}: must be > 0 (0 = no FLOP budget)")
+    check(errors or config.budget_seconds > 0 or config.max_steps > 0 or config.max_flops > 0,
+          "no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    check(config.stop_after_steps >= 0, f"--stop-after-steps {config.stop_after_steps}: must be >= 0")
+    # data
+    seq_len_ok = MIN_SEQ_LEN <= config.seq_len <= MAX_SEQ_LEN
+    check(seq_len_ok, f"--seq-len {config.seq_len} is outside [{MIN_SEQ_LEN}, {MAX_SEQ_LEN}]: the position table is built "
+                      f"for --seq-len positions and attention memory grows with its square; cramming uses 128")
+    for flag, rate in (("--mask-rate", config.mask_rate), ("--eval-mask-rate", config.eval_mask_rate)):
+        if not 0 < rate < 1:
+            errors.append(f"{flag} {rate:g} is outside (0, 1): the share of tokens to predict, e.g. 0.25 (cramming) or 0.15 (BERT)")
+        elif seq_len_ok and int(rate * config.seq_len) < 1:
+            errors.append(f"{flag} {rate:g} masks no token of a {config.seq_len}-token row: use at least {1 / config.seq_len:.3g} "
+                          f"or a longer --seq-len")
+    check(config.max_tokens_per_char >= 0, f"--max-tokens-per-char {config.max_tokens_per_char:g}: must be >= 0 (0 = off)")
+    # model
+    model_config = None
+    if config.preset != "auto":
+        try:
+            model_config = preset_config(config.preset, **{"max_seq_len": max(1, config.seq_len), **config.model_overrides})
+        except (ValueError, TypeError, ZeroDivisionError) as error:
+            errors.append(f"--preset {config.preset} with the size/recipe flags: {error}")
+    # optimisation
+    check(config.lr > 0, f"--lr {config.lr:g}: the peak learning rate must be > 0")
+    check(config.micro_batch_size >= 1, f"--micro-batch-size {config.micro_batch_size}: must be >= 1 row")
+    if config.micro_batch_size >= 1 and seq_len_ok:
+        micro = config.micro_batch_size * config.seq_len * world_size  # tokens in one micro-step on all processes
+        detail = (f"one micro-batch (--micro-batch-size {config.micro_batch_size} × --seq-len {config.seq_len}"
+                  f"{f' × {world_size} processes' if world_size > 1 else ''} = {micro} tokens)")
+        if config.batch_tokens < micro:
+            errors.append(f"--batch-tokens {config.batch_tokens} is less than {detail}: raise it to at least {micro} "
+                          f"or lower --micro-batch-size")
+        elif config.batch_tokens % micro:
+            notes.append(f"note: --batch-tokens {config.batch_tokens} is not a whole number of micro-batches: rounded to "
+                         f"{round(config.batch_tokens / micro) * micro} ({detail})")
+    for flag, value in (("--peak-at", config.peak_at), ("--ramp-until", config.ramp_until),
+                        ("--eval-interval", config.eval_interval)):
+        check(0 < value <= 1, f"{flag} {value:g} is a fraction of the budget: use a value in (0, 1]")
+    check(config.warmup_steps >= 0 and config.schedule_steps >= 0, "--warmup-steps and --schedule-steps must be >= 0")
+    check(config.schedule != "bert" or config.schedule_steps or config.max_steps,
+          "--schedule bert decays over steps: give --schedule-steps (or --max-steps)")
+    check(config.weight_decay >= 0, f"--weight-decay {config.weight_decay:g}: must be >= 0")
+    check(config.grad_clip > 0, f"--grad-clip {config.grad_clip:g}: must be > 0")
+    # evaluation, checkpoints, growth
+    check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
+    check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
+    check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
+    check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
+    check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
+    check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
+    if config.grow_at and config.grow_to and model_config is not None and not config.init_from:
+        try:  # fail now, not at --grow-at of the budget (an --init-from or auto model is checked once it is known)
+            growth_target(config, model_config)
+        except ValueError as error:
+            errors.append(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}")
+    if errors:
+        raise ValueError("\nerror: ".join(errors))  # main() prefixes the first line with "error: "
+    return notes
+
+
+RESUME_DATA_SETTINGS = {"data_dir": "--data-dir", "seq_len": "--seq-len", "mask_rate": "--mask-rate",
+                        "eval_mask_rate": "--eval-mask-rate", "seed": "--seed", "max_tokens_per_char": "--max-tokens-per-char"}
+
+
+def check_resume(config: TrainConfig, checkpoint: dict, path: str):
+    """A resumed run must read the same data the same way; name every setting that differs."""
+    saved, current = checkpoint["train_config"], asdict(config)
+    differ = []
+    for name, flag in RESUME_DATA_SETTINGS.items():
+        value = saved.get(name, current[name])
+        same = value == current[name] or (name == "data_dir" and os.path.realpath(value) == os.path.realpath(current[name]))
+        if not same:
+            differ.append(f"{flag} {current[name]} differs from the checkpoint's {value}")
+    if differ:
+        raise ValueError(f"cannot --resume {path} with other data settings: {'; '.join(differ)}. Resume with the "
+                         f"checkpoint's values, or start a new run in another --out-dir")
+
+
+# ----------------------------------------------------------------------------------------------------
 # Checkpoints: the unwrapped model, its config, and the whole loop state
 
 def save_checkpoint(path: str, checkpoint: dict):
@@ -152,8 +252,12 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load and validate a cramlm checkpoint; raise one clear error for anything else."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    try:  # weights_only: tensors and plain Python types only, so a crafted file cannot run code while loading
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} holds Python objects beyond tensors and plain types, which could run code when "
+                         f"loaded, so it was not loaded (checkpoints of cramlm before weights-only loading hold "
+                         f"numpy arrays; only trusted files should be converted): {str(error).splitlines()[0]}") from error
     except Exception as error:
         raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -161,6 +265,68 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {checkpoint.get('version')}, this code reads {CHECKPOINT_VERSION}")
     return checkpoint
+
+
+def claim_out_dir(config: TrainConfig) -> str:
+    """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
+    A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
+    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite deletes it
+    and its log. Temporary checkpoints left by a run killed mid-write are removed."""
+    os.makedirs(config.out_dir, exist_ok=True)
+    lock = os.path.join(config.out_dir, "LOCK")
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder is not None and holder != os.getpid() and process_alive(holder):
+                raise ValueError(f"{config.out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
+                                 f"stop it, or pick another --out-dir (if no such run exists, delete {lock})") from None
+            with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
+                os.remove(lock)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        checkpoint = os.path.join(config.out_dir, "ckpt.pt")
+        if os.path.exists(checkpoint) and not config.resume:
+            if not config.overwrite:
+                raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
+                                 f"replace it (and its log.jsonl), or pick another --out-dir")
+            for name in ("ckpt.pt", "log.jsonl"):
+                with suppress(FileNotFoundError):
+                    os.remove(os.path.join(config.out_dir, name))
+        for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
+            os.remove(orphan)
+    except BaseException:
+        release_out_dir(lock)
+        raise
+    return lock
+
+
+def release_out_dir(lock: str):
+    with suppress(FileNotFoundError):
+        os.remove(lock)
+
+
+def lock_holder(lock: str) -> int | None:
+    try:
+        with open(lock) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # unreadable or half-written: treat as stale
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def model_from_checkpoint(checkpoint: dict) -> CramBERT:
@@ -183,7 +349,12 @@ def model_checkpoint(model: CramBERT, tokenizer: Tokenizer | None, **extra) -> d
 
 
 def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain types (weights-only loadable): numpy's key array becomes a tensor."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state = {"bit_generator": numpy_state["bit_generator"], "has_gauss": int(numpy_state["has_gauss"]),
+                   "gauss": float(numpy_state["gauss"]), "pos": int(numpy_state["state"]["pos"]),
+                   "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))}
+    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -191,7 +362,10 @@ def rng_states() -> dict:
 
 def set_rng_states(states: dict):
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state = states["numpy"]
+    np.random.set_state({"bit_generator": numpy_state["bit_generator"], "has_gauss": numpy_state["has_gauss"],
+                         "gauss": numpy_state["gauss"], "state": {"pos": numpy_state["pos"],
+                                                                  "key": numpy_state["key"].numpy().astype(np.uint32)}})
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -411,12 +585,16 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def evaluate(model: CramBERT, batches, device, rank: int, world_size: int) -> float:
-    """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch."""
+def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, should_stop=lambda: False) -> float | None:
+    """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
+    None if should_stop() turns true between batches (Ctrl-C): an abandoned evaluation has no loss."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
     for input_ids, labels in batches[rank::world_size]:
+        if should_stop():
+            model.train(was_training)
+            return None
         with autocast(device):
             _, loss = model(input_ids.to(device), labels=labels.to(device))
         count = (labels != -100).sum()
@@ -462,11 +640,56 @@ def git_commit() -> str:
 
 def train(config: TrainConfig) -> dict:
     """Run (or resume) one pretraining run; returns a summary dict (also the last line of log.jsonl)."""
-    if not (config.budget_seconds or config.max_steps or config.max_flops):
-        raise ValueError("no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    notes = validate_config(config, world_size=int(os.environ.get("WORLD_SIZE", 1)))
     rank, world_size, device = setup_distributed(config.device)
+    if rank == 0:
+        for note in notes:
+            print(note)
+    lock = claim_out_dir(config) if rank == 0 else None  # out_dir is this run's until it returns or fails
+    stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
+    previous_handlers = install_stop_handlers(stop, announce=rank == 0)
+    try:
+        return run_training(config, rank, world_size, device, stop)
+    finally:
+        restore_handlers(previous_handlers)
+        if lock:
+            release_out_dir(lock)
+
+
+def install_stop_handlers(stop: dict, announce: bool = True) -> dict:
+    """The first SIGINT (Ctrl-C) or SIGTERM sets stop["signal"] and says so at once: the loop then abandons
+    an evaluation in progress or an unfinished step, writes a checkpoint and returns. The second restores
+    the previous handlers and raises KeyboardInterrupt: an immediate exit, the last checkpoint written
+    stays (writes are atomic). Returns the previous handlers (restore_handlers)."""
+    previous = {}
+
+    def handler(number, frame):
+        if stop["signal"] is None:
+            stop["signal"] = number
+            if announce:
+                sys.stderr.write("\nstopping after this step, writing checkpoint… (Ctrl-C again to exit at once)\n")
+            return
+        restore_handlers(previous)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
+        previous.update({number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)})
+    return previous
+
+
+def restore_handlers(previous: dict):
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.device, stop: dict) -> dict:
+    """The run itself, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
     is_main = rank == 0
     torch.manual_seed(config.seed)  # the same initial weights on every process
+    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
+    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
+    if checkpoint:
+        check_resume(config, checkpoint, checkpoint_path)
     ensure_prepared(config, rank)
     tokenizer = data_tokenizer(config.data_dir)
     train_file = TokenFile(os.path.join(config.data_dir, "train.bin"), tokenizer)
@@ -476,8 +699,6 @@ def train(config: TrainConfig) -> dict:
     reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
                                   byte_lengths(tokenizer, tokenizer.vocab_size))
 
-    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
-    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
@@ -490,6 +711,8 @@ def train(config: TrainConfig) -> dict:
             model_config = growth_target(config, model_config)
         if checkpoint and checkpoint["model_config"] != asdict(model_config):
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
+    if config.grow_at and not state.grown:
+        growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
     raw_model = CramBERT(model_config).to(device)  # what we save: never a compiled or DDP wrapper
     if init_checkpoint and not checkpoint:
         raw_model.load_state_dict(init_checkpoint["model"])
@@ -512,13 +735,6 @@ def train(config: TrainConfig) -> dict:
     peak_flops = measure_peak_flops(device)
     model = wrap(raw_model, config, world_size, device)
 
-    # SIGINT / SIGTERM finish the current step, write a checkpoint and return: nothing is lost.
-    stop = {"signal": None}
-    previous_handlers = {}
-    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
-        previous_handlers = {s: signal.signal(s, lambda number, _: stop.update(signal=number))
-                             for s in (signal.SIGINT, signal.SIGTERM)}
-
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if is_main else None
 
@@ -532,6 +748,11 @@ def train(config: TrainConfig) -> dict:
                      s.step / config.max_steps if config.max_steps else 0.0,
                      s.flops / config.max_flops if config.max_flops else 0.0]
         return max(fractions)
+
+    def interrupted() -> bool:
+        """Ctrl-C seen inside a step or an evaluation. One process only: with several, each stops only at a
+        step boundary, where they agree through the all-reduce below."""
+        return world_size == 1 and stop["signal"] is not None
 
     def checkpoint_now():
         save_checkpoint(checkpoint_path, model_checkpoint(
@@ -563,7 +784,11 @@ def train(config: TrainConfig) -> dict:
         progress = progress_of(state)
         if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
             clock.stop()
-            state.val_loss = evaluate(raw_model, val_batches, device, rank, world_size)
+            val_loss = evaluate(raw_model, val_batches, device, rank, world_size, should_stop=interrupted)
+            if val_loss is None:  # Ctrl-C during the evaluation: abandoned, no partial loss is recorded
+                stop_requested = True
+                break
+            state.val_loss = val_loss
             record = eval_record(state.val_loss, reference, raw_model, tokenizer, device)
             log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
                  "elapsed": state.elapsed, "progress": progress, **record})
@@ -603,6 +828,8 @@ def train(config: TrainConfig) -> dict:
         accumulation = rows // (config.micro_batch_size * world_size)
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(accumulation):
+            if interrupted():  # Ctrl-C: drop this unfinished step; the checkpoint holds the last whole one
+                break
             # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
             # same global batch gives the same gradients whatever the number of processes.
             start = train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
@@ -618,6 +845,10 @@ def train(config: TrainConfig) -> dict:
             # batch, independent of how many micro-steps it took (DDP then averages over processes).
             (loss / accumulation).backward()
             loss_sum += loss.detach()
+        if interrupted():
+            optimizer.zero_grad(set_to_none=True)
+            stop_requested = True
+            break
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -666,8 +897,6 @@ def train(config: TrainConfig) -> dict:
     log(summary)
     if log_file:
         log_file.close()
-    for number, handler in previous_handlers.items():
-        signal.signal(number, handler)
     return summary
 
 
@@ -745,6 +974,8 @@ def parse_args(argv=None) -> TrainConfig:
     run.add_argument("--log-interval", type=int, default=defaults.log_interval, help="steps between log lines")
     run.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes, help="minutes between checkpoints")
     run.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start afresh in an --out-dir that holds another run's checkpoint (deletes it and its log)")
     run.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
     run.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, data order and masking")
@@ -758,8 +989,6 @@ def parse_args(argv=None) -> TrainConfig:
                             help="how to grow (LiGO learns the growth operator)")
     extensions.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="LiGO operator-training steps")
     args = parser.parse_args(argv)
-    if args.grow_at and not args.grow_to:
-        parser.error("--grow-at needs --grow-to PRESET")
     recipe = args.recipe
     if recipe == "auto":
         recipe = "gpu" if resolve_device(args.device).type == "cuda" else "cpu"
@@ -789,7 +1018,7 @@ def parse_args(argv=None) -> TrainConfig:
         micro_batch_size=args.micro_batch_size, batch_ramp=args.batch_ramp, ramp_until=args.ramp_until,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, out_dir=args.out_dir,
         eval_interval=args.eval_interval, eval_rows=args.eval_rows, log_interval=args.log_interval,
-        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, device=args.device,
+        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, overwrite=args.overwrite, device=args.device,
         compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar, policy=args.policy,
         grow_at=args.grow_at, grow_to=args.grow_to, grow_method=args.grow_method, ligo_steps=args.ligo_steps)
 
@@ -800,12 +1029,18 @@ def main(argv=None):
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once, the last checkpoint written stays
+        print(f"interrupted again: exited at once; the last checkpoint written is {os.path.join(config.out_dir, 'ckpt.pt')}",
+              file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if summary["interrupted"]:
         print(f"interrupted: checkpoint saved to {summary['checkpoint']}; continue with the same command plus --resume")
     print(json.dumps(summary, indent=2))
+    if summary["interrupted"]:
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ class TokenFile:
                              f"tokens ({expected_bytes} bytes): truncated or corrupt, re-run data/prepare.py")
         self.path, self.num_tokens, self.tokenizer = path, num_tokens, tokenizer
         self.tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER.size, shape=(num_tokens,))
+        for start in range(0, num_tokens, 1 << 24):  # every id must index the vocabulary: a cheap max, 32 MB at a time
+            chunk = self.tokens[start:start + (1 << 24)]
+            if chunk.max() >= vocab_size:
+                position = start + int(np.argmax(chunk >= vocab_size))
+                raise ValueError(f"{path}: token {position} has id {int(self.tokens[position])} >= the vocabulary size {vocab_size} "
+                                 f"its header names: the file is corrupt, re-run data/prepare.py")
 
 
 def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Generator, tokenizer: Tokenizer):

@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -107,33 +108,57 @@ def resolve_inputs(corpus: str, download_dir: str) -> list[str]:
     return paths
 
 
+class CorpusError(ValueError):
+    """A corpus file that cannot be read as text; the message names the file (and the line and byte)."""
+
+
 def open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+    """Raw bytes (gunzipped for .gz): iter_lines decodes them itself so that an error can name its line."""
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def iter_lines(path: str):
+    """Yield (line number, text) of one UTF-8 text file, streaming; a .gz that is not gzip and text that is
+    not UTF-8 raise CorpusError naming the file, the line and the byte offset."""
+    offset = 0  # bytes before this line (of the uncompressed text for .gz)
+    try:
+        with open_text(path) as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    where = " of the uncompressed text" if path.endswith(".gz") else ""
+                    raise CorpusError(f"{path}:{number}: not UTF-8 text at byte {offset + error.start}{where} "
+                                      f"({error.reason}): convert the file to UTF-8 or leave it out of --corpus") from None
+                yield number, line.replace("\r\n", "\n")
+                offset += len(raw)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise CorpusError(f"{path}: not a readable gzip file ({error}): re-download it, or drop the .gz suffix "
+                          f"if it is plain text") from None
 
 
 def iter_documents(path: str):
     """Yield the documents of one file, streaming (a document is held in memory, never the file)."""
-    with open_text(path) as f:
-        if path.endswith(JSONL_SUFFIXES):
-            for line_number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text = json.loads(line)["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path}:{line_number}: expected a JSON object with a 'text' field ({error})") from error
-                if text.strip():
-                    yield text
-            return
-        lines = []
-        for line in f:
-            if line.strip():
-                lines.append(line.rstrip("\n"))
-            elif lines:
-                yield "\n".join(lines)
-                lines = []
-        if lines:
+    if path.endswith(JSONL_SUFFIXES):
+        for line_number, line in iter_lines(path):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{line_number}: expected a JSON object with a 'text' field ({error})") from error
+            if text.strip():
+                yield text
+        return
+    lines = []
+    for _, line in iter_lines(path):
+        if line.strip():
+            lines.append(line.rstrip("\n"))
+        elif lines:
             yield "\n".join(lines)
+            lines = []
+    if lines:
+        yield "\n".join(lines)
 
 
 def is_validation(document: str, val_fraction: float) -> bool:
@@ -244,6 +269,12 @@ def prepare(config: PrepareConfig) -> dict:
     if stats["val_tokens"] == 0 or stats["train_tokens"] == 0:
         for writer in writers.values():
             writer.abort()
+        if stats["documents"] == 0:
+            raise ValueError(f"{config.corpus}: no text in {', '.join(paths)} (empty, or blank lines only): "
+                             f"point --corpus at the text")
+        if stats["dropped_documents"] == stats["documents"]:
+            raise ValueError(f"{config.corpus}: the --max-tokens-per-char {config.max_tokens_per_char} filter dropped all "
+                             f"{stats['documents']} documents: raise it, or 0 turns it off")
         raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
     for writer in writers.values():
         writer.close()
@@ -280,4 +311,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError, RuntimeError) as error:  # bad input: one clear message, no traceback
+        sys.exit(f"error: {error}")

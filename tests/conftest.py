@@ -28,6 +28,22 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+LARGE_FILE_BYTES = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def remove_large_temp_files(request):
+    """Even the tiny model's checkpoint is ~40 MB (the 50k-row embedding and its two Adam moments), and pytest
+    keeps its last temp folders: delete every file above 1 MiB under a test's tmp_path when the test ends, so a
+    full run does not leave gigabytes behind. Small files (logs, JSON, token files of tiny corpora) stay."""
+    yield
+    tmp_path = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if tmp_path is not None and tmp_path.is_dir():
+        for path in tmp_path.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size > LARGE_FILE_BYTES:
+                path.unlink()
+
+
 def synthetic_documents(n_documents: int, seed: int = 0) -> list[str]:
     """Short documents from a small grammar: learnable structure, so a tiny model's loss falls fast."""
     rng = random.Random(seed)

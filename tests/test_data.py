@@ -1,7 +1,10 @@
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from data.prepare import PrepareConfig, is_validation, prepare
 from data.tokenizer import Tokenizer
 
 GPT2 = Tokenizer.gpt2()
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def read_tokens(path):
@@ -66,6 +71,29 @@ def test_missing_corpus_is_a_clear_error(tmp_path):
         prepare(PrepareConfig(corpus=str(tmp_path / "nowhere"), out_dir=str(tmp_path / "out")))
 
 
+def test_corpus_errors_name_the_file_and_where(tmp_path):
+    def refused(name: str, content: bytes, message: str):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            prepare(PrepareConfig(corpus=str(tmp_path / name), out_dir=str(tmp_path / "out")))
+        assert not (tmp_path / "out" / "train.bin").exists()
+    refused("plain.txt.gz", b"not compressed\n", r"plain.txt.gz: not a readable gzip file")
+    refused("cut.txt.gz", gzip.compress(b"a document\n" * 1000)[:-30], r"cut.txt.gz: not a readable gzip file")
+    latin1 = "first line\n\nsecond document, café\n".encode("latin-1")
+    refused("latin1.txt", latin1, r"latin1.txt:3: not UTF-8 text at byte 32 \(invalid continuation byte\)")
+    refused("latin1.txt.gz", gzip.compress(latin1), r"latin1.txt.gz:3: not UTF-8 text at byte 32 of the uncompressed text")
+    refused("empty.txt", b"", r"no text in .*empty.txt \(empty, or blank lines only\)")
+    refused("blank.txt", b"\n \n\t\n\n", r"no text in .*blank.txt")
+
+
+def test_prepare_command_reports_user_errors_in_one_line(tmp_path):
+    (tmp_path / "plain.txt.gz").write_bytes(b"not compressed\n")
+    result = subprocess.run([sys.executable, "-m", "data.prepare", "--corpus", str(tmp_path / "plain.txt.gz"),
+                             "--out-dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'plain.txt.gz'}: not a readable gzip file")
+
+
 def test_download_from_a_url_unzips_and_prepares(tmp_path):
     """The public-source code path (urllib + zip), exercised against a local file:// URL: no network."""
     documents = [f"Downloaded article {i}.\nWith a body line." for i in range(30)]
@@ -103,6 +131,12 @@ def test_token_file_header_is_checked(tmp_path):
     with pytest.raises(ValueError, match="too short"):
         TokenFile(str(tmp_path / "tiny.bin"), GPT2)
     assert HEADER.size == 64
+
+
+def test_token_ids_beyond_the_vocabulary_are_refused_when_the_file_is_opened(tmp_path):
+    write_token_file(tmp_path / "bad.bin", [1, 2, GPT2.vocab_size - 1, 3, 60000, 4])  # a valid header, one bad id
+    with pytest.raises(ValueError, match=r"bad.bin: token 4 has id 60000 >= the vocabulary size 50304.*re-run data/prepare.py"):
+        TokenFile(str(tmp_path / "bad.bin"), GPT2)
 
 
 def test_masking_rate_split_and_specials():

@@ -230,7 +230,7 @@ def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
     out = tmp_path / "results.json"
     results, average = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
                                        "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
-                                       "--out", str(out)])
+                                       "--out", str(out), "--skip-missing"])
     saved = json.loads(out.read_text())
     assert set(results) == {"sst2", "cola"} and saved["average"] == pytest.approx(average)
     assert saved["sst2"]["accuracy"] == pytest.approx(np.median(saved["per_seed"]["sst2"]["accuracy"]))
@@ -240,7 +240,18 @@ def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
     assert "no folder" in saved["skipped"]["rte"]
     table = capsys.readouterr().out
     assert "GLUE average" in table and "rte    skipped" in table
+    assert "(partial: 2 of 4 tasks; missing mrpc, rte)" in table and saved["partial"] is True
     assert not list(tmp_path.glob("results.json.tmp*"))
+
+
+def test_damaged_or_missing_task_files_are_an_error_before_any_fine_tuning(tmp_path, monkeypatch):
+    glue_dir = fixture_glue(tmp_path / "glue")
+    monkeypatch.setattr(glue_eval, "run_task", lambda *args, **kwargs: pytest.fail("fine-tuned before checking files"))
+    with pytest.raises(SystemExit) as exit_info:
+        glue_eval.main(["--random-init", "tiny", "--glue-dir", str(glue_dir), "--tasks", "sst2,mrpc,rte"])
+    message = str(exit_info.value.code)  # sys.exit(str): exit status 1
+    assert message.startswith("error: mrpc: ") and "train.tsv:3: unknown label '3'" in message
+    assert "\nerror: rte: no folder" in message and "--skip-missing" in message and "sst2" not in message
 
 
 def test_main_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
@@ -264,13 +275,14 @@ def test_a_crash_leaves_no_results_file(tmp_path, monkeypatch):
         raise RuntimeError("out of memory")
     monkeypatch.setattr(glue_eval, "run_task", crash)
     with pytest.raises(RuntimeError):
-        glue_eval.main(["--random-init", "tiny", "--glue-dir", str(tmp_path), "--out", str(out)])
+        glue_eval.main(["--random-init", "tiny", "--glue-dir", str(fixture_glue(tmp_path / "glue")), "--tasks", "sst2",
+                        "--out", str(out)])
     assert not out.exists()
     # and a crash while writing leaves neither a partial file nor a temporary one
     monkeypatch.setattr(glue_eval.json, "dump", lambda payload, file, **kw: (file.write("{\"half"), crash()))
     with pytest.raises(RuntimeError):
         glue_eval.write_json(str(out), {"average": 1.0})
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["glue"]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
 from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, compare, contributions,
                     desired_head_gradient, example_alignment, mlm_examples, optimise_policy, perceptron_task,
@@ -212,7 +213,7 @@ def test_policy_state_dict_round_trip_resumes_exactly():
     torch.save(policy.state_dict(), buffer)
     buffer.seek(0)
     resumed = LearningLawPolicy(LearningLawPolicyConfig(), tiny_mlm_batch(16, seed=99))
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))  # plain types and tensors only
     assert resumed.config == config and resumed.calls == 2
     fresh = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))  # recomputes at its first call instead
     for step in range(3):  # calls 2 (cached gradient), 3 (refresh), 4
