@@ -153,16 +153,15 @@ class MLMBatches:
 
 
 def validation_batches(token_file: TokenFile, seq_len: int, mask_rate: float, batch_size: int, max_rows: int):
-    """A fixed validation set: the first rows of the file in order, masked with a fixed seed, so every
-    evaluation of every run sees exactly the same inputs and losses are comparable."""
+    """A fixed validation set: the first rows of the file in order, each masked with a seed of its own row
+    number, so every evaluation of every run sees exactly the same inputs whatever its batch size, and a
+    run with fewer --eval-rows scores a prefix of a longer run's set: losses are comparable."""
     data = MLMBatches(token_file, seq_len, mask_rate, seed=1234)
     n_rows = min(max_rows, data.num_rows)
-    batches = []
-    for start in range(0, n_rows, batch_size):
-        row_ids = np.arange(start, min(start + batch_size, n_rows))
-        generator = torch.Generator().manual_seed(start)
-        batches.append(mask_tokens(data.rows(row_ids), mask_rate, generator, data.tokenizer))
-    return batches
+    masked_rows = [mask_tokens(data.rows([row]), mask_rate, torch.Generator().manual_seed(row), data.tokenizer)
+                   for row in range(n_rows)]
+    return [tuple(torch.cat(part) for part in zip(*masked_rows[start:start + batch_size]))
+            for start in range(0, n_rows, batch_size)]
 
 
 def seed_from(*numbers: int) -> int:
