@@ -56,7 +56,7 @@ class ModelConfig:
 # measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, intermediate_size=256),
-    "laptop": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
+    "laptop": dict(n_layer=4, n_head=2, n_embd=128, intermediate_size=512),
     "mini": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
     "small": dict(n_layer=6, n_head=8, n_embd=512, intermediate_size=2048),
     "base": dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=3072),

@@ -106,7 +106,7 @@ RECIPES = {
     # Found by measurement on a 2-core CPU (BENCHMARKS.md, "An hour of CPU"): a small model on our own
     # 16 k BPE, many small constant-size batches, and a learning rate that peaks early.
     "cpu": dict(preset="laptop", data_dir="data/cache/default-bpe16k", vocab_size=16384, seq_len=128, lr=2e-3,
-                peak_at=0.1, batch_tokens=4096, micro_batch_size=32, batch_ramp=False, eval_rows=256),
+                peak_at=0.1, batch_tokens=1024, micro_batch_size=8, batch_ramp=False, eval_rows=256),
 }
 RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
 
