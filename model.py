@@ -36,7 +36,7 @@ class ModelConfig:
     bias: bool = False  # biases in every linear layer (BERT: True)
     ffn: str = "glu"  # "glu": gated GELU; "gelu": plain GELU MLP
     mlm_head: str = "sparse"  # "sparse": logits at labelled positions only; "dense": logits everywhere
-    pos_emb: str = "sinusoidal"  # "sinusoidal": scaled sinusoidal (cramming); "learned": a table (BERT)
+    pos_emb: str = "sinusoidal"  # "sinusoidal": scaled sinusoidal (cramming); "learned": a table (BERT); "rope": rotary
     dropout: float = 0.0  # dropout probability; 0 in pretraining (cramming), GLUE fine-tuning sets 0.1
     tie_embeddings: bool = True  # the MLM decoder reuses the token embedding matrix
 
@@ -44,7 +44,7 @@ class ModelConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         choices = {"norm_position": ("pre", "post"), "ffn": ("glu", "gelu"),
-                   "mlm_head": ("sparse", "dense"), "pos_emb": ("sinusoidal", "learned")}
+                   "mlm_head": ("sparse", "dense"), "pos_emb": ("sinusoidal", "learned", "rope")}
         for field_name, allowed in choices.items():
             if getattr(self, field_name) not in allowed:
                 raise ValueError(f"{field_name}={getattr(self, field_name)!r}; expected one of {allowed}")
@@ -56,7 +56,8 @@ class ModelConfig:
 # measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, intermediate_size=256),
-    "laptop": dict(n_layer=4, n_head=2, n_embd=128, intermediate_size=512),
+    # Rotary positions: on a CPU-hour budget they are what lets the model use context at all (BENCHMARKS.md).
+    "laptop": dict(n_layer=4, n_head=2, n_embd=128, intermediate_size=512, pos_emb="rope"),
     "mini": dict(n_layer=4, n_head=4, n_embd=256, intermediate_size=1024),
     "small": dict(n_layer=6, n_head=8, n_embd=512, intermediate_size=2048),
     "base": dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=3072),
@@ -82,6 +83,21 @@ def naive_attention(q, k, v, attention_mask=None):
     return F.softmax(scores, dim=-1) @ v  # (B, H, T, D)
 
 
+def rotary_angles(max_seq_len: int, head_dim: int) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021, RoFormer): the angle of each (position, frequency)."""
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+    return torch.outer(torch.arange(max_seq_len).float(), inv_freq)  # (T, D/2)
+
+
+def rotate(x, angles):
+    """Rotate each pair (x_i, x_{i+D/2}) of q or k by its position's angle: then q·k depends on the two
+    positions only through their distance, so "look one token to the left" is one pattern to learn.
+    x: (B, H, T, D), angles: (T, D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -89,11 +105,17 @@ class SelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.rotary = config.pos_emb == "rope"
+        if self.rotary:
+            self.register_buffer("angles", rotary_angles(config.max_seq_len, config.n_embd // config.n_head),
+                                 persistent=False)
 
     def forward(self, x, attention_mask=None):  # x: (B, T, C), attention_mask: (B, T) or None
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if self.rotary:
+            q, k = rotate(q, self.angles[:T]), rotate(k, self.angles[:T])
         # A boolean mask broadcast over heads and queries: True where the key is a real token.
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
@@ -149,9 +171,10 @@ class Embedding(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(config.vocab_size, config.n_embd)
         self.learned_pos = config.pos_emb == "learned"
+        self.absolute_pos = config.pos_emb != "rope"  # rotary positions act inside attention instead
         if self.learned_pos:
             self.pos = nn.Embedding(config.max_seq_len, config.n_embd)
-        else:
+        elif self.absolute_pos:
             # Sinusoids (Vaswani et al. 2017) times one learned scalar, initialised to 1/sqrt(C) so the
             # positions do not drown the token signal; no table to learn and nothing to outgrow.
             position = torch.arange(config.max_seq_len).unsqueeze(1)
@@ -166,8 +189,10 @@ class Embedding(nn.Module):
 
     def forward(self, input_ids):  # (B, T) -> (B, T, C)
         T = input_ids.size(1)
-        pos = self.pos.weight[:T] if self.learned_pos else self.sinusoids[:T] * self.pos_scale
-        return F.dropout(self.norm(self.tok(input_ids) + pos), self.dropout, self.training)
+        x = self.tok(input_ids)
+        if self.absolute_pos:
+            x = x + (self.pos.weight[:T] if self.learned_pos else self.sinusoids[:T] * self.pos_scale)
+        return F.dropout(self.norm(x), self.dropout, self.training)
 
 
 class Encoder(nn.Module):

@@ -938,7 +938,8 @@ def parse_args(argv=None) -> TrainConfig:
     model.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases in linear layers (BERT: on)")
     model.add_argument("--ffn", choices=("glu", "gelu"), help="gated GELU (crammed) or plain GELU (BERT)")
     model.add_argument("--mlm-head", choices=("sparse", "dense"), help="logits at masked positions only, or everywhere")
-    model.add_argument("--pos-emb", choices=("sinusoidal", "learned"), help="scaled sinusoidal (crammed) or learned")
+    model.add_argument("--pos-emb", choices=("sinusoidal", "learned", "rope"),
+                       help="scaled sinusoidal (crammed), learned (BERT) or rotary (RoFormer)")
     model.add_argument("--dropout", type=float, help="dropout in pretraining (crammed: 0, BERT: 0.1)")
     model.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, help="share input/output embeddings")
 

@@ -77,9 +77,14 @@ class Tokenizer:
         return self.bpe.encode_ordinary_batch(texts, num_threads=num_threads)
 
     def encode_masked(self, text: str) -> list[int]:
-        """Text in which the literal "[MASK]" stands for the mask token (probe sentences, model.py's CLI)."""
+        """Text in which the literal "[MASK]" stands for the mask token (probe sentences, fill_mask.py).
+        A space before "[MASK]" belongs to the hidden word: byte-level BPE spells " Paris" as one token
+        with its space, so "is [MASK]." must become "is" [MASK] ".", not "is" " " [MASK] "."."""
+        pieces = text.split("[MASK]")
         ids = []
-        for i, piece in enumerate(text.split("[MASK]")):
+        for i, piece in enumerate(pieces):
+            if i < len(pieces) - 1 and piece.endswith(" "):
+                piece = piece[:-1]
             ids += ([self.mask_id] if i else []) + self.encode(piece)
         return ids
 

@@ -61,7 +61,8 @@ def test_sparse_head_equals_dense_head_on_masked_positions():
 def hand_count(config: ModelConfig) -> int:
     C, I, L, V = config.n_embd, config.intermediate_size, config.n_layer, config.vocab_size
     layer_norm = 2 * C
-    embedding = V * C + 1 + layer_norm  # token table, the sinusoid scale, the embedding norm
+    position_scale = 1 if config.pos_emb == "sinusoidal" else 0  # rotary positions have no parameter
+    embedding = V * C + position_scale + layer_norm  # token table, the sinusoid scale, the embedding norm
     block = 2 * layer_norm + 3 * C * C + C * C + C * I + (I // 2) * C  # norms, qkv, proj, fc_in, fc_out (gated)
     head = C * C + layer_norm  # dense + norm; the decoder is the tied token table
     return embedding + L * block + layer_norm + head
@@ -124,3 +125,28 @@ def test_bad_config_is_refused():
         replace(tiny(), norm_position="middle")
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("huge")
+
+
+def test_rotary_attention_scores_depend_only_on_distance():
+    # RoFormer's property: after rotation, q_i · k_j depends on (i - j), not on i and j themselves.
+    from model import rotary_angles, rotate
+    angles = rotary_angles(12, 8)
+    q, k = torch.randn(8), torch.randn(8)
+    q_rotated = rotate(q.expand(1, 1, 12, 8), angles)[0, 0]  # the same vector at every position
+    k_rotated = rotate(k.expand(1, 1, 12, 8), angles)[0, 0]
+    scores = q_rotated @ k_rotated.T  # (12, 12)
+    for offset in (-3, 0, 1, 5):
+        diagonal = scores.diagonal(offset)
+        assert torch.allclose(diagonal, diagonal[0].expand_as(diagonal), atol=1e-5)
+    assert not torch.allclose(scores.diagonal(0)[0], scores.diagonal(1)[0])  # ...but it does depend on distance
+    assert torch.allclose(rotate(q.expand(1, 1, 1, 8), angles[:1])[0, 0, 0], q)  # position 0 is not rotated
+
+
+def test_rope_model_has_no_absolute_positions_and_sees_order():
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", vocab_size=100, max_seq_len=16, pos_emb="rope")).eval()
+    assert not any("pos" in name for name, _ in model.named_parameters())
+    ids = torch.randint(0, 100, (1, 8))
+    logits, _ = model(ids)
+    swapped, _ = model(ids[:, [1, 0, 2, 3, 4, 5, 6, 7]])
+    assert not torch.allclose(logits[0, 2], swapped[0, 2])  # order matters through the rotation
