@@ -386,7 +386,7 @@ def main(argv=None):
         epilog="The defaults are cramming's GPU protocol for a BERT-base-sized model. A small CPU model (the\n"
                "`laptop` preset of train.py's CPU recipe) needs a larger learning rate and bigger batches; the CPU\n"
                "protocol chosen on the random-init model's dev scores (BENCHMARKS.md, 'GLUE after an hour of CPU') is\n"
-               "  --tasks cola,sst2,mrpc,stsb,rte --lr LR --batch-size 32 --epochs 3 --max-train-examples 20000 --seeds 3\n"
+               "  --tasks cola,sst2,mrpc,stsb,rte --lr 1e-3 --batch-size 32 --epochs 3 --max-train-examples 20000 --seeds 3\n"
                "(SST-2 is then subsampled to 20 000 of its 67 349 training sentences; the other four are whole).")
     # --- what to evaluate ---
     source = parser.add_mutually_exclusive_group(required=True)
