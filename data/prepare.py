@@ -169,7 +169,7 @@ def is_validation(document: str, val_fraction: float) -> bool:
 
 class TokenWriter:
     """Appends tokens to PATH.tmp and, on close, writes the final header and renames it to PATH:
-    a crash or Ctrl-C leaves no file that looks complete."""
+    a crash, Ctrl-C or a full disk leaves no file that looks complete (and no .tmp to fill the disk)."""
 
     def __init__(self, path: str, tokenizer: Tokenizer):
         self.path, self.temporary, self.num_tokens, self.tokenizer = path, path + ".tmp", 0, tokenizer
@@ -181,14 +181,24 @@ class TokenWriter:
         self.num_tokens += len(tokens)
 
     def close(self):
-        self.file.seek(0)
-        self.file.write(pack_header(self.num_tokens, self.tokenizer))
-        self.file.close()
+        try:
+            self.file.seek(0)
+            self.file.write(pack_header(self.num_tokens, self.tokenizer))
+            self.file.close()  # flushes the buffer: on a full disk this is where ENOSPC surfaces
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.temporary, self.path)
 
     def abort(self):
-        self.file.close()
-        os.remove(self.temporary)
+        """Delete the temporary file. Closing flushes the buffer, which fails again on a full disk: ignore
+        that, the file is being thrown away."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        if os.path.exists(self.temporary):
+            os.remove(self.temporary)
 
 
 def chunks(iterable, size):
@@ -239,6 +249,10 @@ def prepare(config: PrepareConfig) -> dict:
     """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json)."""
     paths = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
     os.makedirs(config.out_dir, exist_ok=True)
+    # train.bin is what train.py takes as "prepared": remove an old one now and write the new one last, so a
+    # failure part-way (a full disk, Ctrl-C) never leaves it beside a val.bin or meta.json of another preparation.
+    if os.path.exists(os.path.join(config.out_dir, "train.bin")):
+        os.remove(os.path.join(config.out_dir, "train.bin"))
     tokenizer = make_tokenizer(config, paths)
     writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin"), tokenizer) for split in ("train", "val")}
     stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
@@ -282,10 +296,18 @@ def prepare(config: PrepareConfig) -> dict:
             raise ValueError(f"{config.corpus}: the --max-tokens-per-char {config.max_tokens_per_char} filter dropped all "
                              f"{stats['documents']} documents: raise it, or 0 turns it off")
         raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
-    for writer in writers.values():
-        writer.close()
-    with open(os.path.join(config.out_dir, "meta.json"), "w") as f:
-        json.dump({**stats, "config": asdict(config), "inputs": used}, f, indent=2)
+    meta_path = os.path.join(config.out_dir, "meta.json")
+    try:
+        writers["val"].close()
+        with open(meta_path + ".tmp", "w") as f:  # temp + rename: a half-written meta.json is never read
+            json.dump({**stats, "config": asdict(config), "inputs": used}, f, indent=2)
+        os.replace(meta_path + ".tmp", meta_path)
+    except BaseException:
+        writers["train"].abort()
+        if os.path.exists(meta_path + ".tmp"):
+            os.remove(meta_path + ".tmp")
+        raise
+    writers["train"].close()  # last: its presence means the whole preparation finished
     return stats
 
 
