@@ -3,6 +3,7 @@ Fine-tune a pretrained cramlm checkpoint on each GLUE task and report the dev-se
 
     python glue_eval.py --ckpt out/ckpt.pt --glue-dir ../shared/data/glue --tasks all --seeds 5 --out glue.json
     python glue_eval.py --random-init mini --glue-dir ../shared/data/glue   # the no-pretraining baseline
+    python glue_eval.py --download data/glue                                # fetch the nine tasks first
 
 The protocol is the one cramming uses for its crammed BERT (Geiping & Goldstein 2022, section
 "Fine-tuning performance on GLUE"): one hyper-parameter set for every task (AdamW lr 4e-5, batch 16,
@@ -16,7 +17,9 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.fetch import DownloadError, fetch
 from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
 from train import autocast, load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
@@ -370,6 +374,122 @@ def write_json(path: str, payload: dict):
             os.remove(temporary)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Downloading GLUE (glue_eval.py --download DIR)
+
+# Where GLUE's own download script (W4ngatang's download_glue_data.py, also used by fairseq and jiant)
+# fetches the tasks today: one zip per task, each holding a folder with train.tsv and the dev files.
+GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"
+GLUE_ZIPS = {"cola": "CoLA.zip", "sst2": "SST-2.zip", "qqp": "QQP-clean.zip", "stsb": "STS-B.zip", "mnli": "MNLI.zip",
+             "qnli": "QNLIv2.zip", "rte": "RTE.zip", "wnli": "WNLI.zip"}
+# MRPC is not redistributed by GLUE (Microsoft's licence): its script takes the MSR Paraphrase Corpus text
+# files from SentEval's mirror and splits the training file into train/dev with GLUE's list of dev pairs.
+SENTEVAL_BASE_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
+MRPC_FILES = ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt")
+MRPC_DEV_IDS = "mrpc_dev_ids.tsv"  # under GLUE_BASE_URL
+GLUE_OFFLINE_HINT = "offline, copy GLUE's task folders (CoLA/train.tsv, ...) into a folder by hand and pass --glue-dir"
+
+
+def extract_task_zip(zip_path, task: GlueTask, glue_dir) -> Path:
+    """Unpack one task's zip into glue_dir/<task folder>/ whatever the zip's own top folder is called
+    (QNLIv2.zip holds QNLI/, QQP-clean.zip holds QQP/): members keep their path below that folder.
+    Written to a .part folder and renamed, so an interrupted extraction never looks complete."""
+    target = Path(glue_dir) / task.folder
+    partial = target.with_name(task.folder + ".part")
+    shutil.rmtree(partial, ignore_errors=True)
+    if not zipfile.is_zipfile(zip_path):
+        os.remove(zip_path)  # an error page saved as a zip, say: deleted, so the next run fetches it again
+        raise GlueDataError(f"{zip_path} is not a zip file: deleted, run --download again")
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            for member in archive.infolist():
+                parts = Path(member.filename).parts
+                if member.is_dir() or len(parts) < 2 or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+                    continue  # folders, stray top-level files and macOS resource forks
+                if member.filename.startswith("/") or ".." in parts:
+                    raise GlueDataError(f"{zip_path}: refusing member {member.filename!r} outside its folder")
+                destination = partial.joinpath(*parts[1:])
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as source, open(destination, "wb") as out:
+                    shutil.copyfileobj(source, out)  # streamed: MNLI's and QQP's files are tens of MB
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if not (partial / "train.tsv").is_file():
+        shutil.rmtree(partial)
+        raise GlueDataError(f"{zip_path}: no <folder>/train.tsv inside; is it GLUE's {task.folder} zip?")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+def format_mrpc(train_txt, test_txt, dev_ids_tsv, glue_dir) -> Path:
+    """GLUE's MRPC layout from the MSR Paraphrase Corpus files, as GLUE's script makes it: the pairs listed
+    in dev_ids go to dev.tsv, the other training pairs to train.tsv (same header), the test pairs to an
+    unlabelled test.tsv with an index column."""
+    target = Path(glue_dir) / "MRPC"
+    partial = target.with_name("MRPC.part")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with open(dev_ids_tsv, encoding="utf-8-sig") as f:
+        dev_ids = {tuple(line.strip().split("\t")) for line in f if line.strip()}
+    with open(train_txt, encoding="utf-8-sig") as source, open(partial / "train.tsv", "w", encoding="utf-8") as train, \
+            open(partial / "dev.tsv", "w", encoding="utf-8") as dev:
+        header = source.readline()
+        train.write(header)
+        dev.write(header)
+        for number, line in enumerate(source, start=2):
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) != 5:
+                raise GlueDataError(f"{train_txt}:{number}: {len(fields)} tab-separated fields, expected 5")
+            (dev if (fields[1], fields[2]) in dev_ids else train).write("\t".join(fields) + "\n")
+    with open(test_txt, encoding="utf-8-sig") as source, open(partial / "test.tsv", "w", encoding="utf-8") as test:
+        source.readline()
+        test.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+        for index, line in enumerate(line for line in source if line.strip()):
+            test.write("\t".join([str(index)] + line.rstrip("\r\n").split("\t")[1:]) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+def check_task(task: GlueTask, glue_dir) -> dict:
+    """Examples per labelled file, read with the same readers fine-tuning uses; raises on anything unusable."""
+    train_path, dev_paths = task_files(task, glue_dir)
+    missing = [name for _, name in task.dev_files if not (Path(glue_dir) / task.folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no {', '.join(missing)} in {Path(glue_dir) / task.folder}")
+    return {path.name: len(load_examples(task, path)[2]) for path in [train_path, *(p for _, p in dev_paths)]}
+
+
+def download_glue(glue_dir, task_names=None, base_url: str | None = None, senteval_url: str | None = None,
+                  progress: bool = True) -> tuple[dict, dict]:
+    """Fetch GLUE tasks into glue_dir in GLUE's TSV layout and check every train/dev file parses.
+    Returns ({task: {file: examples}}, {task: error}): one failed task does not stop the others.
+    The zips are kept in glue_dir/downloads (an interrupted download resumes there); the base URLs can point
+    at a mirror (tests use file://)."""
+    base_url, senteval_url = base_url or GLUE_BASE_URL, senteval_url or SENTEVAL_BASE_URL
+    downloads = Path(glue_dir) / "downloads"
+    checked, failed = {}, {}
+    for name in task_names or list(TASKS):
+        task = TASKS[name]
+        try:
+            if name == "mrpc":
+                paths = [fetch(f"{senteval_url}/{file}", str(downloads / file), progress=progress,
+                               offline_hint=GLUE_OFFLINE_HINT) for file in MRPC_FILES]
+                dev_ids = fetch(f"{base_url}/{MRPC_DEV_IDS}", str(downloads / MRPC_DEV_IDS), progress=progress,
+                                offline_hint=GLUE_OFFLINE_HINT)
+                format_mrpc(*paths, dev_ids, glue_dir)
+            else:
+                zip_path = fetch(f"{base_url}/{GLUE_ZIPS[name]}", str(downloads / GLUE_ZIPS[name]), progress=progress,
+                                 offline_hint=GLUE_OFFLINE_HINT)
+                extract_task_zip(zip_path, task, glue_dir)
+            checked[name] = check_task(task, glue_dir)
+        except (DownloadError, GlueDataError, FileNotFoundError, OSError) as error:
+            failed[name] = str(error)
+    return checked, failed
+
+
 def parse_tasks(text: str) -> list[str]:
     names = list(TASKS) if text == "all" else [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in TASKS]
@@ -394,6 +514,8 @@ def main(argv=None):
     source.add_argument("--random-init", metavar="PRESET_OR_CKPT", help="no pretraining: a fresh encoder of this "
                         "model.py preset (tiny, mini, ...; GPT-2 vocabulary) or of a checkpoint's exact shape and "
                         "tokenizer (its weights unused): the baseline pretraining must beat")
+    source.add_argument("--download", metavar="DIR", help="fetch the --tasks from GLUE's public location into DIR in "
+                        "GLUE's TSV layout, check that they parse, and exit; then pass --glue-dir DIR")
     parser.add_argument("--glue-dir", default=str(DEFAULT_GLUE_DIR), help="folder holding CoLA/, SST-2/, ...")
     parser.add_argument("--tasks", default="all", help=f"comma-separated subset of {','.join(TASKS)}, or 'all'")
     parser.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per task; the median is reported "
@@ -423,6 +545,18 @@ def main(argv=None):
     parser.add_argument("--max-eval-examples", type=int, help="score a fixed random subset of the dev set "
                         "(deviation from GLUE; default: the whole dev set)")
     args = parser.parse_args(argv)
+    if args.download:
+        try:
+            task_names = parse_tasks(args.tasks)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+        checked, failed = download_glue(args.download, task_names)
+        for name, counts in checked.items():
+            print(f"{name}: " + ", ".join(f"{file} {count:,} examples" for file, count in counts.items()))
+        if failed:
+            sys.exit("\n".join(f"error: {name}: {reason}" for name, reason in failed.items()))
+        print(f"GLUE is in {args.download}: python glue_eval.py --ckpt CKPT --glue-dir {args.download}")
+        return checked, None
 
     config = FinetuneConfig(args.lr, args.beta1, args.beta2, args.eps, args.weight_decay, args.batch_size,
                             args.epochs, args.warmup, args.schedule, args.max_len, args.dropout,

@@ -3,13 +3,17 @@ Turn a text corpus into the token files train.py reads: OUT_DIR/train.bin and OU
 
     python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
     python -m data.prepare --out-dir data/cache/wikitext103                         # downloads WikiText-103
+    python -m data.prepare --corpus c4 --max-train-tokens 1e9 --out-dir data/cache/c4  # C4 shards until 1 B tokens
     python -m data.prepare --corpus ../shared/data/wiki --vocab-size 16384 --out-dir data/cache/wiki16k  # own BPE
 
-The corpus is a file, a folder (searched recursively), a glob, or a URL (http(s):// or file://). Text
-files (.txt, .raw, optionally .gz) hold documents separated by a blank line; .jsonl files hold one
-{"text": ...} document per line. Documents are tokenised in chunks with tiktoken's multi-threaded batch
-encoder and streamed to disk, so memory stays bounded whatever the corpus size; each document is
-followed by [SEP], which is how cramming packs documents into fixed-length rows.
+The corpus is a file, a folder (searched recursively), a glob, a URL (http(s):// or file://), or the name
+of a public corpus in data/fetch.py (c4, wikitext103). Text files (.txt, .raw, optionally .gz) hold
+documents separated by a blank line; .jsonl and .json.gz files (C4's shards) hold one {"text": ...}
+document per line. A multi-shard corpus is fetched and tokenised shard by shard, the next shard
+downloading while this one is tokenised, and only until --max-train-tokens is reached. Documents are
+tokenised in chunks with tiktoken's multi-threaded batch encoder and streamed to disk, so memory stays
+bounded whatever the corpus size; each document is followed by [SEP], which is how cramming packs
+documents into fixed-length rows.
 
 The tokenizer is GPT-2's (--tokenizer gpt2, the default), a .bpe file (--tokenizer PATH), or our own
 byte-level BPE trained first on the training documents (--vocab-size N, data/bpe.py); a trained or given
@@ -22,8 +26,6 @@ import io
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -32,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.bpe import count_words, save_bpe, train_bpe
+from data.fetch import CORPORA, fetch, is_url, local_files, local_name
 from data.loader import BPE_FILE, HEADER, TOKEN_DTYPE, pack_header
 from data.tokenizer import SPECIAL_NAMES, Tokenizer
 
@@ -39,7 +42,7 @@ from data.tokenizer import SPECIAL_NAMES, Tokenizer
 # featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
 DEFAULT_CORPUS_URL = "https://wikitext.smerity.com/wikitext-103-raw-v1.zip"
 TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's shards are JSON lines despite the name
 
 
 def default_corpus() -> str:
@@ -53,6 +56,7 @@ class PrepareConfig:
     val_fraction: float = 0.005  # share of documents held out for validation, chosen by a hash of their text
     max_tokens_per_char: float = 0.3  # cramming's filter: drop documents that compress badly under the tokenizer; 0 = off
     max_train_tokens: int = 0  # stop once the training file holds this many tokens (0 = the whole corpus)
+    shards: int = 0  # a named multi-shard corpus (c4): at most this many shards; 0 = all if max_train_tokens is set (preparation stops on the count), else 1
     tokenizer: str = "gpt2"  # "gpt2" or a .bpe file; ignored when vocab_size trains a new one
     vocab_size: int = 0  # > 0: train our own BPE with this many ids (4 special tokens included) first
     bpe_train_chars: int = 50_000_000  # characters of training documents the BPE is learned from (~1 wiki shard)
@@ -65,23 +69,9 @@ class PrepareConfig:
 # Finding and reading documents
 
 def download(url: str, download_dir: str) -> str:
-    """Fetch `url` once into download_dir (temp file + rename, so an interrupted download never looks
-    finished) and unzip it if it is a zip. Returns the local file or folder."""
-    os.makedirs(download_dir, exist_ok=True)
-    local = os.path.join(download_dir, os.path.basename(url.rstrip("/")) or "corpus")
-    if not os.path.exists(local):
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                partial = local + ".part"
-                with open(partial, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc="download") as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            os.replace(partial, local)
-        except (urllib.error.URLError, OSError) as error:
-            raise RuntimeError(f"could not download {url} ({error}). Without network, point at local files: "
-                               f"--corpus ../shared/data/wiki (or set CRAMLM_CORPUS)") from error
+    """Fetch `url` once into download_dir (data/fetch.py: resumable, verified, renamed into place only when
+    complete) and unzip it if it is a zip. Returns the local file or folder."""
+    local = fetch(url, local_name(url, download_dir))
     if zipfile.is_zipfile(local):
         folder = local[:-len(".zip")] if local.endswith(".zip") else local + ".d"
         if not os.path.isdir(folder):
@@ -92,9 +82,16 @@ def download(url: str, download_dir: str) -> str:
     return local
 
 
-def resolve_inputs(corpus: str, download_dir: str) -> list[str]:
-    """The sorted list of text/jsonl files a corpus names."""
-    if corpus.startswith(("http://", "https://", "file://")):
+def resolve_inputs(corpus: str, download_dir: str, shards: int = 0, max_train_tokens: int = 0) -> list[str]:
+    """The sorted list of text/jsonl files a corpus names. A named multi-shard corpus gives its shard URLs
+    instead, fetched one by one while preparing (`local_files`): `shards` of them, or all when
+    max_train_tokens will stop preparation early, else 1 (never 300 GB by accident)."""
+    if corpus in CORPORA:
+        named = CORPORA[corpus]
+        if named.num_shards > 1:
+            return named.shard_urls(shards or (None if max_train_tokens else 1))
+        corpus = named.url_pattern
+    if is_url(corpus):
         corpus = download(corpus, download_dir)
     if os.path.isdir(corpus):
         paths = [os.path.join(root, name) for root, _, names in os.walk(corpus) for name in names]
@@ -104,7 +101,8 @@ def resolve_inputs(corpus: str, download_dir: str) -> list[str]:
         paths = glob.glob(corpus, recursive=True)
     paths = sorted(p for p in paths if p.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES))
     if not paths:
-        raise FileNotFoundError(f"no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files found at {corpus!r}")
+        raise FileNotFoundError(f"no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files found at {corpus!r} "
+                                f"(named corpora: {', '.join(CORPORA)})")
     return paths
 
 
@@ -171,7 +169,7 @@ def is_validation(document: str, val_fraction: float) -> bool:
 
 class TokenWriter:
     """Appends tokens to PATH.tmp and, on close, writes the final header and renames it to PATH:
-    a crash or Ctrl-C leaves no file that looks complete."""
+    a crash, Ctrl-C or a full disk leaves no file that looks complete (and no .tmp to fill the disk)."""
 
     def __init__(self, path: str, tokenizer: Tokenizer):
         self.path, self.temporary, self.num_tokens, self.tokenizer = path, path + ".tmp", 0, tokenizer
@@ -183,14 +181,24 @@ class TokenWriter:
         self.num_tokens += len(tokens)
 
     def close(self):
-        self.file.seek(0)
-        self.file.write(pack_header(self.num_tokens, self.tokenizer))
-        self.file.close()
+        try:
+            self.file.seek(0)
+            self.file.write(pack_header(self.num_tokens, self.tokenizer))
+            self.file.close()  # flushes the buffer: on a full disk this is where ENOSPC surfaces
+        except BaseException:
+            self.abort()
+            raise
         os.replace(self.temporary, self.path)
 
     def abort(self):
-        self.file.close()
-        os.remove(self.temporary)
+        """Delete the temporary file. Closing flushes the buffer, which fails again on a full disk: ignore
+        that, the file is being thrown away."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        if os.path.exists(self.temporary):
+            os.remove(self.temporary)
 
 
 def chunks(iterable, size):
@@ -204,10 +212,10 @@ def chunks(iterable, size):
         yield chunk
 
 
-def training_documents(paths: list[str], val_fraction: float, max_chars: int):
+def training_documents(paths: list[str], val_fraction: float, max_chars: int, download_dir: str = "."):
     """The first documents of the training split, up to max_chars characters (what the BPE learns from)."""
     seen = 0
-    for document in (doc for path in paths for doc in iter_documents(path)):
+    for document in (doc for path in local_files(paths, download_dir) for doc in iter_documents(path)):
         if seen >= max_chars:
             return
         if not is_validation(document, val_fraction):
@@ -222,7 +230,7 @@ def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
         if not 256 + len(SPECIAL_NAMES) <= config.vocab_size <= 2 ** 16:
             raise ValueError(f"--vocab-size {config.vocab_size}: must be in [260, 65536] (bytes + 4 specials; uint16 token files)")
         print(f"training a {config.vocab_size}-token BPE on up to {config.bpe_train_chars:,} characters of {config.corpus}")
-        word_counts = count_words(training_documents(paths, config.val_fraction, config.bpe_train_chars))
+        word_counts = count_words(training_documents(paths, config.val_fraction, config.bpe_train_chars, config.download_dir))
         with tqdm(total=config.vocab_size - len(SPECIAL_NAMES) - 256, desc="BPE merges") as bar:
             save_bpe(train_bpe(word_counts, config.vocab_size - len(SPECIAL_NAMES), bar), bpe_path)
         return Tokenizer.from_spec(bpe_path)
@@ -239,12 +247,23 @@ def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
 
 def prepare(config: PrepareConfig) -> dict:
     """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json)."""
-    paths = resolve_inputs(config.corpus, config.download_dir)
+    paths = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
     os.makedirs(config.out_dir, exist_ok=True)
+    # train.bin is what train.py takes as "prepared": remove an old one now and write the new one last, so a
+    # failure part-way (a full disk, Ctrl-C) never leaves it beside a val.bin or meta.json of another preparation.
+    if os.path.exists(os.path.join(config.out_dir, "train.bin")):
+        os.remove(os.path.join(config.out_dir, "train.bin"))
     tokenizer = make_tokenizer(config, paths)
     writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin"), tokenizer) for split in ("train", "val")}
     stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
-    documents = (doc for path in paths for doc in iter_documents(path))
+    # shard by shard: a URL is downloaded (the next one in the background) when the documents reach it
+    files, used = local_files(paths, config.download_dir), []
+
+    def documents_of_each_file():
+        for path in files:
+            used.append(path)  # meta.json lists the files read, not every shard a target might have reached
+            yield from iter_documents(path)
+    documents = documents_of_each_file()
     bar = tqdm(desc="prepare", unit=" docs")
     try:
         for chunk in chunks(documents, config.docs_per_chunk):
@@ -266,20 +285,29 @@ def prepare(config: PrepareConfig) -> dict:
         raise
     finally:
         bar.close()
+        files.close()  # stops a next-shard download in flight once the target is reached (its .part is kept)
     if stats["val_tokens"] == 0 or stats["train_tokens"] == 0:
         for writer in writers.values():
             writer.abort()
         if stats["documents"] == 0:
-            raise ValueError(f"{config.corpus}: no text in {', '.join(paths)} (empty, or blank lines only): "
+            raise ValueError(f"{config.corpus}: no text in {', '.join(used)} (empty, or blank lines only): "
                              f"point --corpus at the text")
         if stats["dropped_documents"] == stats["documents"]:
             raise ValueError(f"{config.corpus}: the --max-tokens-per-char {config.max_tokens_per_char} filter dropped all "
                              f"{stats['documents']} documents: raise it, or 0 turns it off")
         raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
-    for writer in writers.values():
-        writer.close()
-    with open(os.path.join(config.out_dir, "meta.json"), "w") as f:
-        json.dump({**stats, "config": asdict(config), "inputs": paths}, f, indent=2)
+    meta_path = os.path.join(config.out_dir, "meta.json")
+    try:
+        writers["val"].close()
+        with open(meta_path + ".tmp", "w") as f:  # temp + rename: a half-written meta.json is never read
+            json.dump({**stats, "config": asdict(config), "inputs": used}, f, indent=2)
+        os.replace(meta_path + ".tmp", meta_path)
+    except BaseException:
+        writers["train"].abort()
+        if os.path.exists(meta_path + ".tmp"):
+            os.remove(meta_path + ".tmp")
+        raise
+    writers["train"].close()  # last: its presence means the whole preparation finished
     return stats
 
 
@@ -287,12 +315,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = PrepareConfig()
     parser.add_argument("--corpus", default=defaults.corpus,
-                        help="file, folder, glob or URL of the text (default: $CRAMLM_CORPUS or WikiText-103)")
+                        help=f"file, folder, glob or URL of the text, or a named public corpus ({', '.join(CORPORA)}) "
+                             f"(default: $CRAMLM_CORPUS or WikiText-103)")
     parser.add_argument("--out-dir", default=defaults.out_dir, help="where train.bin / val.bin go")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")
     parser.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
                         help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")
-    parser.add_argument("--max-train-tokens", type=int, default=0, help="stop after this many training tokens (0 = all)")
+    parser.add_argument("--max-train-tokens", type=lambda text: int(float(text)), default=0,
+                        help="stop after this many training tokens (0 = all); e.g. 2e9. With a named multi-shard corpus "
+                             "only the shards this needs are downloaded")
+    parser.add_argument("--shards", type=int, default=0, help="named multi-shard corpus: at most this many shards "
+                        "(default: as many as --max-train-tokens needs, or 1 without it)")
     parser.add_argument("--download-dir", default=defaults.download_dir, help="cache for downloaded corpora")
     parser.add_argument("--tokenizer", default=defaults.tokenizer, help="gpt2, or the path of a .bpe file")
     parser.add_argument("--vocab-size", type=int, default=0,
@@ -304,6 +337,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     stats = prepare(PrepareConfig(corpus=args.corpus, out_dir=args.out_dir, val_fraction=args.val_fraction,
                                   max_tokens_per_char=args.max_tokens_per_char, max_train_tokens=args.max_train_tokens,
+                                  shards=args.shards,
                                   download_dir=args.download_dir, num_threads=args.num_threads,
                                   tokenizer=args.tokenizer, vocab_size=args.vocab_size,
                                   bpe_train_chars=args.bpe_train_chars))

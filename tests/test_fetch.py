@@ -1,0 +1,230 @@
+"""data/fetch.py and the named corpora in data/prepare.py, with no network: file:// URLs and a tiny HTTP
+server on 127.0.0.1 (loopback only) that can honour or ignore Range requests and cut a download short."""
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import synthetic_documents
+from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
+                        train_tokens_to_prepare)
+from data.loader import TokenFile
+from data.prepare import PrepareConfig, main, prepare, resolve_inputs
+from data.tokenizer import Tokenizer
+
+
+def c4_shard(path, documents):
+    """A shard in C4's real format: gzip'd JSON lines with text, timestamp and url."""
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, text in enumerate(documents):
+            f.write(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}) + "\n")
+    return path
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves server.payload at any path; honours Range if server.honour_range; sends only the first
+    server.cut_at bytes of the file (while announcing them all) when cut_at is set."""
+
+    def do_GET(self):
+        server, payload = self.server, self.server.payload
+        requested = self.headers.get("Range")
+        server.ranges.append(requested)
+        start = 0
+        if requested and server.honour_range:
+            start = int(requested.split("=")[1].split("-")[0])
+            if start >= len(payload):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(payload) - start))
+        self.end_headers()
+        end = len(payload) if server.cut_at is None else max(server.cut_at, start)
+        self.wfile.write(payload[start:end])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    httpd.payload, httpd.honour_range, httpd.cut_at, httpd.ranges = b"", True, None, []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/shard.json.gz"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one 1 MiB read
+
+
+def test_file_url_is_fetched_whole_and_renamed(tmp_path):
+    (tmp_path / "src.bin").write_bytes(PAYLOAD)
+    path = fetch((tmp_path / "src.bin").as_uri(), str(tmp_path / "dl" / "src.bin"), progress=False)
+    assert open(path, "rb").read() == PAYLOAD and not (tmp_path / "dl" / "src.bin.part").exists()
+
+
+def test_interrupted_download_keeps_its_part_and_resumes_with_range(tmp_path, server):
+    server.payload, server.cut_at = PAYLOAD, 300_000
+    target = tmp_path / "shard.json.gz"
+    with pytest.raises(DownloadError, match="300,000.*run again to resume"):
+        fetch(server.url, str(target), progress=False)
+    assert not target.exists() and (tmp_path / "shard.json.gz.part").stat().st_size == 300_000  # kept for resuming
+    server.cut_at = None
+    fetch(server.url, str(target), progress=False)
+    assert server.ranges == [None, "bytes=300000-"]  # the second request asked only for the rest
+    assert target.read_bytes() == PAYLOAD and not (tmp_path / "shard.json.gz.part").exists()
+
+
+def test_server_that_ignores_range_gets_a_clean_restart(tmp_path, server):
+    server.payload, server.honour_range = PAYLOAD, False
+    (tmp_path / "shard.json.gz.part").write_bytes(b"stale bytes of another version")
+    fetch(server.url, str(tmp_path / "shard.json.gz"), progress=False)
+    assert (tmp_path / "shard.json.gz").read_bytes() == PAYLOAD  # not the stale prefix + the whole file
+
+
+def test_file_url_with_a_stale_part_restarts_too(tmp_path):
+    (tmp_path / "src.bin").write_bytes(PAYLOAD)
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "src.bin.part").write_bytes(b"x" * 1000)  # file:// ignores Range, like some servers
+    path = fetch((tmp_path / "src.bin").as_uri(), str(tmp_path / "dl" / "src.bin"), progress=False)
+    assert open(path, "rb").read() == PAYLOAD
+
+
+def test_a_part_longer_than_the_file_is_restarted(tmp_path, server):
+    server.payload = PAYLOAD
+    (tmp_path / "shard.json.gz.part").write_bytes(b"y" * (len(PAYLOAD) + 10))  # the server answers 416
+    fetch(server.url, str(tmp_path / "shard.json.gz"), progress=False)
+    assert (tmp_path / "shard.json.gz").read_bytes() == PAYLOAD
+
+
+def test_sha256_is_checked_when_known(tmp_path, server):
+    server.payload = PAYLOAD
+    with pytest.raises(DownloadError, match="does not match its sha256"):
+        fetch(server.url, str(tmp_path / "bad.json.gz"), sha256="0" * 64, progress=False)
+    assert not list(tmp_path.iterdir())  # a wrong file is neither kept nor resumable
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    assert fetch(server.url, str(tmp_path / "good.json.gz"), sha256=good, progress=False)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_url_fails_in_seconds_naming_url_error_and_offline_alternative(tmp_path):
+    url = f"http://127.0.0.1:{closed_port()}/c4-train.00000-of-01024.json.gz"
+    began = time.monotonic()
+    with pytest.raises(DownloadError) as error:
+        fetch(url, str(tmp_path / "x.json.gz"), progress=False)
+    assert time.monotonic() - began < 5
+    assert url in str(error.value) and "refused" in str(error.value).lower() and "--corpus PATH" in str(error.value)
+
+
+def test_prepare_command_stops_on_an_unreachable_corpus_with_one_message(tmp_path):
+    """In-process (a subprocess would time out on a loaded machine): DownloadError is a RuntimeError, which
+    `python -m data.prepare` prints as one `error:` line; nothing is left in the output folder."""
+    url = f"http://127.0.0.1:{closed_port()}/c4-train.00000-of-01024.json.gz"
+    with pytest.raises(RuntimeError, match=f"^could not download {url}: .*--corpus PATH") as error:
+        main(["--corpus", url, "--out-dir", str(tmp_path / "out"), "--download-dir", str(tmp_path / "dl")])
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Named corpora, shard by shard
+
+@pytest.fixture
+def tiny_c4(tmp_path, monkeypatch):
+    """Four C4-format shards behind file:// URLs, registered as the "c4" corpus for the test."""
+    (tmp_path / "hub").mkdir()
+    shards = [synthetic_documents(200, seed=shard) for shard in range(4)]
+    for index, documents in enumerate(shards):
+        c4_shard(tmp_path / "hub" / f"c4-train.{index:05d}-of-00004.json.gz", documents)
+    pattern = (tmp_path / "hub").as_uri() + "/c4-train.{index:05d}-of-00004.json.gz"
+    corpus = dataclasses.replace(CORPORA["c4"], url_pattern=pattern, num_shards=4)
+    monkeypatch.setitem(CORPORA, "c4", corpus)
+    return shards
+
+
+def test_named_corpus_takes_one_shard_unless_told_or_given_a_token_target(tiny_c4, tmp_path):
+    assert len(resolve_inputs("c4", str(tmp_path))) == 1
+    assert len(resolve_inputs("c4", str(tmp_path), shards=3)) == 3
+    assert len(resolve_inputs("c4", str(tmp_path), max_train_tokens=10**9)) == 4  # walked lazily, stops on the count
+    assert not (tmp_path / "dl").exists()  # listing fetches nothing
+
+
+def test_c4_shards_are_prepared_one_by_one_until_the_token_target(tiny_c4, tmp_path):
+    one_shard = prepare(PrepareConfig(corpus="c4", shards=1, out_dir=str(tmp_path / "one"), val_fraction=0.1,
+                                      download_dir=str(tmp_path / "dl"), num_threads=1))
+    assert one_shard["documents"] == 200
+    target = one_shard["train_tokens"] + 10  # a little more than one shard holds: two shards needed
+    stats = prepare(PrepareConfig(corpus="c4", max_train_tokens=target, out_dir=str(tmp_path / "two"), val_fraction=0.1,
+                                  download_dir=str(tmp_path / "dl"), num_threads=1, docs_per_chunk=50))
+    assert 200 < stats["documents"] <= 400 and stats["train_tokens"] >= target
+    inputs = json.loads((tmp_path / "two" / "meta.json").read_text())["inputs"]
+    assert [path.rsplit("/", 1)[-1] for path in inputs] == ["c4-train.00000-of-00004.json.gz",
+                                                            "c4-train.00001-of-00004.json.gz"]
+    assert len(TokenFile(str(tmp_path / "two" / "train.bin"), Tokenizer.gpt2()).tokens) == stats["train_tokens"]
+    downloaded = sorted(p.name for p in (tmp_path / "dl").iterdir())
+    assert "c4-train.00003-of-00004.json.gz" not in downloaded  # never reached, never fetched
+    assert not [name for name in downloaded if name.endswith(".part") and "00001" in name]
+
+
+def test_a_partial_shard_is_never_tokenised(tiny_c4, tmp_path, server, monkeypatch):
+    """A shard cut short stops preparation with an error: no train.bin, and the .part is kept to resume."""
+    server.payload = (tmp_path / "hub" / "c4-train.00000-of-00004.json.gz").read_bytes()
+    server.cut_at = len(server.payload) // 2
+    monkeypatch.setitem(CORPORA, "c4", dataclasses.replace(CORPORA["c4"], url_pattern=server.url.replace(
+        "shard.json.gz", "c4-train.{index:05d}-of-00004.json.gz")))
+    config = PrepareConfig(corpus="c4", shards=1, out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                           download_dir=str(tmp_path / "dl"), num_threads=1)
+    with pytest.raises(DownloadError, match="incomplete"):
+        prepare(config)
+    assert not (tmp_path / "out" / "train.bin").exists() and not list((tmp_path / "out").glob("*.tmp"))
+    assert (tmp_path / "dl" / "c4-train.00000-of-00004.json.gz.part").exists()
+    server.cut_at = None
+    assert prepare(config)["documents"] == 200  # resumed, then tokenised whole
+
+
+def test_local_files_prefetches_one_ahead_and_stops_when_left(tmp_path):
+    for i in range(3):
+        (tmp_path / f"s{i}.txt").write_text(f"doc {i}\n")
+    urls = [(tmp_path / f"s{i}.txt").as_uri() for i in range(3)]
+    files = local_files(urls, str(tmp_path / "dl"), progress=False)
+    assert open(next(files)).read() == "doc 0\n"
+    files.close()
+    assert not (tmp_path / "dl" / "s2.txt").exists()  # two ahead: never started
+    assert list(local_files(["plain.txt"], str(tmp_path / "dl"))) == ["plain.txt"]  # local paths pass through
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sizing a corpus to a budget
+
+def test_tokens_and_shards_for_a_budget():
+    assert train_tokens_to_prepare(10e9, max_passes=2) == 5_000_000_000
+    assert shards_needed(10e9, tokens_per_shard=0.17e9, max_passes=2) == 30  # ceil(5e9 / 0.17e9)
+    assert shards_needed(10e9, tokens_per_shard=0.17e9, max_passes=1) == 59
+    assert shards_needed(1e3, tokens_per_shard=0.17e9) == 1
+    assert shards_needed(1e13, tokens_per_shard=0.17e9, num_shards=1024) == 1024
+    with pytest.raises(ValueError):
+        train_tokens_to_prepare(0)
+
+
+def test_passes_warning_is_loud_only_beyond_max_passes():
+    assert passes_warning(train_tokens=5_000, tokens_needed=10_000, max_passes=2) == (2.0, None)
+    passes, warning = passes_warning(train_tokens=120_000_000, tokens_needed=1e10, corpus="data/cache/wikitext103")
+    assert passes == pytest.approx(83.33, abs=0.01)
+    assert warning.startswith("WARNING") and "~83.3 passes" in warning and "data/cache/wikitext103" in warning
