@@ -7,7 +7,7 @@ Training throughput on this device: tokens/s, peak memory and MFU of one cramlm 
     python bench.py --preset mini --micro-batch-size 16 --steps 5         # CPU
 
 MFU = achieved training FLOP/s (model.flops_per_token x tokens/s) / the matmul FLOP/s measured on this
-device in the same precision (train.measure_peak_flops): a measured peak, never a datasheet number.
+device in the same precision (common.measure_peak_flops): a measured peak, never a datasheet number.
 """
 import argparse
 import multiprocessing
@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from common import autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
+from config import TrainConfig
 from model import CramBERT, flops_per_token, preset_config
-from train import TrainConfig, autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
 
 
 @dataclass

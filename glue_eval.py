@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
-from train import autocast, load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from common import autocast
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 

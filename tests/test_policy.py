@@ -9,10 +9,10 @@ import torch
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
-from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, compare, contributions,
-                    desired_head_gradient, example_alignment, mlm_examples, optimise_policy, perceptron_task,
-                    project_to_simplex, read_wiki_tokens, remap_vocabulary, reproduction_config, run,
-                    transformer_task)
+from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
+                    desired_head_gradient, example_alignment, optimise_policy, project_to_simplex, run)
+from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
+                          reproduction_config, transformer_task)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -16,8 +16,10 @@ from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
-from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer,
-                   reference_metrics, train, unigram_log_probs)
+from checkpoint import load_checkpoint
+from common import make_optimizer
+from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
+                   unigram_log_probs)
 
 REPO = Path(__file__).resolve().parents[1]
 
