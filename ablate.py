@@ -23,6 +23,7 @@ import shutil
 import statistics
 from dataclasses import dataclass, field
 
+from common import pyplot, write_json
 from data.prepare import PrepareConfig, default_corpus, prepare
 from train import TrainConfig, train
 
@@ -139,14 +140,9 @@ def format_table(rows: list[dict]) -> str:
 def save_results(config: AblationConfig, runs: list[dict], rows: list[dict]):
     os.makedirs(config.out_dir, exist_ok=True)
     path = os.path.join(config.out_dir, "ablation.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"config": config.__dict__, "rows": rows, "runs": runs}, f, indent=2)
-    os.replace(path + ".tmp", path)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_json(path, {"config": config.__dict__, "rows": rows, "runs": runs}, indent=2)
+    plt = pyplot()
+    if plt is None:
         print(f"wrote {path} (install matplotlib for a plot of the loss curves)")
         return
     figure, axis = plt.subplots(figsize=(9, 6))

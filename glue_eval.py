@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from common import autocast, write_json
 from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
-from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
-from common import autocast
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 
@@ -359,18 +359,6 @@ def format_table(results: dict, skipped: dict, average: float | None) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict):
-    """Write to a temporary file then rename it: a crash never leaves a half-written results file."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w") as file:
-            json.dump(payload, file, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def parse_tasks(text: str) -> list[str]:
     names = list(TASKS) if text == "all" else [name.strip().lower() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in TASKS]
@@ -470,7 +458,7 @@ def main(argv=None):
     print(format_table(results, skipped, average))
     if args.out:
         write_json(args.out, {**results, "average": average, "partial": bool(skipped), "skipped": skipped, "per_seed": per_seed,
-                              "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"})
+                              "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"}, indent=2)
     return results, average
 
 

@@ -63,11 +63,6 @@ def grown_config(small: ModelConfig, target: ModelConfig) -> ModelConfig:
     return big
 
 
-def ffn_hidden(config: ModelConfig) -> int:
-    """Width that fc_out reads: half of intermediate_size for the gated FFN (value * GELU(gate))."""
-    return config.intermediate_size // 2 if config.ffn == "glu" else config.intermediate_size
-
-
 def duplication(big: int, small: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Net2Net's widening as two (big x small) matrices. `copy`: new unit i is old unit (i mod small), so the
     old units keep their place and the new ones copy them in turn (with equal head dims: whole heads).
@@ -117,7 +112,7 @@ class GrowthOperator(nn.Module):
         self.residual_out, self.residual_in = expansion_pair(big_config.n_embd, small.config.n_embd)
         # One pair per small layer: the width grows before the depth mixing. Attention width = heads x head dim.
         attn = [expansion_pair(big_config.n_embd, small.config.n_embd) for _ in range(small.config.n_layer)]
-        ffn = [expansion_pair(ffn_hidden(big_config), ffn_hidden(small.config)) for _ in range(small.config.n_layer)]
+        ffn = [expansion_pair(big_config.ffn_hidden, small.config.ffn_hidden) for _ in range(small.config.n_layer)]
         self.attn_out, self.attn_in = nn.ParameterList(p[0] for p in attn), nn.ParameterList(p[1] for p in attn)
         self.ffn_out, self.ffn_in = nn.ParameterList(p[0] for p in ffn), nn.ParameterList(p[1] for p in ffn)
         self.depth = nn.ParameterDict({kind: nn.Parameter(mixing.to(device)) for kind, mixing in

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from common import atomic_path, pyplot, write_json
 from data.loader import data_tokenizer
 from grow import grow_model, growth_flops, mlm_batches
 from model import preset_config
@@ -133,19 +134,14 @@ def bench(config: BenchConfig) -> dict:
               f"{show(row['flops_to_reach'], '.3g', 22)} | {show(row['flops_saved'], '.1%', 11)} | "
               f"{show(row['seconds_saved'], '.1%', 10)}")
     path = os.path.join(config.out_dir, "results.json")
-    with open(path + ".tmp", "w") as f:  # then renamed: a crash never leaves half a file
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json(path, results)
     plot(curves, os.path.join(config.out_dir, "curves.png"))
     return results
 
 
 def plot(curves: dict, path: str):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("matplotlib is not installed: no plot (the curves are in results.json)")
         return
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -156,8 +152,8 @@ def plot(curves: dict, path: str):
     axes[0].set_ylabel("held-out MLM loss")
     axes[0].legend()
     figure.tight_layout()
-    figure.savefig(path + ".tmp.png")
-    os.replace(path + ".tmp.png", path)
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary)
     print(f"plot: {path}")
 
 

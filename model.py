@@ -51,6 +51,11 @@ class ModelConfig:
         if self.ffn == "glu" and self.intermediate_size % 2:
             raise ValueError("a gated FFN splits intermediate_size in two halves, so it must be even")
 
+    @property
+    def ffn_hidden(self) -> int:
+        """Width fc_out reads: a gated FFN multiplies its value and gate halves, so half of intermediate_size."""
+        return self.intermediate_size // 2 if self.ffn == "glu" else self.intermediate_size
+
 
 # Named sizes. `crammed` is the paper's final model; `laptop` is the CPU recipe's (train.py RECIPES,
 # measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
@@ -110,9 +115,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.gated = config.ffn == "glu"
-        hidden = config.intermediate_size // 2 if self.gated else config.intermediate_size
         self.fc_in = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.fc_out = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.fc_out = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
@@ -269,8 +273,7 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
     every matmul that really runs: the blocks' linears, attention's two T x T products, and the MLM
     head only at the positions it is evaluated on (a fraction mlm_fraction with the sparse head)."""
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
-    ffn_out_width = config.intermediate_size // 2 if config.ffn == "glu" else config.intermediate_size
-    per_layer = 3 * C * C + C * C + C * config.intermediate_size + ffn_out_width * C  # qkv, proj, fc_in, fc_out
+    per_layer = 3 * C * C + C * C + C * config.intermediate_size + config.ffn_hidden * C  # qkv, proj, fc_in, fc_out
     attention = 2 * seq_len * C  # q kᵀ and (weights) v: T*C multiply-adds each, per token per layer
     head = C * C + C * V  # head_dense and decoder
     head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
