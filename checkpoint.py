@@ -1,10 +1,13 @@
 """
 Checkpoints: the unwrapped model's config and weights, its tokenizer, and (for train.py) the whole loop
 state. Written atomically; read with torch.load(weights_only=True), so a crafted file cannot run code.
+And the run folder that holds one: a LOCK so that one live run at a time writes there.
 """
+import glob
 import os
 import pickle
 import random
+from contextlib import suppress
 from dataclasses import asdict
 
 import numpy as np
@@ -83,3 +86,68 @@ def set_rng_states(states: dict):
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run folder: one live run at a time, and another run's checkpoint is never replaced silently
+
+def claim_out_dir(out_dir: str, resume: bool, overwrite: bool) -> str:
+    """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
+    A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
+    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite deletes it
+    and its log. Temporary checkpoints left by a run killed mid-write are removed."""
+    os.makedirs(out_dir, exist_ok=True)
+    lock = os.path.join(out_dir, "LOCK")
+    while True:
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder is not None and holder != os.getpid() and process_alive(holder):
+                raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
+                                 f"stop it, or pick another --out-dir (if no such run exists, delete {lock})") from None
+            with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
+                os.remove(lock)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        checkpoint = os.path.join(out_dir, "ckpt.pt")
+        if os.path.exists(checkpoint) and not resume:
+            if not overwrite:
+                raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
+                                 f"replace it (and its log.jsonl), or pick another --out-dir")
+            for name in ("ckpt.pt", "log.jsonl"):
+                with suppress(FileNotFoundError):
+                    os.remove(os.path.join(out_dir, name))
+        for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
+            os.remove(orphan)
+    except BaseException:
+        release_out_dir(lock)
+        raise
+    return lock
+
+
+def release_out_dir(lock: str):
+    with suppress(FileNotFoundError):
+        os.remove(lock)
+
+
+def lock_holder(lock: str) -> int | None:
+    try:
+        with open(lock) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # unreadable or half-written: treat as stale
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -10,7 +10,6 @@ are functions of progress = elapsed training seconds / budget, so the run ends o
 Evaluation and checkpointing stop the clock. A run can also end on a step or FLOP budget (progress is the
 largest of the three fractions), which is what the tests and the scaling sweep use.
 """
-import glob
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -28,7 +27,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
+from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
+                        set_rng_states)
 from common import autocast, make_optimizer, measure_peak_flops, setup_distributed
 from config import TrainConfig, check_resume, growth_target, parse_train_args, validate_config
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
@@ -73,71 +73,6 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
         return full * rows_per_micro_step
     fraction = min(1.0, progress / config.ramp_until)
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
-
-
-# ----------------------------------------------------------------------------------------------------
-# The run folder: one live run at a time, and another run's checkpoint is never replaced silently
-
-def claim_out_dir(config: TrainConfig) -> str:
-    """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
-    A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
-    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite deletes it
-    and its log. Temporary checkpoints left by a run killed mid-write are removed."""
-    os.makedirs(config.out_dir, exist_ok=True)
-    lock = os.path.join(config.out_dir, "LOCK")
-    while True:
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = lock_holder(lock)
-            if holder is not None and holder != os.getpid() and process_alive(holder):
-                raise ValueError(f"{config.out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
-                                 f"stop it, or pick another --out-dir (if no such run exists, delete {lock})") from None
-            with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
-                os.remove(lock)
-    with os.fdopen(descriptor, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    try:
-        checkpoint = os.path.join(config.out_dir, "ckpt.pt")
-        if os.path.exists(checkpoint) and not config.resume:
-            if not config.overwrite:
-                raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
-                                 f"replace it (and its log.jsonl), or pick another --out-dir")
-            for name in ("ckpt.pt", "log.jsonl"):
-                with suppress(FileNotFoundError):
-                    os.remove(os.path.join(config.out_dir, name))
-        for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
-            os.remove(orphan)
-    except BaseException:
-        release_out_dir(lock)
-        raise
-    return lock
-
-
-def release_out_dir(lock: str):
-    with suppress(FileNotFoundError):
-        os.remove(lock)
-
-
-def lock_holder(lock: str) -> int | None:
-    try:
-        with open(lock) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):  # unreadable or half-written: treat as stale
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 @dataclass
@@ -345,11 +280,12 @@ def train(config: TrainConfig) -> dict:
     if rank == 0:
         for note in notes:
             print(note)
-    lock = claim_out_dir(config) if rank == 0 else None  # out_dir is this run's until it returns or fails
+    # out_dir is this run's until it returns or fails
+    lock = claim_out_dir(config.out_dir, config.resume, config.overwrite) if rank == 0 else None
     stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
     previous_handlers = install_stop_handlers(stop, announce=rank == 0)
     try:
-        return run_training(config, rank, world_size, device, stop)
+        return run_training(build_run(config, rank, world_size, device), stop)
     finally:
         restore_handlers(previous_handlers)
         if lock:
@@ -382,9 +318,52 @@ def restore_handlers(previous: dict):
         signal.signal(number, handler)
 
 
-def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.device, stop: dict) -> dict:
-    """The run itself, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
-    is_main = rank == 0
+@dataclass
+class Run:
+    """What the loop works on. Growth replaces raw_model, model and optimizer together (grow_now)."""
+    config: TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    tokenizer: Tokenizer
+    train_data: MLMBatches  # the training rows, in a resumable order
+    val_batches: list  # the fixed validation set
+    reference: dict  # the unigram line and bytes of the validation set (reference_metrics)
+    raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
+    model: torch.nn.Module  # what the loop calls (wrap)
+    optimizer: torch.optim.Optimizer
+    policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
+    state: LoopState
+    flops_per_token: float
+    peak_flops: float  # measured, for MFU
+    log_file: object = None  # out_dir/log.jsonl, on the main process only
+
+    @property
+    def checkpoint_path(self) -> str:
+        return os.path.join(self.config.out_dir, "ckpt.pt")
+
+    def log(self, record: dict):
+        if self.log_file:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
+
+    def progress(self) -> float:
+        """Share of the budget spent: the largest of the time, step and FLOP fractions."""
+        config, s = self.config, self.state
+        fractions = [s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
+                     s.step / config.max_steps if config.max_steps else 0.0,
+                     s.flops / config.max_flops if config.max_flops else 0.0]
+        return max(fractions)
+
+    def save(self):
+        save_checkpoint(self.checkpoint_path, model_checkpoint(
+            self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
+            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(),
+            policy=self.policy.state_dict() if self.policy else None))
+
+
+def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.device) -> Run:
+    """Data, model, optimizer and policy for a new run, or restored from out_dir/ckpt.pt with --resume."""
     torch.manual_seed(config.seed)  # the same initial weights on every process
     checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
@@ -413,7 +392,7 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
     if config.grow_at and not state.grown:
         growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
-    raw_model = CramBERT(model_config).to(device)  # what we save: never a compiled or DDP wrapper
+    raw_model = CramBERT(model_config).to(device)
     if init_checkpoint and not checkpoint:
         raw_model.load_state_dict(init_checkpoint["model"])
     optimizer = make_optimizer(raw_model, config)
@@ -431,154 +410,192 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
         if policy:
             policy.load_state_dict(checkpoint["policy"])
     flops_per_token = raw_model.flops_per_token(config.seq_len)
-    peak_flops = measure_peak_flops(device)
+    peak_flops = measure_peak_flops(device)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
-
     os.makedirs(config.out_dir, exist_ok=True)
-    log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if is_main else None
+    log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
+    return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
+               optimizer, policy, state, flops_per_token, peak_flops, log_file)
 
-    def log(record: dict):
-        if log_file:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
 
-    def progress_of(s: LoopState) -> float:
-        fractions = [s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
-                     s.step / config.max_steps if config.max_steps else 0.0,
-                     s.flops / config.max_flops if config.max_flops else 0.0]
-        return max(fractions)
+def log_start(run: Run):
+    """The config line at the top of log.jsonl, and one line on the console."""
+    raw_model, reference = run.raw_model, run.reference
+    run.log({"kind": "config", "config": asdict(run.config), "model_config": asdict(raw_model.config),
+             "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
+             "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
+             "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
+             "tokenizer": run.tokenizer.name, **reference})
+    if run.rank == 0:
+        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
+              f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
+              f"tokenizer {run.tokenizer.name}, unigram line {reference['unigram_loss']:.3f} nats")
+
+
+def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
+    """Evaluate, log and plot; False if Ctrl-C abandoned the evaluation (no partial loss is recorded)."""
+    config, state = run.config, run.state
+    val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, should_stop=interrupted)
+    if val_loss is None:
+        return False
+    state.val_loss = val_loss
+    record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
+    run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
+             "elapsed": state.elapsed, "progress": progress, **record})
+    bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
+              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte | "
+              f"{state.elapsed:7.1f}s of budget")
+    for text, fills in record["probes"].items():
+        bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
+    if run.rank == 0 and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
+            and state.step == 0:
+        bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
+    state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
+    return True
+
+
+def grow_now(run: Run, elapsed: float, bar):
+    """--grow-at: swap the small model for a grown one (grow.py), with a fresh optimizer and wrapper. LiGO
+    trains its operator on the next training rows, the same rows on every process, so all processes grow
+    the same model; its FLOPs count against the budget."""
+    config, state = run.config, run.state
+    small_params, small_config = run.raw_model.num_params(), run.raw_model.config
+    run.raw_model = grow_during_run(run.raw_model, config, run.train_data, run.device)
+    run.optimizer = make_optimizer(run.raw_model, config)
+    run.model = wrap(run.raw_model, config, run.world_size, run.device)
+    state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,
+                                config.micro_batch_size * config.seq_len, config.seq_len)  # LiGO's operator training
+    run.flops_per_token = run.raw_model.flops_per_token(config.seq_len)
+    state.grown = True
+    run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
+             "from_params": small_params, "to_params": run.raw_model.num_params(),
+             "model_config": asdict(run.raw_model.config)})
+    bar.write(f"step {state.step:6d} | grew {small_params / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
+              f"parameters with {config.grow_method}")
+
+
+def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Tensor, int] | None:
+    """One optimizer step, batch size and learning rate from the budget schedules. Returns (mean micro-batch
+    loss, gradient norm, rows), or None when Ctrl-C dropped the unfinished step (the checkpoint then holds
+    the last whole one)."""
+    config, rank, world_size, model, optimizer = run.config, run.rank, run.world_size, run.model, run.optimizer
+    lr = learning_rate(config, progress, run.state.step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    rows = batch_rows(config, progress, world_size)
+    accumulation = rows // (config.micro_batch_size * world_size)
+    loss_sum = torch.zeros((), device=run.device)
+    for micro_step in range(accumulation):
+        if interrupted():
+            break
+        # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
+        # same global batch gives the same gradients whatever the number of processes.
+        start = run.train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
+        input_ids, labels = run.train_data.batch_at(run.train_data.epoch, start, config.micro_batch_size)
+        input_ids, labels = input_ids.to(run.device), labels.to(run.device)
+        sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
+        # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
+        weights = run.policy.weights(run.raw_model, input_ids, None, labels) if run.policy else None
+        with (nullcontext() if sync else model.no_sync()), autocast(run.device):
+            _, loss = model(input_ids, labels=labels, example_weights=weights)
+        # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
+        # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
+        # batch, independent of how many micro-steps it took (DDP then averages over processes).
+        (loss / accumulation).backward()
+        loss_sum += loss.detach()
+    if interrupted():
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    run.train_data.advance(rows)
+    return loss_sum.item() / accumulation, grad_norm, rows  # .item() syncs: a fair end point for step timing
+
+
+class StepLog:
+    """Averages between log lines: one line per log_interval steps with loss, lr, batch, grad norm, tokens/s, MFU."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.loss, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0.0
+
+    def add(self, run: Run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float,
+            elapsed: float, bar):
+        config, state = run.config, run.state
+        self.loss += loss
+        self.steps += 1
+        self.tokens += rows * config.seq_len
+        self.seconds += seconds
+        if state.step % config.log_interval:
+            return
+        mean_loss = torch.tensor(self.loss / self.steps, device=run.device)
+        if run.world_size > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= run.world_size
+        tokens_per_second = self.tokens / self.seconds
+        lr = run.optimizer.param_groups[0]["lr"]
+        record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
+                  "elapsed": elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
+                  "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(),
+                  "tokens_per_second": tokens_per_second,
+                  "mfu": tokens_per_second * run.flops_per_token / (run.peak_flops * run.world_size)}
+        run.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
+                        mfu=f"{record['mfu']:.0%}")
+        self.reset()
+
+
+def run_training(run: Run, stop: dict) -> dict:
+    """The loop, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
+    config, state, is_main = run.config, run.state, run.rank == 0
 
     def interrupted() -> bool:
         """Ctrl-C seen inside a step or an evaluation. One process only: with several, each stops only at a
         step boundary, where they agree through the all-reduce below."""
-        return world_size == 1 and stop["signal"] is not None
+        return run.world_size == 1 and stop["signal"] is not None
 
-    def checkpoint_now():
-        save_checkpoint(checkpoint_path, model_checkpoint(
-            raw_model, tokenizer, train_config=asdict(config), optimizer=optimizer.state_dict(), loop=asdict(state),
-            data=train_data.state_dict(), rng=rng_states(), policy=policy.state_dict() if policy else None))
-
-    log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
-         "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
-         "flops_per_token": flops_per_token, "peak_flops": peak_flops, "world_size": world_size,
-         "device": str(device), "git": git_commit(), "resumed_at_step": state.step, "tokenizer": tokenizer.name,
-         **reference})
-    if is_main:
-        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {flops_per_token / 1e6:.1f} MFLOPs/token, "
-              f"device {device} x{world_size}, measured peak {peak_flops / 1e12:.2f} TFLOP/s, tokenizer {tokenizer.name}, "
-              f"unigram line {reference['unigram_loss']:.3f} nats")
+    log_start(run)
     bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
-    clock = BudgetClock(state.elapsed)
-    last_checkpoint = time.monotonic()
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}  # averages between log lines
-    steps_this_session = 0
+    clock, step_log = BudgetClock(state.elapsed), StepLog()
+    last_checkpoint, steps_this_session = time.monotonic(), 0
     clock.start()
     while True:
         state.elapsed = clock.elapsed()
         stop_requested = stop["signal"] is not None
-        if world_size > 1:  # every process must take the same decisions: batch size, lr, when to stop
-            shared = torch.tensor([state.elapsed, float(stop_requested)], device=device)
+        if run.world_size > 1:  # every process must take the same decisions: batch size, lr, when to stop
+            shared = torch.tensor([state.elapsed, float(stop_requested)], device=run.device)
             dist.all_reduce(shared, op=dist.ReduceOp.MAX)
             state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
-        progress = progress_of(state)
+        progress = run.progress()
         if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
             clock.stop()
-            val_loss = evaluate(raw_model, val_batches, device, rank, world_size, should_stop=interrupted)
-            if val_loss is None:  # Ctrl-C during the evaluation: abandoned, no partial loss is recorded
+            if not evaluate_now(run, progress, interrupted, bar):  # Ctrl-C during the evaluation
                 stop_requested = True
                 break
-            state.val_loss = val_loss
-            record = eval_record(state.val_loss, reference, raw_model, tokenizer, device)
-            log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                 "elapsed": state.elapsed, "progress": progress, **record})
-            bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
-                      f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte | "
-                      f"{state.elapsed:7.1f}s of budget")
-            for text, fills in record["probes"].items():
-                bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
-            if is_main and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
-                    and state.step == 0:
-                bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
-            state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
             clock.start()
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
         if config.grow_at and not state.grown and progress >= config.grow_at:  # on the clock: growth is training
-            small_params, small_config = raw_model.num_params(), raw_model.config
-            raw_model = grow_during_run(raw_model, config, train_data, device)
-            optimizer = make_optimizer(raw_model, config)
-            model = wrap(raw_model, config, world_size, device)
-            state.flops += growth_flops(small_config, raw_model.config, config.grow_method, config.ligo_steps,
-                                        config.micro_batch_size * config.seq_len, config.seq_len)  # LiGO's operator training
-            flops_per_token = raw_model.flops_per_token(config.seq_len)
-            state.grown = True
-            log({"kind": "grow", "step": state.step, "elapsed": clock.elapsed(), "method": config.grow_method,
-                 "from_params": small_params, "to_params": raw_model.num_params(), "model_config": asdict(raw_model.config)})
-            bar.write(f"step {state.step:6d} | grew {small_params / 1e6:.1f}M -> {raw_model.num_params() / 1e6:.1f}M "
-                      f"parameters with {config.grow_method}")
+            grow_now(run, clock.elapsed(), bar)
 
-        # --- one optimizer step: batch size and learning rate from the budget schedules ---
         step_start = clock.elapsed()
-        lr = learning_rate(config, progress, state.step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        rows = batch_rows(config, progress, world_size)
-        accumulation = rows // (config.micro_batch_size * world_size)
-        loss_sum = torch.zeros((), device=device)
-        for micro_step in range(accumulation):
-            if interrupted():  # Ctrl-C: drop this unfinished step; the checkpoint holds the last whole one
-                break
-            # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
-            # same global batch gives the same gradients whatever the number of processes.
-            start = train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
-            input_ids, labels = train_data.batch_at(train_data.epoch, start, config.micro_batch_size)
-            input_ids, labels = input_ids.to(device), labels.to(device)
-            sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
-            # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
-            weights = policy.weights(raw_model, input_ids, None, labels) if policy else None
-            with (nullcontext() if sync else model.no_sync()), autocast(device):
-                _, loss = model(input_ids, labels=labels, example_weights=weights)
-            # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
-            # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
-            # batch, independent of how many micro-steps it took (DDP then averages over processes).
-            (loss / accumulation).backward()
-            loss_sum += loss.detach()
-        if interrupted():
-            optimizer.zero_grad(set_to_none=True)
+        result = train_step(run, progress, interrupted)
+        if result is None:  # Ctrl-C inside the step: dropped
             stop_requested = True
             break
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_data.advance(rows)
+        loss, grad_norm, rows = result
         state.step += 1
         steps_this_session += 1
         state.tokens += rows * config.seq_len
-        state.flops += rows * config.seq_len * flops_per_token
-
-        window["loss"] += loss_sum.item() / accumulation  # .item() syncs: a fair end point for step timing
-        window["steps"] += 1
-        window["tokens"] += rows * config.seq_len
-        window["seconds"] += clock.elapsed() - step_start
-        if state.step % config.log_interval == 0:
-            mean_loss = torch.tensor(window["loss"] / window["steps"], device=device)
-            if world_size > 1:
-                dist.all_reduce(mean_loss)
-                mean_loss /= world_size
-            tokens_per_second = window["tokens"] / window["seconds"]
-            record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                      "elapsed": clock.elapsed(), "progress": progress, "loss": mean_loss.item(), "lr": lr,
-                      "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(),
-                      "tokens_per_second": tokens_per_second,
-                      "mfu": tokens_per_second * flops_per_token / (peak_flops * world_size)}
-            log(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
-                            mfu=f"{record['mfu']:.0%}")
-            window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-        bar.update(int(progress_of(state) * 1000) - bar.n)
+        state.flops += rows * config.seq_len * run.flops_per_token
+        step_log.add(run, loss, grad_norm, rows, clock.elapsed() - step_start, progress, clock.elapsed(), bar)
+        bar.update(int(run.progress() * 1000) - bar.n)
         if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
             clock.stop()
-            checkpoint_now()
+            run.save()
             last_checkpoint = time.monotonic()
             clock.start()
 
@@ -586,15 +603,15 @@ def run_training(config: TrainConfig, rank: int, world_size: int, device: torch.
     state.elapsed = clock.elapsed()
     bar.close()
     if is_main:
-        checkpoint_now()
+        run.save()
     summary = {"kind": "summary", "final_val_loss": state.val_loss, "steps": state.step, "tokens": state.tokens,
-               "flops": state.flops, "elapsed_seconds": state.elapsed, "params": raw_model.num_params(),
-               "non_embedding_params": raw_model.num_params(non_embedding=True), "checkpoint": checkpoint_path,
+               "flops": state.flops, "elapsed_seconds": state.elapsed, "params": run.raw_model.num_params(),
+               "non_embedding_params": run.raw_model.num_params(non_embedding=True), "checkpoint": run.checkpoint_path,
                "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop_requested,
-               "finished": progress_of(state) >= 1.0}
-    log(summary)
-    if log_file:
-        log_file.close()
+               "finished": run.progress() >= 1.0}
+    run.log(summary)
+    if run.log_file:
+        run.log_file.close()
     return summary
 
 
