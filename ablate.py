@@ -11,10 +11,10 @@ Equal wall-clock is the point: a change that makes each step slower (a dense hea
 it with fewer tokens, exactly as in the paper's one-day budget.
 
 Adding a switch (the course-assignment path):
-  1. add the field to ModelConfig (model.py) or TrainConfig (train.py), defaulting to the crammed choice,
-     and make the code use it;
-  2. give it a flag in train.py's parse_args, so it shows in `python train.py --help`;
-  3. add one line to VARIANTS below. The table, JSON and plot pick it up.
+  1. a training setting: one field in config.py's TrainConfig, `name: type = flag(crammed default, "help")`,
+     which is also its flag --name (in `python train.py --help`); a model setting: a ModelConfig field
+     (model.py) and one line in config.py's MODEL_FLAGS. Make the code use it;
+  2. add one line to VARIANTS below. The table, JSON and plot pick it up.
 """
 import argparse
 import json
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from common import pyplot, write_json
 from data.prepare import PrepareConfig, default_corpus, prepare
-from train import TrainConfig, train
+from config import TrainConfig
+from train import train
 
 # name: (what the variant changes, the TrainConfig fields it sets). "full" is the reference.
 VARIANTS = {

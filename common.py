@@ -66,7 +66,7 @@ def synchronize(device: torch.device):
 def make_optimizer(model: torch.nn.Module, config) -> torch.optim.AdamW:
     """AdamW with BERT's weight-decay split: matrices (embedding included) decay; norms, biases and the
     position scale (all 1-D) do not, since shrinking them towards 0 only fights the normalisation.
-    config: anything with lr, weight_decay, betas and eps (train.py's TrainConfig)."""
+    config: anything with lr, weight_decay, betas and eps (config.py's TrainConfig)."""
     parameters = {id(p): p for p in model.parameters()}.values()  # a tied matrix once
     groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]

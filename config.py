@@ -5,7 +5,7 @@ and the command line built from them.
 """
 import argparse
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from common import resolve_device
 from data.prepare import default_corpus
@@ -16,59 +16,93 @@ MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is bui
 # attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
 
 
+def flag(default, help: str, group: str = "", **argparse_options):
+    """A TrainConfig field that is also a command-line flag (--field-name): its help text, the flag group it
+    starts (if any) and extra argparse options such as choices. The flag's type comes from the annotation;
+    a bool defaulting to False is a switch (--resume), one defaulting to True can be turned off (--no-batch-ramp)."""
+    metadata = {"help": help, "group": group, "options": argparse_options}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
-    # --- data ---
-    data_dir: str = "data/cache/default"  # prepared train.bin / val.bin (made from `corpus` if missing)
-    corpus: str = field(default_factory=default_corpus)  # text to prepare into data_dir on first use
-    seq_len: int = 128  # tokens per row, [CLS] included
-    mask_rate: float = 0.25  # share of tokens to predict (cramming: 0.25; BERT: 0.15)
-    eval_mask_rate: float = 0.25  # validation masking: fixed, so runs with other mask rates stay comparable
-    max_tokens_per_char: float = 0.3  # cramming's data filter used when preparing data_dir (0 = off)
-    tokenizer: str = "gpt2"  # preparing data_dir: "gpt2" or a .bpe file (ignored when vocab_size > 0)
-    vocab_size: int = 0  # preparing data_dir: train our own BPE of this many ids first (data/bpe.py)
-    # --- model ---
-    preset: str = "crammed"  # a model.PRESETS name, or "auto": the Chinchilla-optimal size for the budget (scaling.py)
-    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change (sizes, recipe switches)
-    init_from: str = ""  # start from this checkpoint's weights and config (e.g. grow.py's output)
-    # --- budget: the run ends when the first of these is spent; 0 means "no limit of this kind" ---
-    budget_seconds: float = 24 * 3600.0  # training wall-clock seconds (evaluation excluded)
-    max_steps: int = 0  # optimizer steps
-    max_flops: float = 0.0  # training FLOPs, as counted by model.flops_per_token
-    stop_after_steps: int = 0  # checkpoint and exit after this many steps without ending the schedule (pause)
-    # --- optimisation ---
-    lr: float = 1e-3  # peak learning rate
-    schedule: str = "one-cycle"  # "one-cycle": triangle over the budget; "bert": warmup + linear decay by steps; "constant"
-    peak_at: float = 0.75  # one-cycle: fraction of the budget at which the learning rate peaks
-    warmup_steps: int = 10_000  # bert schedule: linear warmup steps
-    schedule_steps: int = 0  # bert schedule: steps at which it reaches 0 (default: max_steps)
-    batch_tokens: int = 524_288  # tokens per optimizer step at full batch (4096 rows of 128)
-    micro_batch_size: int = 128  # rows per forward/backward on one device; the rest is accumulation
-    batch_ramp: bool = True  # grow the batch linearly from one micro-batch to full by `ramp_until`
-    ramp_until: float = 0.6  # fraction of the budget at which the batch reaches batch_tokens
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.98)
-    eps: float = 1e-12
-    grad_clip: float = 0.5  # max global gradient norm
-    # --- evaluation, logging, checkpoints ---
-    out_dir: str = "runs/default"  # checkpoint ckpt.pt and log.jsonl
-    eval_interval: float = 0.05  # evaluate every this fraction of the budget (and at start and end)
-    eval_rows: int = 1024  # rows of val.bin in the fixed validation set
-    log_interval: int = 10  # optimizer steps between log lines
-    checkpoint_minutes: float = 30.0  # wall-clock minutes between checkpoints
-    resume: bool = False  # continue from out_dir/ckpt.pt
-    overwrite: bool = False  # start afresh in an out_dir holding another run's checkpoint (deletes it and its log)
-    # --- system ---
-    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
-    compile: bool = False  # torch.compile the model
-    seed: int = 0
-    progress_bar: bool = True
-    # --- data policy (policy.py) and growth (grow.py) ---
-    policy: str = "uniform"  # "learning-law": weight each batch's examples by their contribution (Gu et al. 2024)
-    grow_at: float = 0.0  # grow the model at this fraction of the budget (0 = never)
-    grow_to: str = ""  # preset to grow into
-    grow_method: str = "ligo"  # ligo, stack, net2net or scratch (see grow.py)
-    ligo_steps: int = 100  # steps that train LiGO's growth operator (their time counts against the budget)
+    data_dir: str = flag("data/cache/default", "folder with train.bin / val.bin (prepared from --corpus if missing)",
+                         group="data")
+    corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: file, folder, glob or URL "
+                                       "(default $CRAMLM_CORPUS or WikiText-103)")
+    seq_len: int = flag(128, "tokens per row, [CLS] included")
+    mask_rate: float = flag(0.25, "share of tokens masked and predicted (cramming: 0.25; BERT: 0.15)")
+    eval_mask_rate: float = flag(0.25, "masking of the fixed validation set (kept equal across runs to compare losses)")
+    max_tokens_per_char: float = flag(0.3, "cramming's data filter for preparing --data-dir: drop documents above "
+                                           "this ratio (0 = off)")
+    tokenizer: str = flag("gpt2", "for preparing --data-dir: gpt2, or a .bpe file (python -m data.prepare --help)")
+    vocab_size: int = flag(0, "for preparing --data-dir: train our own BPE with this many ids first "
+                              "(0 = use --tokenizer)")
+    preset: str = flag("crammed", "tiny, mini, small, base, crammed, or auto: the Chinchilla-optimal size for --hours "
+                                  "on this machine's measured speed (scaling.py)",
+                       group="model (sizes and recipe switches; defaults = crammed recipe)", aliases=("--model",))
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change: the MODEL_FLAGS below
+    init_from: str = flag("", "start from this checkpoint's weights and config (e.g. grow.py's output)")
+    # the budget: the run ends when the first is spent; 0 means "no limit of this kind"
+    budget_seconds: float = 24 * 3600.0  # training wall-clock seconds (evaluation excluded): --hours/--minutes/--seconds
+    max_steps: int = flag(0, "optimizer-step budget", group="budget (the run ends when the first is spent)")
+    max_flops: float = flag(0.0, "training-FLOP budget, as counted by model.flops_per_token")
+    stop_after_steps: int = flag(0, "checkpoint and exit after this many steps of this session without ending the "
+                                    "schedule (a pause); continue with --resume")
+    lr: float = flag(1e-3, "peak learning rate", group="optimisation")
+    schedule: str = flag("one-cycle", "budget triangle (crammed), warmup + linear decay by steps (BERT), or constant",
+                         choices=("one-cycle", "bert", "constant"))
+    peak_at: float = flag(0.75, "one-cycle: budget fraction of the peak")
+    warmup_steps: int = flag(10_000, "bert schedule: warmup steps")
+    schedule_steps: int = flag(0, "bert schedule: step at which lr reaches 0 (default: --max-steps)")
+    batch_tokens: int = flag(524_288, "tokens per optimizer step at full batch (4096 rows of 128)")
+    micro_batch_size: int = flag(128, "rows per forward/backward pass per device; the rest is accumulation")
+    batch_ramp: bool = flag(True, "ramp the batch up from one micro-batch to --batch-tokens over the first "
+                                  "--ramp-until of the budget")
+    ramp_until: float = flag(0.6, "budget fraction where the ramp ends")
+    weight_decay: float = flag(0.01, "AdamW weight decay on matrices")
+    betas: tuple = (0.9, 0.98)  # AdamW's moment decay rates (cramming's)
+    eps: float = 1e-12  # AdamW's epsilon
+    grad_clip: float = flag(0.5, "max global gradient norm")
+    out_dir: str = flag("runs/default", "where ckpt.pt and log.jsonl go",
+                        group="evaluation, logging, checkpoints, system")
+    eval_interval: float = flag(0.05, "budget fraction between evaluations (also at start and end)")
+    eval_rows: int = flag(1024, "rows of val.bin in the fixed validation set")
+    log_interval: int = flag(10, "optimizer steps between log lines")
+    checkpoint_minutes: float = flag(30.0, "wall-clock minutes between checkpoints")
+    resume: bool = flag(False, "continue the run in --out-dir from its checkpoint")
+    overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
+                                  "(deletes it and its log)")
+    device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    compile: bool = flag(False, "torch.compile the model")
+    seed: int = flag(0, "seed for weights, data order and masking")
+    progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")
+    policy: str = flag("uniform", "per-example data weights: uniform, or the Learning Law's contribution-based "
+                                  "policy (Gu et al. 2024)", group="data policy (policy.py) and growth (grow.py)",
+                       choices=("uniform", "learning-law"))
+    grow_at: float = flag(0.0, "grow the model at this budget fraction (0 = never)")
+    grow_to: str = flag("", "preset to grow into (with --grow-at)")
+    grow_method: str = flag("ligo", "how to grow (LiGO learns the growth operator; see grow.py)",
+                            choices=("ligo", "stack", "net2net", "scratch"))
+    ligo_steps: int = flag(100, "LiGO operator-training steps (their time counts against the budget)")
+
+
+# ModelConfig fields the command line can change (the rest come from --preset): name -> argparse options.
+MODEL_FLAGS = {
+    "n_layer": dict(type=int, help="override the preset's n_layer"),
+    "n_head": dict(type=int, help="override the preset's n_head"),
+    "n_embd": dict(type=int, help="override the preset's n_embd"),
+    "intermediate_size": dict(type=int, help="override the preset's intermediate_size"),
+    "norm_position": dict(choices=("pre", "post"), help="pre-LN (crammed) or post-LN (BERT)"),
+    "bias": dict(action=argparse.BooleanOptionalAction, help="biases in linear layers (BERT: on)"),
+    "ffn": dict(choices=("glu", "gelu"), help="gated GELU (crammed) or plain GELU (BERT)"),
+    "mlm_head": dict(choices=("sparse", "dense"), help="logits at masked positions only, or everywhere"),
+    "pos_emb": dict(choices=("sinusoidal", "learned"), help="scaled sinusoidal (crammed) or learned"),
+    "dropout": dict(type=float, help="dropout in pretraining (crammed: 0, BERT: 0.1)"),
+    "tie_embeddings": dict(action=argparse.BooleanOptionalAction, help="share input/output embeddings"),
+}
 
 
 # Two recipes, one per kind of machine (README: "Which recipe for which machine"). A recipe fills every
@@ -187,92 +221,40 @@ def growth_target(config: TrainConfig, small: ModelConfig) -> ModelConfig:
 # ----------------------------------------------------------------------------------------------------
 # Command line
 
-def parse_train_args(argv=None, description: str = "") -> TrainConfig:
-    recipe_default = TrainConfig()  # a flag that a recipe sets has no argparse default: the recipe fills it
-    defaults = argparse.Namespace(**{name: None if name in RECIPE_FIELDS else getattr(recipe_default, name)
-                                     for name in asdict(recipe_default)})
+def command_line(description: str = "") -> argparse.ArgumentParser:
+    """--recipe, then one flag per TrainConfig field made with flag(), in the groups flag() starts; the model
+    group also takes MODEL_FLAGS and the budget group --hours/--minutes/--seconds (budget_seconds). A flag
+    that a recipe sets has no argparse default (None): parse_train_args fills it from the recipe."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=("auto", "gpu", "cpu"), default="auto",
                         help="defaults for the flags not given: 'gpu' is cramming's recipe, 'cpu' the one measured "
                              f"for a 2-core CPU ({', '.join(RECIPE_FIELDS)}); auto = gpu when CUDA is available")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data-dir", default=defaults.data_dir, help="folder with train.bin / val.bin")
-    data.add_argument("--corpus", default=defaults.corpus,
-                      help="text prepared into --data-dir when it is empty: file, folder, glob or URL "
-                           "(default $CRAMLM_CORPUS or WikiText-103)")
-    data.add_argument("--tokenizer", default=defaults.tokenizer,
-                      help="for preparing --data-dir: gpt2, or a .bpe file (python -m data.prepare --help)")
-    data.add_argument("--vocab-size", type=int, default=defaults.vocab_size,
-                      help="for preparing --data-dir: train our own BPE with this many ids first (0 = use --tokenizer)")
-    data.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
-    data.add_argument("--mask-rate", type=float, default=defaults.mask_rate, help="share of tokens masked (BERT: 0.15)")
-    data.add_argument("--eval-mask-rate", type=float, default=defaults.eval_mask_rate,
-                      help="masking of the fixed validation set (kept equal across runs to compare losses)")
-    data.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
-                      help="cramming's data filter for preparing --data-dir: drop documents above this ratio (0 = off)")
-
-    model = parser.add_argument_group("model (sizes and recipe switches; defaults = crammed recipe)")
-    model.add_argument("--preset", "--model", default=defaults.preset,
-                       help="tiny, mini, small, base, crammed, or auto: the Chinchilla-optimal size for --hours on "
-                            "this machine's measured speed (scaling.py)")
-    model.add_argument("--init-from", default="", help="start from this checkpoint's weights and config")
-    for name in ("n_layer", "n_head", "n_embd", "intermediate_size"):
-        model.add_argument("--" + name.replace("_", "-"), type=int, help=f"override the preset's {name}")
-    model.add_argument("--norm-position", choices=("pre", "post"), help="pre-LN (crammed) or post-LN (BERT)")
-    model.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases in linear layers (BERT: on)")
-    model.add_argument("--ffn", choices=("glu", "gelu"), help="gated GELU (crammed) or plain GELU (BERT)")
-    model.add_argument("--mlm-head", choices=("sparse", "dense"), help="logits at masked positions only, or everywhere")
-    model.add_argument("--pos-emb", choices=("sinusoidal", "learned"), help="scaled sinusoidal (crammed) or learned")
-    model.add_argument("--dropout", type=float, help="dropout in pretraining (crammed: 0, BERT: 0.1)")
-    model.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, help="share input/output embeddings")
-
-    budget = parser.add_argument_group("budget (the run ends when the first is spent)")
-    clock = budget.add_mutually_exclusive_group()
+    defaults, group, group_of = TrainConfig(), parser, {}
+    for f in fields(TrainConfig):
+        if "help" not in f.metadata:  # not a flag of its own (budget_seconds, model_overrides, betas, eps)
+            continue
+        if f.metadata["group"]:
+            group = parser.add_argument_group(f.metadata["group"])
+        group_of[f.name] = group
+        default = None if f.name in RECIPE_FIELDS else getattr(defaults, f.name)
+        options = dict(f.metadata["options"])
+        names = ["--" + f.name.replace("_", "-"), *options.pop("aliases", ())]
+        if f.type is bool:
+            options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        else:
+            options["type"] = f.type
+        group.add_argument(*names, dest=f.name, default=default, help=f.metadata["help"], **options)
+    for name, options in MODEL_FLAGS.items():
+        group_of["preset"].add_argument("--" + name.replace("_", "-"), dest=name, **options)
+    clock = group_of["max_steps"].add_mutually_exclusive_group()
     clock.add_argument("--hours", type=float, help="wall-clock training budget (default 24 if no other budget)")
     clock.add_argument("--minutes", type=float, help="the same in minutes")
     clock.add_argument("--seconds", type=float, help="the same in seconds")
-    budget.add_argument("--max-steps", type=int, default=0, help="optimizer-step budget")
-    budget.add_argument("--max-flops", type=float, default=0.0, help="training-FLOP budget")
-    budget.add_argument("--stop-after-steps", type=int, default=0,
-                        help="checkpoint and exit after this many steps of this session; continue with --resume")
+    return parser
 
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
-    optim.add_argument("--schedule", choices=("one-cycle", "bert", "constant"), default=defaults.schedule,
-                       help="budget triangle (crammed), warmup + linear decay by steps (BERT), or constant")
-    optim.add_argument("--peak-at", type=float, default=defaults.peak_at, help="one-cycle: budget fraction of the peak")
-    optim.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="bert schedule: warmup steps")
-    optim.add_argument("--schedule-steps", type=int, default=0, help="bert schedule: step at which lr reaches 0")
-    optim.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
-    optim.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass per device")
-    optim.add_argument("--batch-ramp", action=argparse.BooleanOptionalAction, default=defaults.batch_ramp,
-                       help="ramp the batch up to --batch-tokens over the first --ramp-until of the budget")
-    optim.add_argument("--ramp-until", type=float, default=defaults.ramp_until, help="budget fraction where the ramp ends")
-    optim.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay on matrices")
-    optim.add_argument("--grad-clip", type=float, default=defaults.grad_clip, help="max gradient norm")
 
-    run = parser.add_argument_group("evaluation, logging, checkpoints, system")
-    run.add_argument("--out-dir", default=defaults.out_dir, help="where ckpt.pt and log.jsonl go")
-    run.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget fraction between evaluations")
-    run.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="rows in the fixed validation set")
-    run.add_argument("--log-interval", type=int, default=defaults.log_interval, help="steps between log lines")
-    run.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes, help="minutes between checkpoints")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
-    run.add_argument("--overwrite", action="store_true",
-                     help="start afresh in an --out-dir that holds another run's checkpoint (deletes it and its log)")
-    run.add_argument("--device", default=defaults.device, help="auto, cuda, mps or cpu")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model")
-    run.add_argument("--seed", type=int, default=defaults.seed, help="seed for weights, data order and masking")
-    run.add_argument("--no-progress-bar", action="store_true", help="no tqdm bar (log lines still print)")
-    extensions = parser.add_argument_group("data policy (policy.py) and growth (grow.py)")
-    extensions.add_argument("--policy", choices=("uniform", "learning-law"), default=defaults.policy,
-                            help="per-example data weights: uniform, or the Learning Law's contribution-based policy")
-    extensions.add_argument("--grow-at", type=float, default=0.0, help="grow the model at this budget fraction (0 = never)")
-    extensions.add_argument("--grow-to", default="", help="preset to grow into (with --grow-at)")
-    extensions.add_argument("--grow-method", choices=("ligo", "stack", "net2net", "scratch"), default=defaults.grow_method,
-                            help="how to grow (LiGO learns the growth operator)")
-    extensions.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="LiGO operator-training steps")
-    args = parser.parse_args(argv)
+def parse_train_args(argv=None, description: str = "") -> TrainConfig:
+    args = command_line(description).parse_args(argv)
     recipe = args.recipe
     if recipe == "auto":
         recipe = "gpu" if resolve_device(args.device).type == "cuda" else "cpu"
@@ -280,28 +262,13 @@ def parse_train_args(argv=None, description: str = "") -> TrainConfig:
               f"{'--recipe cpu' if recipe == 'gpu' else '--recipe gpu'} for the other one")
     for name in RECIPE_FIELDS:  # flags given on the command line win over the recipe
         if getattr(args, name) is None:
-            setattr(args, name, RECIPES[recipe].get(name, getattr(recipe_default, name)))
+            setattr(args, name, RECIPES[recipe].get(name, getattr(TrainConfig(), name)))
 
     if args.hours is not None or args.minutes is not None or args.seconds is not None:
         budget_seconds = args.hours * 3600 if args.hours is not None else (
             args.minutes * 60 if args.minutes is not None else args.seconds)
     else:
-        budget_seconds = 0.0 if (args.max_steps or args.max_flops) else defaults.budget_seconds
-    switches = {"n_layer": args.n_layer, "n_head": args.n_head, "n_embd": args.n_embd,
-                "intermediate_size": args.intermediate_size, "norm_position": args.norm_position,
-                "bias": args.bias, "ffn": args.ffn, "mlm_head": args.mlm_head, "pos_emb": args.pos_emb,
-                "dropout": args.dropout, "tie_embeddings": args.tie_embeddings}
-    return TrainConfig(
-        data_dir=args.data_dir, corpus=args.corpus, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        seq_len=args.seq_len, mask_rate=args.mask_rate,
-        eval_mask_rate=args.eval_mask_rate, max_tokens_per_char=args.max_tokens_per_char,
-        preset=args.preset, model_overrides={k: v for k, v in switches.items() if v is not None},
-        init_from=args.init_from, budget_seconds=budget_seconds, max_steps=args.max_steps, max_flops=args.max_flops,
-        stop_after_steps=args.stop_after_steps, lr=args.lr, schedule=args.schedule, peak_at=args.peak_at,
-        warmup_steps=args.warmup_steps, schedule_steps=args.schedule_steps, batch_tokens=args.batch_tokens,
-        micro_batch_size=args.micro_batch_size, batch_ramp=args.batch_ramp, ramp_until=args.ramp_until,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, out_dir=args.out_dir,
-        eval_interval=args.eval_interval, eval_rows=args.eval_rows, log_interval=args.log_interval,
-        checkpoint_minutes=args.checkpoint_minutes, resume=args.resume, overwrite=args.overwrite, device=args.device,
-        compile=args.compile, seed=args.seed, progress_bar=not args.no_progress_bar, policy=args.policy,
-        grow_at=args.grow_at, grow_to=args.grow_to, grow_method=args.grow_method, ligo_steps=args.ligo_steps)
+        budget_seconds = 0.0 if (args.max_steps or args.max_flops) else TrainConfig.budget_seconds
+    flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if "help" in f.metadata}
+    model_overrides = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    return TrainConfig(**flags, budget_seconds=budget_seconds, model_overrides=model_overrides)

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
 from common import atomic_path, pyplot, write_json
+from config import TrainConfig
 from data.loader import data_tokenizer
 from grow import grow_model, growth_flops, mlm_batches
 from model import preset_config
-from train import TrainConfig, train
+from train import train
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -211,7 +211,7 @@ class Plan:
     candidates: list[Candidate]  # every shape considered, smallest first
 
     @property
-    def model_overrides(self) -> dict:  # what train.py's TrainConfig.model_overrides takes
+    def model_overrides(self) -> dict:  # what config.py's TrainConfig.model_overrides takes
         return size_overrides(self.model_config)
 
 

@@ -11,7 +11,8 @@ from data.tokenizer import Tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
 from common import make_optimizer
-from train import TrainConfig, train
+from config import TrainConfig
+from train import train
 
 VOCAB = 64  # a small vocabulary keeps these models fast; id VOCAB - 1 plays [MASK]
 

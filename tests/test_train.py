@@ -259,6 +259,19 @@ def test_every_bad_flag_gets_its_own_line_and_a_non_zero_exit(tmp_path):
     assert all(line.startswith("error: --") for line in lines)
 
 
+def test_the_command_line_is_derived_from_train_config():
+    # every flag() field is a flag whose default is the field's (the gpu recipe is TrainConfig's defaults)...
+    assert train_module.parse_args(["--recipe", "gpu"]) == TrainConfig()
+    # ...each value reaches its field, and the model flags land in model_overrides
+    config = train_module.parse_args(["--recipe", "gpu", "--seq-len", "64", "--no-batch-ramp", "--compile",
+                                      "--no-progress-bar", "--grow-method", "stack", "--n-layer", "3", "--no-bias"])
+    assert (config.seq_len, config.batch_ramp, config.compile, config.progress_bar, config.grow_method) == \
+        (64, False, True, False, "stack")
+    assert config.model_overrides == {"n_layer": 3, "bias": False}
+    with pytest.raises(SystemExit):  # choices come from flag(..., choices=...)
+        train_module.parse_args(["--grow-method", "sideways"])
+
+
 def test_batch_tokens_rounding_is_announced():
     notes = train_module.validate_config(TrainConfig(seq_len=32, micro_batch_size=8, batch_tokens=600))
     assert notes == ["note: --batch-tokens 600 is not a whole number of micro-batches: rounded to 512 "
