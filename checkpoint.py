@@ -15,7 +15,7 @@ import torch
 
 from common import atomic_path
 from data.tokenizer import Tokenizer
-from model import CramBERT, ModelConfig
+from model import CramBERT, model_config_from_dict
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 
@@ -48,7 +48,7 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
 
 def model_from_checkpoint(checkpoint: dict) -> CramBERT:
     """Rebuild the model from the config stored beside its weights."""
-    model = CramBERT(ModelConfig(**checkpoint["model_config"]))
+    model = CramBERT(model_config_from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])
     return model
 

@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from data.loader import MLMBatches, TokenFile, data_tokenizer
-from model import CramBERT, ModelConfig, flops_per_token, preset_config
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint, tokenizer_from_checkpoint
 from common import autocast, resolve_device
 
@@ -189,10 +189,11 @@ class GrowthOperator(nn.Module):
 
 
 def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, device="cpu",
-                   progress_bar: bool = True) -> list[float]:
+                   progress_bar: bool = True, mask_rate: float = MASK_RATE) -> list[float]:
     """LiGO: fit B and w to the MLM loss of the model they produce, for a few steps. functional_call
     runs the big model with the materialised tensors in place of its parameters, so the gradient flows
-    through them into the operator; the small weights are constants. Returns the loss of every step."""
+    through them into the operator; the small weights are constants. Returns the loss of every step.
+    mask_rate: the most the batches mask (the sparse head's row count, model.sparse_rows)."""
     device = torch.device(device)
     shell = CramBERT(operator.big_config).to(device)  # only its structure is used
     next_batch = batches if callable(batches) else (lambda step, iterator=iter(batches): next(iterator))
@@ -205,7 +206,8 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
         input_ids, labels = next_batch(step)
         weights = operator.materialise()  # in full precision, outside autocast
         with autocast(device):
-            _, loss = functional_call(shell, weights, (input_ids.to(device),), {"labels": labels.to(device)})
+            _, loss = functional_call(shell, weights, (input_ids.to(device),),
+                                      {"labels": labels.to(device), "n_kept": sparse_rows(*input_ids.shape, mask_rate)})
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -215,7 +217,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
 
 def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, ligo_steps: int = 100,
                ligo_lr: float = 0.03, device="cpu", noise: float = 0.01, seed: int = 0,
-               progress_bar: bool = True) -> CramBERT:
+               progress_bar: bool = True, mask_rate: float = MASK_RATE) -> CramBERT:
     """A plain CramBERT with the small model's recipe at the target's sizes, grown by `method` (see METHODS).
     batches: batches(step) -> (input_ids, labels), or an iterator of them; only ligo trains on them."""
     if method not in METHODS:
@@ -229,7 +231,7 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
     operator = GrowthOperator(small, big_config, depth="identity" if method == "net2net" else "stack",
                               noise=noise, seed=seed, device=device)
     if method == "ligo":
-        train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar)
+        train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar, mask_rate)
     model = CramBERT(big_config).to(device)
     with torch.no_grad():
         model.load_state_dict(operator.materialise())
@@ -237,7 +239,7 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
 
 
 def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_steps: int, tokens_per_step: int,
-                 seq_len: int) -> float:
+                 seq_len: int, mlm_fraction: float = MASK_RATE) -> float:
     """Training FLOPs the growth itself costs: none for the fixed operators. A LiGO step runs the big model
     forward and backward on its batch (model.flops_per_token) and materialises the weights forward and
     backward (3x the forward matmuls, counted by torch's FlopCounterMode on shapes-only "meta" tensors)."""
@@ -247,8 +249,18 @@ def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_step
         operator = GrowthOperator(CramBERT(small), grown_config(small, target), device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         operator.materialise()
-    per_step = tokens_per_step * flops_per_token(operator.big_config, seq_len) + 3 * counter.get_total_flops()
+    per_step = (tokens_per_step * flops_per_token(operator.big_config, seq_len, mlm_fraction)
+                + 3 * counter.get_total_flops())
     return ligo_steps * per_step
+
+
+def trained_mask_rate(checkpoint: dict) -> float:
+    """The most a checkpoint's training run masked: train.py's mask rates (older checkpoints stored it as the
+    model config's mlm_fraction), else cramming's 0.25."""
+    train = checkpoint.get("train_config")
+    if train:
+        return max(train["mask_rate"], train["eval_mask_rate"])
+    return checkpoint["model_config"].get("mlm_fraction", MASK_RATE)
 
 
 def mlm_batches(data_dir: str, seq_len: int, mask_rate: float, rows: int, seed: int):
@@ -273,6 +285,8 @@ def grow_command(argv):
     parser.add_argument("--ligo-lr", type=float, default=0.03, help="operator step size (AdamW lr x fan-in)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per operator step")
     parser.add_argument("--seq-len", type=int, default=0, help="tokens per row (default: the source's max_seq_len)")
+    parser.add_argument("--mask-rate", type=float, default=0.0,
+                        help="share of tokens masked in the operator's batches (default: the source run's)")
     parser.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise on the width copies")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise, the data order and the masking")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
@@ -280,12 +294,13 @@ def grow_command(argv):
     source = load_checkpoint(args.source)
     small = model_from_checkpoint(source)
     target = preset_config(args.to, **{name: getattr(args, name) for name in SIZES if getattr(args, name)})
+    mask_rate = args.mask_rate or trained_mask_rate(source)
     batches = None
     if args.method == "ligo":
-        batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, small.config.mlm_fraction,
-                              args.batch_size, args.seed)
+        batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, mask_rate, args.batch_size,
+                              args.seed)
     grown = grow_model(small, target, args.method, batches, args.ligo_steps, args.ligo_lr,
-                       resolve_device(args.device), args.noise, args.seed)
+                       resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate)
     save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer_from_checkpoint(source),
                                                growth={**vars(args), "from_config": asdict(small.config)}))
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "

@@ -16,7 +16,7 @@ from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint,
 from common import atomic_path, pyplot, write_json
 from config import TrainConfig
 from data.loader import data_tokenizer
-from grow import grow_model, growth_flops, mlm_batches
+from grow import grow_model, growth_flops, mlm_batches, trained_mask_rate
 from model import preset_config
 from train import train
 
@@ -94,16 +94,17 @@ def bench(config: BenchConfig) -> dict:
     small_run = run("small", config.small_fraction * config.big_flops, preset=config.small,
                     model_overrides=config.small_overrides, seed=config.seed)
     curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
-    small = model_from_checkpoint(load_checkpoint(small_run["checkpoint"]))
+    small_checkpoint = load_checkpoint(small_run["checkpoint"])
+    small = model_from_checkpoint(small_checkpoint)
     for method in config.methods:
         start = time.perf_counter()
-        batches = mlm_batches(config.data_dir, config.seq_len, small.config.mlm_fraction, config.ligo_rows,
-                              seed=config.seed + 2)
+        mask_rate = trained_mask_rate(small_checkpoint)
+        batches = mlm_batches(config.data_dir, config.seq_len, mask_rate, config.ligo_rows, seed=config.seed + 2)
         grown = grow_model(small, big_target, method, batches, config.ligo_steps, config.ligo_lr,
-                           noise=config.noise, seed=config.seed, progress_bar=False)
+                           noise=config.noise, seed=config.seed, progress_bar=False, mask_rate=mask_rate)
         seconds = small_run["elapsed_seconds"] + time.perf_counter() - start
         spent = small_run["flops"] + growth_flops(small.config, big_target, method, config.ligo_steps,
-                                                  config.ligo_rows * config.seq_len, config.seq_len)
+                                                  config.ligo_rows * config.seq_len, config.seq_len, mask_rate)
         path = os.path.join(config.out_dir, method, "grown.pt")
         save_checkpoint(path, model_checkpoint(grown, data_tokenizer(config.data_dir), growth={"method": method}))
         if spent >= config.big_flops:

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from model import CramBERT
+from model import CramBERT, sparse_positions
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -213,15 +214,36 @@ def desired_head_gradient(model: CramBERT, desired_batch) -> dict:
     return dict(zip(head, torch.autograd.grad(loss, [params[name] for name in head])))
 
 
-def example_alignment(model: CramBERT, batch, desired_batch=None, desired_gradient: dict | None = None) -> torch.Tensor:
+def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                      n_kept: int | None = None) -> torch.Tensor:
+    """The policy's training loss Σ_n w_n · (mean cross-entropy over example n's masked tokens), from the logits
+    CramBERT returns: (B, T, V) from the dense head, or (n_kept, V) at sparse_positions(labels, n_kept) from
+    the sparse head (pass the n_kept the model was given). labels: (B, T); weights: (B,) on the simplex."""
+    B, T = labels.shape
+    if logits.dim() == 3:  # dense head: a row per position
+        positions, logits = torch.arange(B * T, device=labels.device), logits.flatten(0, 1)
+    else:
+        positions = sparse_positions(labels, n_kept)
+    labels = labels.flatten()[positions]
+    token_loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")  # (rows,)
+    example = positions // T  # which example each row belongs to
+    loss_sum = torch.zeros(B, device=logits.device).index_add_(0, example, token_loss)
+    count = torch.zeros(B, device=logits.device).index_add_(0, example, (labels != -100).float())
+    return (weights * loss_sum / count.clamp(min=1)).sum()
+
+
+def example_alignment(model: CramBERT, batch, desired_batch=None, desired_gradient: dict | None = None,
+                      n_kept: int | None = None) -> torch.Tensor:
     """Per-example contribution c_n = ∇L_desired · ∇l_n, both gradients restricted to the MLM head.
-    batch and desired_batch are (input_ids, attention_mask, labels); pass desired_gradient to reuse one."""
+    batch and desired_batch are (input_ids, attention_mask, labels); pass desired_gradient to reuse one.
+    n_kept: the sparse head's row count for batch (model.sparse_positions)."""
     if desired_gradient is None:
         desired_gradient = desired_head_gradient(model, desired_batch)
     input_ids, attention_mask, labels = batch
 
     def weighted_loss(params, u):
-        return functional_call(model, params, (input_ids, attention_mask, labels), {"example_weights": u})[1]
+        logits = functional_call(model, params, (input_ids, attention_mask, labels), {"n_kept": n_kept})[0]
+        return weighted_mlm_loss(logits, labels, u, n_kept)
 
     with evaluation_mode(model):
         return contributions(weighted_loss, _split_head(model), desired_gradient, input_ids.size(0))
@@ -238,8 +260,8 @@ class LearningLawPolicy:
         self.calls = 0  # weights() calls so far: decides when the cached desired gradient is refreshed
         self.desired_gradient = None  # cached ∇_head L_desired, from the last refresh
 
-    def weights(self, model: CramBERT, input_ids, attention_mask, labels) -> torch.Tensor:
-        """(B,) weights on the simplex for this batch."""
+    def weights(self, model: CramBERT, input_ids, attention_mask, labels, n_kept: int | None = None) -> torch.Tensor:
+        """(B,) weights on the simplex for this batch (n_kept: the sparse head's row count for it)."""
         if self.calls % self.config.refresh_every == 0 or self.desired_gradient is None:
             device = input_ids.device
             self.desired_gradient = desired_head_gradient(model, [None if x is None else x.to(device)
@@ -247,7 +269,8 @@ class LearningLawPolicy:
         self.calls += 1
         # after a resume with map_location="cpu" the cached gradient may sit on another device (a no-op otherwise)
         self.desired_gradient = {k: g.to(input_ids.device) for k, g in self.desired_gradient.items()}
-        c = example_alignment(model, (input_ids, attention_mask, labels), desired_gradient=self.desired_gradient)
+        c = example_alignment(model, (input_ids, attention_mask, labels), desired_gradient=self.desired_gradient,
+                              n_kept=n_kept)
         B = c.numel()
         scaled = c / c.std().clamp(min=1e-12) if B > 1 else torch.zeros_like(c)
         return project_to_simplex((1 + self.config.step_size * scaled) / B).detach()

@@ -22,7 +22,7 @@ from common import atomic_path, pyplot
 from data.loader import mask_tokens
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
-from policy import Task, area_under_curve, contribution_spread, optimise_policy, run, uniform_policy
+from policy import Task, area_under_curve, contribution_spread, optimise_policy, run, uniform_policy, weighted_mlm_loss
 
 DATA_DIR = Path(__file__).resolve().parent / ".." / "shared" / "data"
 
@@ -162,7 +162,7 @@ def remap_vocabulary(tokens: torch.Tensor, vocab: int, gpt2: Tokenizer):
 def mlm_examples(tokens: torch.Tensor, seq_len: int, lookup: torch.Tensor, generator: torch.Generator, gpt2: Tokenizer):
     """Cut a GPT-2 id stream into rows, mask them once (full-batch GD needs a fixed objective), remap."""
     rows = tokens[:len(tokens) // seq_len * seq_len].view(-1, seq_len)
-    masked, labels = mask_tokens(rows, 0.25, generator, gpt2)  # exactly 25% of each row: mlm_fraction's count
+    masked, labels = mask_tokens(rows, 0.25, generator, gpt2)  # exactly 25% of each row, every one a sparse-head row
     return lookup[masked], torch.where(labels >= 0, lookup[labels.clamp(min=0)], labels)
 
 
@@ -195,7 +195,8 @@ def transformer_task(config: ReproductionConfig, tokens: torch.Tensor | None = N
     def loss(params, ids, labels, weights=None):
         # The fused CPU attention kernel has no double backward; the math path is plain differentiable ops.
         with sdpa_kernel(SDPBackend.MATH):
-            return functional_call(model, params, (ids, None, labels), {"example_weights": weights})[1]
+            logits, mean_loss = functional_call(model, params, (ids, None, labels))
+            return mean_loss if weights is None else weighted_mlm_loss(logits, labels, weights)
 
     return Task(params={k: v.detach() for k, v in model.named_parameters()},
                 train_loss=lambda params, weights: loss(params, ids_train, lab_train, weights),

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from bench import random_batch, time_training
 from common import make_optimizer, write_json
 from config import TrainConfig
-from model import CramBERT, ModelConfig, flops_per_token
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, sparse_rows
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -115,14 +115,14 @@ def count_params(config: ModelConfig) -> int:
 
 
 def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
-                          bytes_per_value: int = 4) -> int:
+                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
     """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
     gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
     are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
     in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
     states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
     C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
-    head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
+    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
     per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
     return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
 
@@ -135,17 +135,19 @@ def available_memory_bytes(device: str) -> int:
 
 
 def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
-                                      micro_batch_size: int = 8, seq_len: int | None = None) -> float:
+                                      micro_batch_size: int = 8, seq_len: int | None = None,
+                                      mask_rate: float = MASK_RATE) -> float:
     """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
     (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
     seq_len = seq_len or config.max_seq_len
     device = torch.device(device)
     model = CramBERT(config).to(device)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
-    input_ids, labels = random_batch(micro_batch_size, seq_len, config.mlm_fraction, config.vocab_size, device)
-    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets)[1], optimizer, input_ids, labels,
-                                   device, warmup=1, seconds=seconds)
-    return flops_per_token(config, seq_len) * steps * micro_batch_size * seq_len / elapsed
+    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
+    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
+    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
+                                   input_ids, labels, device, warmup=1, seconds=seconds)
+    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
         f"chosen: {cfg.n_layer} layers x {cfg.n_embd} wide, heads={cfg.n_head}, FFN {cfg.intermediate_size}: "
         f"N = {best.params:.4g} parameters",
         f"  real cost {best.flops_per_token:.4g} FLOPs/token (6N would be {6 * best.params:.4g}: embedding lookups "
-        f"are free and the sparse head sees {cfg.mlm_fraction:.0%} of tokens)",
+        f"are free and the sparse head sees {MASK_RATE:.0%} of tokens)",
         f"  D = {budget_flops:.4g} / {best.flops_per_token:.4g} = {best.tokens:.4g} tokens, "
         f"{best.tokens / best.params:.3g} tokens per parameter",
         f"  the law at C = 6ND = {6 * best.params * best.tokens:.4g} wants N_opt = {best.law_params:.4g}, "

@@ -35,9 +35,9 @@ from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, vali
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
 from grow import grow_model, growth_flops
-from model import CramBERT, ModelConfig, fill_masks, preset_config
+from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
 from plot import plot_runs, read_log
-from policy import LearningLawPolicy, LearningLawPolicyConfig
+from policy import LearningLawPolicy, LearningLawPolicyConfig, weighted_mlm_loss
 from scaling import plan_for_machine
 
 EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
@@ -105,18 +105,21 @@ class BudgetClock:
 # ----------------------------------------------------------------------------------------------------
 # The training run
 
+def head_fraction(config: TrainConfig) -> float:
+    """Share of positions the sparse head keeps: enough for the training and the validation masking."""
+    return max(config.mask_rate, config.eval_mask_rate)
+
+
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
                            tokenizer: Tokenizer, init_checkpoint: dict | None = None) -> ModelConfig:
     """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
     Chinchilla's plan (auto)."""
     if init_checkpoint is not None:
-        model_config = ModelConfig(**init_checkpoint["model_config"])
+        model_config = model_config_from_dict(init_checkpoint["model_config"])
         if model_config.max_seq_len < config.seq_len:
             raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
         return model_config
-    # The sparse head's static count must cover the training and the validation masking.
-    overrides = {"max_seq_len": config.seq_len, "mlm_fraction": max(config.mask_rate, config.eval_mask_rate),
-                 "vocab_size": tokenizer.vocab_size, **config.model_overrides}
+    overrides = {"max_seq_len": config.seq_len, "vocab_size": tokenizer.vocab_size, **config.model_overrides}
     if config.preset != "auto":
         return preset_config(config.preset, **overrides)
     if not config.budget_seconds:
@@ -142,7 +145,7 @@ def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBat
         return input_ids.to(device), labels.to(device)
 
     grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
-                       device=device, seed=config.seed, progress_bar=False)
+                       device=device, seed=config.seed, progress_bar=False, mask_rate=head_fraction(config))
     if config.grow_method == "ligo":
         train_data.advance(config.ligo_steps * rows)
     return grown
@@ -220,9 +223,11 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, should_stop=lambda: False) -> float | None:
+def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
+             should_stop=lambda: False) -> float | None:
     """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
-    None if should_stop() turns true between batches (Ctrl-C): an abandoned evaluation has no loss."""
+    mask_rate: the most any batch masks (the sparse head's count, sparse_rows). None if should_stop() turns
+    true between batches (Ctrl-C): an abandoned evaluation has no loss."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
@@ -231,7 +236,8 @@ def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, shoul
             model.train(was_training)
             return None
         with autocast(device):
-            _, loss = model(input_ids.to(device), labels=labels.to(device))
+            _, loss = model(input_ids.to(device), labels=labels.to(device),
+                            n_kept=sparse_rows(*input_ids.shape, mask_rate))
         count = (labels != -100).sum()
         totals += torch.stack([loss.float() * count, count.to(device).float()])
     if world_size > 1:
@@ -383,12 +389,12 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
         check_tokenizer(loaded, tokenizer, source, config.data_dir)
     if checkpoint and config.preset == "auto":
-        model_config = ModelConfig(**checkpoint["model_config"])  # the plan made when the run started
+        model_config = model_config_from_dict(checkpoint["model_config"])  # the plan made when the run started
     else:
         model_config = requested_model_config(config, device, rank, world_size, tokenizer, init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
-        if checkpoint and checkpoint["model_config"] != asdict(model_config):
+        if checkpoint and model_config_from_dict(checkpoint["model_config"]) != model_config:
             raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
     if config.grow_at and not state.grown:
         growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
@@ -409,7 +415,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
-    flops_per_token = raw_model.flops_per_token(config.seq_len)
+    flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
     peak_flops = measure_peak_flops(device)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
     os.makedirs(config.out_dir, exist_ok=True)
@@ -435,7 +441,8 @@ def log_start(run: Run):
 def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
     """Evaluate, log and plot; False if Ctrl-C abandoned the evaluation (no partial loss is recorded)."""
     config, state = run.config, run.state
-    val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, should_stop=interrupted)
+    val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, head_fraction(config),
+                        should_stop=interrupted)
     if val_loss is None:
         return False
     state.val_loss = val_loss
@@ -463,9 +470,9 @@ def grow_now(run: Run, elapsed: float, bar):
     run.raw_model = grow_during_run(run.raw_model, config, run.train_data, run.device)
     run.optimizer = make_optimizer(run.raw_model, config)
     run.model = wrap(run.raw_model, config, run.world_size, run.device)
-    state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,
-                                config.micro_batch_size * config.seq_len, config.seq_len)  # LiGO's operator training
-    run.flops_per_token = run.raw_model.flops_per_token(config.seq_len)
+    state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,  # LiGO's
+                                config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
+    run.flops_per_token = run.raw_model.flops_per_token(config.seq_len, head_fraction(config))
     state.grown = True
     run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
              "from_params": small_params, "to_params": run.raw_model.num_params(),
@@ -484,6 +491,7 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
         group["lr"] = lr
     rows = batch_rows(config, progress, world_size)
     accumulation = rows // (config.micro_batch_size * world_size)
+    n_kept = sparse_rows(config.micro_batch_size, config.seq_len, head_fraction(config))  # static, for torch.compile
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(accumulation):
         if interrupted():
@@ -495,9 +503,11 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
         input_ids, labels = input_ids.to(run.device), labels.to(run.device)
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
         # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
-        weights = run.policy.weights(run.raw_model, input_ids, None, labels) if run.policy else None
+        weights = run.policy.weights(run.raw_model, input_ids, None, labels, n_kept) if run.policy else None
         with (nullcontext() if sync else model.no_sync()), autocast(run.device):
-            _, loss = model(input_ids, labels=labels, example_weights=weights)
+            logits, loss = model(input_ids, labels=labels, n_kept=n_kept)
+            if weights is not None:
+                loss = weighted_mlm_loss(logits, labels, weights, n_kept)
         # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
         # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
         # batch, independent of how many micro-steps it took (DDP then averages over processes).

@@ -16,7 +16,7 @@ from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
-from checkpoint import load_checkpoint
+from checkpoint import load_checkpoint, save_checkpoint
 from common import make_optimizer
 from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
                    unigram_log_probs)
@@ -98,6 +98,14 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     for step in range(5, 9):
         assert continued[step] == pytest.approx(uninterrupted[step], rel=1e-5)
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+
+
+def test_a_checkpoint_with_the_old_mlm_fraction_resumes(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=2, stop_after_steps=1))
+    checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
+    checkpoint["model_config"]["mlm_fraction"] = 0.25  # as ModelConfig stored it before the caller passed n_kept
+    save_checkpoint(str(tmp_path / "ckpt.pt"), checkpoint)
+    assert train(tiny_run(tiny_corpus, tmp_path, max_steps=2, resume=True))["steps"] == 2
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_corpus, tmp_path):
