@@ -11,10 +11,10 @@ Equal wall-clock is the point: a change that makes each step slower (a dense hea
 it with fewer tokens, exactly as in the paper's one-day budget.
 
 Adding a switch (the course-assignment path):
-  1. add the field to ModelConfig (model.py) or TrainConfig (train.py), defaulting to the crammed choice,
-     and make the code use it;
-  2. give it a flag in train.py's parse_args, so it shows in `python train.py --help`;
-  3. add one line to VARIANTS below. The table, JSON and plot pick it up.
+  1. a training setting: one field in config.py's TrainConfig, `name: type = flag(crammed default, "help")`,
+     which is also its flag --name (in `python train.py --help`); a model setting: a ModelConfig field
+     (model.py) and one line in config.py's MODEL_FLAGS. Make the code use it;
+  2. add one line to VARIANTS below. The table, JSON and plot pick it up.
 """
 import argparse
 import json
@@ -23,8 +23,10 @@ import shutil
 import statistics
 from dataclasses import dataclass, field
 
+from common import pyplot, write_json
 from data.prepare import PrepareConfig, default_corpus, prepare
-from train import TrainConfig, train
+from config import TrainConfig
+from train import train
 
 # name: (what the variant changes, the TrainConfig fields it sets). "full" is the reference.
 VARIANTS = {
@@ -139,14 +141,9 @@ def format_table(rows: list[dict]) -> str:
 def save_results(config: AblationConfig, runs: list[dict], rows: list[dict]):
     os.makedirs(config.out_dir, exist_ok=True)
     path = os.path.join(config.out_dir, "ablation.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"config": config.__dict__, "rows": rows, "runs": runs}, f, indent=2)
-    os.replace(path + ".tmp", path)
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_json(path, {"config": config.__dict__, "rows": rows, "runs": runs}, indent=2)
+    plt = pyplot()
+    if plt is None:
         print(f"wrote {path} (install matplotlib for a plot of the loss curves)")
         return
     figure, axis = plt.subplots(figsize=(9, 6))

@@ -7,7 +7,7 @@ Training throughput on this device: tokens/s, peak memory and MFU of one cramlm 
     python bench.py --preset mini --micro-batch-size 16 --steps 5         # CPU
 
 MFU = achieved training FLOP/s (model.flops_per_token x tokens/s) / the matmul FLOP/s measured on this
-device in the same precision (train.measure_peak_flops): a measured peak, never a datasheet number.
+device in the same precision (common.measure_peak_flops): a measured peak, never a datasheet number.
 """
 import argparse
 import multiprocessing
@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from model import CramBERT, flops_per_token, preset_config
-from train import TrainConfig, autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
+from common import autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
+from config import TrainConfig
+from model import CramBERT, flops_per_token, preset_config, sparse_rows
 
 
 @dataclass
@@ -47,11 +48,12 @@ def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: in
 
 def build(kind: str, config: BenchConfig, device):
     """(model, loss function of (input_ids, labels), training FLOPs per token) for one side of the table."""
-    model_config = preset_config(config.preset, max_seq_len=config.seq_len, mlm_fraction=config.mask_rate,
-                                 vocab_size=config.vocab_size)
+    model_config = preset_config(config.preset, max_seq_len=config.seq_len, vocab_size=config.vocab_size)
     if kind == "cramlm":
         model = CramBERT(model_config)
-        return model, lambda ids, labels: model(ids, labels=labels)[1], flops_per_token(model_config, config.seq_len)
+        n_kept = sparse_rows(config.micro_batch_size, config.seq_len, config.mask_rate)  # static, as train.py does
+        return (model, lambda ids, labels: model(ids, labels=labels, n_kept=n_kept)[1],
+                flops_per_token(model_config, config.seq_len, config.mask_rate))
     from transformers import BertConfig, BertForMaskedLM  # optional dependency, benchmark only
     hf_config = BertConfig(vocab_size=model_config.vocab_size, hidden_size=model_config.n_embd,
                            num_hidden_layers=model_config.n_layer, num_attention_heads=model_config.n_head,

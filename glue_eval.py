@@ -28,9 +28,10 @@ import torch
 from tqdm import tqdm
 
 from data.fetch import DownloadError, fetch
+from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from common import autocast, write_json
 from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
-from train import autocast, load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 
@@ -362,18 +363,6 @@ def format_table(results: dict, skipped: dict, average: float | None) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict):
-    """Write to a temporary file then rename it: a crash never leaves a half-written results file."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(temporary, "w") as file:
-            json.dump(payload, file, indent=2)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Downloading GLUE (glue_eval.py --download DIR)
 
@@ -610,7 +599,7 @@ def main(argv=None):
     print(format_table(results, skipped, average))
     if args.out:
         write_json(args.out, {**results, "average": average, "partial": bool(skipped), "skipped": skipped, "per_seed": per_seed,
-                              "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"})
+                              "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"}, indent=2)
     return results, average
 
 

@@ -3,7 +3,7 @@ Grow a trained small model into a wider and deeper one, then keep pretraining th
 
     python grow.py --from runs/mini/ckpt.pt --to small --method ligo --data-dir data/cache/wiki00 --out grown.pt
     python train.py --init-from grown.pt --data-dir data/cache/wiki00 --hours 1   # ordinary pretraining goes on
-    python grow.py bench --data-dir data/cache/wiki00 --out-dir runs/grow_bench  # loss vs FLOPs of every method
+    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench  # loss vs FLOPs of every method
 
 LiGO (Wang et al. 2023, "Learning to Grow Pretrained Models for Efficient Transformer Training", Sec. 3)
 writes every weight of the big model as a linear function of the small model's weights, M = L_depth · R_width:
@@ -29,12 +29,10 @@ sinusoidal position table, a function of n_embd: we copy the learned pos_scale, 
 share of the embedding (token rows and sinusoids both grow by sqrt(k) in norm). Learned tables grow exactly.
 """
 import argparse
-import json
 import math
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 
 import torch
 import torch.nn as nn
@@ -44,9 +42,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from data.loader import MLMBatches, TokenFile, data_tokenizer
-from model import CramBERT, ModelConfig, flops_per_token, preset_config
-from train import (TrainConfig, autocast, load_checkpoint, model_checkpoint, model_from_checkpoint, resolve_device,
-                   save_checkpoint, tokenizer_from_checkpoint, train)
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
+from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint, tokenizer_from_checkpoint
+from common import autocast, resolve_device
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -63,11 +61,6 @@ def grown_config(small: ModelConfig, target: ModelConfig) -> ModelConfig:
         raise ValueError(f"the head dim must stay {small.n_embd // small.n_head} (grow the number of heads instead): "
                          f"target n_embd={big.n_embd} / n_head={big.n_head}")
     return big
-
-
-def ffn_hidden(config: ModelConfig) -> int:
-    """Width that fc_out reads: half of intermediate_size for the gated FFN (value * GELU(gate))."""
-    return config.intermediate_size // 2 if config.ffn == "glu" else config.intermediate_size
 
 
 def duplication(big: int, small: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +112,7 @@ class GrowthOperator(nn.Module):
         self.residual_out, self.residual_in = expansion_pair(big_config.n_embd, small.config.n_embd)
         # One pair per small layer: the width grows before the depth mixing. Attention width = heads x head dim.
         attn = [expansion_pair(big_config.n_embd, small.config.n_embd) for _ in range(small.config.n_layer)]
-        ffn = [expansion_pair(ffn_hidden(big_config), ffn_hidden(small.config)) for _ in range(small.config.n_layer)]
+        ffn = [expansion_pair(big_config.ffn_hidden, small.config.ffn_hidden) for _ in range(small.config.n_layer)]
         self.attn_out, self.attn_in = nn.ParameterList(p[0] for p in attn), nn.ParameterList(p[1] for p in attn)
         self.ffn_out, self.ffn_in = nn.ParameterList(p[0] for p in ffn), nn.ParameterList(p[1] for p in ffn)
         self.depth = nn.ParameterDict({kind: nn.Parameter(mixing.to(device)) for kind, mixing in
@@ -196,10 +189,11 @@ class GrowthOperator(nn.Module):
 
 
 def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, device="cpu",
-                   progress_bar: bool = True) -> list[float]:
+                   progress_bar: bool = True, mask_rate: float = MASK_RATE) -> list[float]:
     """LiGO: fit B and w to the MLM loss of the model they produce, for a few steps. functional_call
     runs the big model with the materialised tensors in place of its parameters, so the gradient flows
-    through them into the operator; the small weights are constants. Returns the loss of every step."""
+    through them into the operator; the small weights are constants. Returns the loss of every step.
+    mask_rate: the most the batches mask (the sparse head's row count, model.sparse_rows)."""
     device = torch.device(device)
     shell = CramBERT(operator.big_config).to(device)  # only its structure is used
     next_batch = batches if callable(batches) else (lambda step, iterator=iter(batches): next(iterator))
@@ -212,7 +206,8 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
         input_ids, labels = next_batch(step)
         weights = operator.materialise()  # in full precision, outside autocast
         with autocast(device):
-            _, loss = functional_call(shell, weights, (input_ids.to(device),), {"labels": labels.to(device)})
+            _, loss = functional_call(shell, weights, (input_ids.to(device),),
+                                      {"labels": labels.to(device), "n_kept": sparse_rows(*input_ids.shape, mask_rate)})
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -222,7 +217,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
 
 def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, ligo_steps: int = 100,
                ligo_lr: float = 0.03, device="cpu", noise: float = 0.01, seed: int = 0,
-               progress_bar: bool = True) -> CramBERT:
+               progress_bar: bool = True, mask_rate: float = MASK_RATE) -> CramBERT:
     """A plain CramBERT with the small model's recipe at the target's sizes, grown by `method` (see METHODS).
     batches: batches(step) -> (input_ids, labels), or an iterator of them; only ligo trains on them."""
     if method not in METHODS:
@@ -236,7 +231,7 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
     operator = GrowthOperator(small, big_config, depth="identity" if method == "net2net" else "stack",
                               noise=noise, seed=seed, device=device)
     if method == "ligo":
-        train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar)
+        train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar, mask_rate)
     model = CramBERT(big_config).to(device)
     with torch.no_grad():
         model.load_state_dict(operator.materialise())
@@ -244,7 +239,7 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
 
 
 def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_steps: int, tokens_per_step: int,
-                 seq_len: int) -> float:
+                 seq_len: int, mlm_fraction: float = MASK_RATE) -> float:
     """Training FLOPs the growth itself costs: none for the fixed operators. A LiGO step runs the big model
     forward and backward on its batch (model.flops_per_token) and materialises the weights forward and
     backward (3x the forward matmuls, counted by torch's FlopCounterMode on shapes-only "meta" tensors)."""
@@ -254,156 +249,24 @@ def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_step
         operator = GrowthOperator(CramBERT(small), grown_config(small, target), device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         operator.materialise()
-    per_step = tokens_per_step * flops_per_token(operator.big_config, seq_len) + 3 * counter.get_total_flops()
+    per_step = (tokens_per_step * flops_per_token(operator.big_config, seq_len, mlm_fraction)
+                + 3 * counter.get_total_flops())
     return ligo_steps * per_step
+
+
+def trained_mask_rate(checkpoint: dict) -> float:
+    """The most a checkpoint's training run masked: train.py's mask rates (older checkpoints stored it as the
+    model config's mlm_fraction), else cramming's 0.25."""
+    train = checkpoint.get("train_config")
+    if train:
+        return max(train["mask_rate"], train["eval_mask_rate"])
+    return checkpoint["model_config"].get("mlm_fraction", MASK_RATE)
 
 
 def mlm_batches(data_dir: str, seq_len: int, mask_rate: float, rows: int, seed: int):
     """batches(step) -> (input_ids, labels): consecutive slices of one shuffled pass over train.bin."""
     data = MLMBatches(TokenFile(os.path.join(data_dir, "train.bin"), data_tokenizer(data_dir)), seq_len, mask_rate, seed=seed)
     return lambda step: data.batch_at(0, step * rows, rows)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Benchmark: held-out MLM loss against training FLOPs, every method on the same FLOP budget
-
-@dataclass
-class BenchConfig:
-    data_dir: str = "data/cache/wiki00"  # prepared token files (python -m data.prepare ...)
-    out_dir: str = "runs/grow_bench"  # a folder per run, results.json, curves.png (with matplotlib)
-    small: str = "tiny"  # preset of the small model, trained first
-    small_overrides: dict = field(default_factory=lambda: dict(n_head=1))  # ModelConfig fields (head dim 64)
-    big: str = "mini"  # preset of the big model, trained from scratch or grown from the small one
-    big_overrides: dict = field(default_factory=lambda: dict(n_embd=128, n_head=2, intermediate_size=512))
-    big_flops: float = 3e12  # scratch's training FLOPs; every grown run stops at the same total
-    small_fraction: float = 0.3  # share of big_flops spent pretraining the small model
-    methods: tuple = ("stack", "net2net", "ligo")  # growth methods compared with scratch
-    ligo_steps: int = 5  # operator steps (the paper's 100 would outspend this whole budget)
-    ligo_rows: int = 8  # rows per operator step
-    ligo_lr: float = 0.03  # operator step size (train_operator divides it by each matrix's fan-in)
-    noise: float = 0.01  # symmetry-breaking noise of the width copies (relative to the weights)
-    seq_len: int = 64  # tokens per row
-    batch_tokens: int = 512  # tokens per optimizer step at full batch (train.py ramps up to it)
-    micro_batch_size: int = 8  # rows per forward pass
-    lr: float = 3e-3  # peak learning rate of every run (one-cycle over the run's own budget)
-    peak_at: float = 0.1  # budget fraction of the peak: short runs cannot afford cramming's 0.75 warmup
-    eval_rows: int = 256  # rows of val.bin in the fixed held-out set (fewer: savings drown in noise)
-    eval_interval: float = 0.125  # budget fraction between evaluations
-    seed: int = 0
-
-
-def flops_to_reach(curve: list[tuple[float, float]], loss: float) -> float | None:
-    """First x at which a (x, loss) curve gets down to `loss`, interpolated linearly; None if it never does."""
-    for i, (x, y) in enumerate(curve):
-        if y <= loss:
-            if i == 0:
-                return x
-            x_before, y_before = curve[i - 1]  # above `loss`, so y_before > y
-            return x_before + (x - x_before) * (y_before - loss) / (y_before - y)
-    return None
-
-
-def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> list[dict]:
-    with open(log_path) as f:
-        records = [json.loads(line) for line in f]
-    return [{"flops": r["flops"] + flops_offset, "seconds": r["elapsed"] + seconds_offset, "val_loss": r["val_loss"]}
-            for r in records if r["kind"] == "eval"]
-
-
-def bench(config: BenchConfig) -> dict:
-    """Train the big model from scratch, the small one on small_fraction of that budget, grow it with each
-    method and train on to the same total. The growth curves count the small model's and the operator's FLOPs
-    (and seconds). Saved compute = 1 - (FLOPs to reach scratch's final loss) / (scratch's FLOPs)."""
-    def run(name: str, flops: float, **settings) -> dict:
-        summary = train(TrainConfig(
-            data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
-            seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
-            lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
-            log_interval=5, checkpoint_minutes=1e9, progress_bar=False, **settings))
-        if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
-            raise KeyboardInterrupt
-        return summary
-
-    if not set(config.methods) <= {"stack", "net2net", "ligo"}:
-        raise ValueError(f"bench compares growth methods stack, net2net and ligo with scratch, not {config.methods}")
-    if os.path.exists(config.out_dir) and os.listdir(config.out_dir):
-        raise ValueError(f"{config.out_dir} is not empty: train.py appends to logs, so pick a fresh --out-dir")
-    big_target = preset_config(config.big, **config.big_overrides)
-    print(f"scratch: {config.big} {config.big_overrides} for {config.big_flops:.3g} FLOPs")
-    scratch = run("scratch", config.big_flops, preset=config.big, model_overrides=config.big_overrides,
-                  seed=config.seed)
-    curves = {"scratch": eval_curve(scratch["log"], 0.0, 0.0)}
-    print(f"small: {config.small} {config.small_overrides} for {config.small_fraction * config.big_flops:.3g} FLOPs")
-    small_run = run("small", config.small_fraction * config.big_flops, preset=config.small,
-                    model_overrides=config.small_overrides, seed=config.seed)
-    curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
-    small = model_from_checkpoint(load_checkpoint(small_run["checkpoint"]))
-    for method in config.methods:
-        start = time.perf_counter()
-        batches = mlm_batches(config.data_dir, config.seq_len, small.config.mlm_fraction, config.ligo_rows,
-                              seed=config.seed + 2)
-        grown = grow_model(small, big_target, method, batches, config.ligo_steps, config.ligo_lr,
-                           noise=config.noise, seed=config.seed, progress_bar=False)
-        seconds = small_run["elapsed_seconds"] + time.perf_counter() - start
-        spent = small_run["flops"] + growth_flops(small.config, big_target, method, config.ligo_steps,
-                                                  config.ligo_rows * config.seq_len, config.seq_len)
-        path = os.path.join(config.out_dir, method, "grown.pt")
-        save_checkpoint(path, model_checkpoint(grown, data_tokenizer(config.data_dir), growth={"method": method}))
-        if spent >= config.big_flops:
-            raise ValueError(f"{method}: the small model and the operator already spend {spent:.3g} FLOPs "
-                             f">= big_flops; lower --small-fraction or --ligo-steps")
-        print(f"{method}: grown after {spent:.3g} FLOPs; training on for {config.big_flops - spent:.3g}")
-        # Another seed, so another row order and masking: with the small run's seed the grown model would
-        # relearn the very examples the small one saw, which costs held-out loss instead of lowering it.
-        summary = run(method, config.big_flops - spent, init_from=path, seed=config.seed + 1)
-        curves[method] = eval_curve(summary["log"], spent, seconds)
-
-    target = curves["scratch"][-1]["val_loss"]
-    total = {"flops": curves["scratch"][-1]["flops"], "seconds": curves["scratch"][-1]["seconds"]}
-    results = {"config": asdict(config), "scratch_final_loss": target, "curves": curves, "methods": {}}
-    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s")
-    print(f"{'method':>8} | {'grown loss':>10} | {'final loss':>10} | {'FLOPs to reach scratch':>22} | "
-          f"{'FLOPs saved':>11} | {'time saved':>10}")
-
-    def show(value, fmt, width):
-        return f"{'not reached' if value is None else format(value, fmt):>{width}}"
-    for method in config.methods:
-        row = {"final_loss": curves[method][-1]["val_loss"], "grown_loss": curves[method][0]["val_loss"]}
-        for axis in ("flops", "seconds"):
-            reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[method]], target)
-            row[f"{axis}_to_reach"] = reached
-            row[f"{axis}_saved"] = None if reached is None else 1 - reached / total[axis]
-        results["methods"][method] = row
-        print(f"{method:>8} | {row['grown_loss']:10.4f} | {row['final_loss']:10.4f} | "
-              f"{show(row['flops_to_reach'], '.3g', 22)} | {show(row['flops_saved'], '.1%', 11)} | "
-              f"{show(row['seconds_saved'], '.1%', 10)}")
-    path = os.path.join(config.out_dir, "results.json")
-    with open(path + ".tmp", "w") as f:  # then renamed: a crash never leaves half a file
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
-    plot(curves, os.path.join(config.out_dir, "curves.png"))
-    return results
-
-
-def plot(curves: dict, path: str):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (the curves are in results.json)")
-        return
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, curve in curves.items():
-        for ax, axis in zip(axes, ("flops", "seconds")):
-            ax.plot([p[axis] for p in curve], [p["val_loss"] for p in curve], marker=".", label=name)
-            ax.set_xlabel("training FLOPs" if axis == "flops" else "training seconds")
-    axes[0].set_ylabel("held-out MLM loss")
-    axes[0].legend()
-    figure.tight_layout()
-    figure.savefig(path + ".tmp.png")
-    os.replace(path + ".tmp.png", path)
-    print(f"plot: {path}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -422,6 +285,8 @@ def grow_command(argv):
     parser.add_argument("--ligo-lr", type=float, default=0.03, help="operator step size (AdamW lr x fan-in)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per operator step")
     parser.add_argument("--seq-len", type=int, default=0, help="tokens per row (default: the source's max_seq_len)")
+    parser.add_argument("--mask-rate", type=float, default=0.0,
+                        help="share of tokens masked in the operator's batches (default: the source run's)")
     parser.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise on the width copies")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise, the data order and the masking")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
@@ -429,52 +294,22 @@ def grow_command(argv):
     source = load_checkpoint(args.source)
     small = model_from_checkpoint(source)
     target = preset_config(args.to, **{name: getattr(args, name) for name in SIZES if getattr(args, name)})
+    mask_rate = args.mask_rate or trained_mask_rate(source)
     batches = None
     if args.method == "ligo":
-        batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, small.config.mlm_fraction,
-                              args.batch_size, args.seed)
+        batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, mask_rate, args.batch_size,
+                              args.seed)
     grown = grow_model(small, target, args.method, batches, args.ligo_steps, args.ligo_lr,
-                       resolve_device(args.device), args.noise, args.seed)
+                       resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate)
     save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer_from_checkpoint(source),
                                                growth={**vars(args), "from_config": asdict(small.config)}))
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "
           f"written to {args.out}; continue with: python train.py --init-from {args.out} ...")
 
 
-def bench_command(argv):
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(prog="grow.py bench", description=bench.__doc__)
-    parser.add_argument("--data-dir", default=defaults.data_dir, help="prepared token files")
-    parser.add_argument("--out-dir", default=defaults.out_dir, help="fresh folder for the runs and results")
-    parser.add_argument("--small", default=defaults.small, help="small model's preset")
-    parser.add_argument("--small-overrides", type=json.loads, default=defaults.small_overrides,
-                        help='its ModelConfig fields as JSON, e.g. \'{"n_head": 1}\'')
-    parser.add_argument("--big", default=defaults.big, help="big model's preset")
-    parser.add_argument("--big-overrides", type=json.loads, default=defaults.big_overrides, help="JSON, as above")
-    parser.add_argument("--flops", dest="big_flops", type=float, default=defaults.big_flops,
-                        help="scratch's training FLOPs = every run's total")
-    parser.add_argument("--small-fraction", type=float, default=defaults.small_fraction, help="small model's share")
-    parser.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=defaults.methods,
-                        help="comma-separated growth methods")
-    parser.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="operator steps")
-    parser.add_argument("--ligo-rows", type=int, default=defaults.ligo_rows, help="rows per operator step")
-    parser.add_argument("--ligo-lr", type=float, default=defaults.ligo_lr, help="operator step size")
-    parser.add_argument("--noise", type=float, default=defaults.noise, help="symmetry-breaking noise")
-    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
-    parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
-    parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of every run")
-    parser.add_argument("--peak-at", type=float, default=defaults.peak_at, help="budget fraction of the lr peak")
-    parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="held-out rows")
-    parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget between evals")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
-    bench(BenchConfig(**vars(parser.parse_args(argv))))  # every flag is a BenchConfig field
-
-
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
     try:
-        bench_command(argv[1:]) if argv[:1] == ["bench"] else grow_command(argv)
+        grow_command(argv)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")
 

@@ -30,7 +30,6 @@ class ModelConfig:
     n_head: int = 12  # attention heads; n_embd must divide by it
     n_embd: int = 768  # width of the residual stream
     intermediate_size: int = 3072  # width of the first FFN linear; a gated FFN splits it into value and gate halves
-    mlm_fraction: float = 0.25  # sparse head computes logits for exactly ceil(mlm_fraction * B * T) positions
     # --- recipe switches (crammed default first, original-BERT alternative second; see ablate.py) ---
     norm_position: str = "pre"  # "pre": x + f(norm(x)) and a final norm; "post": norm(x + f(x)) as in BERT
     bias: bool = False  # biases in every linear layer (BERT: True)
@@ -51,8 +50,13 @@ class ModelConfig:
         if self.ffn == "glu" and self.intermediate_size % 2:
             raise ValueError("a gated FFN splits intermediate_size in two halves, so it must be even")
 
+    @property
+    def ffn_hidden(self) -> int:
+        """Width fc_out reads: a gated FFN multiplies its value and gate halves, so half of intermediate_size."""
+        return self.intermediate_size // 2 if self.ffn == "glu" else self.intermediate_size
 
-# Named sizes. `crammed` is the paper's final model; `laptop` is the CPU recipe's (train.py RECIPES,
+
+# Named sizes. `crammed` is the paper's final model; `laptop` is the CPU recipe's (config.py RECIPES,
 # measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
 PRESETS = {
     "tiny": dict(n_layer=2, n_head=2, n_embd=64, intermediate_size=256),
@@ -63,6 +67,15 @@ PRESETS = {
     "base": dict(n_layer=12, n_head=12, n_embd=768, intermediate_size=3072),
     "crammed": dict(n_layer=16, n_head=12, n_embd=768, intermediate_size=3072),
 }
+
+
+MASK_RATE = 0.25  # cramming's share of masked tokens: the sparse head's default share of rows (sparse_rows, FLOPs)
+LEGACY_FIELDS = ("mlm_fraction",)  # once stored in ModelConfig (a data setting); old checkpoints still carry it
+
+
+def model_config_from_dict(stored: dict) -> ModelConfig:
+    """A ModelConfig from asdict() output, e.g. a checkpoint's, dropping fields older versions stored."""
+    return ModelConfig(**{k: v for k, v in stored.items() if k not in LEGACY_FIELDS})
 
 
 def preset_config(name: str, **overrides) -> ModelConfig:
@@ -132,9 +145,8 @@ class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.gated = config.ffn == "glu"
-        hidden = config.intermediate_size // 2 if self.gated else config.intermediate_size
         self.fc_in = nn.Linear(config.n_embd, config.intermediate_size, bias=config.bias)
-        self.fc_out = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.fc_out = nn.Linear(config.ffn_hidden, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
@@ -240,36 +252,20 @@ class CramBERT(nn.Module):
         if config.tie_embeddings:  # one matrix both reads and writes tokens (Press & Wolf 2017)
             self.decoder.weight = self.encoder.embedding.tok.weight
 
-    def forward(self, input_ids, attention_mask=None, labels=None, example_weights=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, n_kept: int | None = None):
         """input_ids, attention_mask, labels: (B, T); labels hold the original id at masked positions and
-        -100 elsewhere. example_weights: optional (B,) weights on the simplex (policy.py's learning policy).
-        Returns (logits, loss): logits are (B, T, V) without labels or with the dense head, and
-        (ceil(mlm_fraction * B * T), V) with the sparse head; loss is None without labels."""
+        -100 elsewhere. Returns (logits, loss): logits are (B, T, V) without labels or with the dense head,
+        and (n_kept, V) at the positions sparse_positions(labels, n_kept) with the sparse head; loss (the mean
+        cross-entropy over masked tokens) is None without labels. n_kept: see sparse_positions."""
         hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
-        if labels is None:
-            return self.predict(hidden), None
-        B, T, C = hidden.shape
-        hidden, labels = hidden.view(B * T, C), labels.view(B * T)
-        rows = torch.arange(B * T, device=labels.device)  # which flat position each kept row came from
-        if self.config.mlm_head == "sparse":
-            # A static count keeps shapes fixed for torch.compile. A stable sort on "is labelled" puts the
-            # labelled positions last; we keep the last n. Extra unlabelled rows carry -100 and are ignored.
-            n_kept = min(B * T, math.ceil(self.config.mlm_fraction * B * T))
-            rows = torch.argsort((labels != -100).int(), stable=True)[-n_kept:]
-            hidden, labels = hidden[rows], labels[rows]
-        logits = self.predict(hidden)  # (n_kept or B*T, V)
-        if example_weights is None:
-            loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
-        else:  # sum_n w_n * (mean cross-entropy over example n's masked tokens)
-            token_loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")
-            example = rows // T
-            labelled = (labels != -100).float()
-            loss_sum = torch.zeros(B, device=logits.device).index_add_(0, example, token_loss)
-            count = torch.zeros(B, device=logits.device).index_add_(0, example, labelled)
-            loss = (example_weights * loss_sum / count.clamp(min=1)).sum()
-        if self.config.mlm_head == "dense":
-            logits = logits.view(B, T, -1)
-        return logits, loss
+        if labels is None or self.config.mlm_head == "dense":
+            logits = self.predict(hidden)  # (B, T, V)
+            loss = None if labels is None else F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                                                                ignore_index=-100)
+            return logits, loss
+        positions = sparse_positions(labels, n_kept)  # (n_kept,) flat indices into B * T
+        logits = self.predict(hidden.flatten(0, 1)[positions])  # (n_kept, V)
+        return logits, F.cross_entropy(logits.float(), labels.flatten()[positions], ignore_index=-100)
 
     def predict(self, hidden):  # (..., C) -> (..., V)
         return self.decoder(self.head_norm(F.gelu(self.head_dense(hidden))))
@@ -285,20 +281,37 @@ class CramBERT(nn.Module):
                 n -= embedding.pos.weight.numel()
         return n
 
-    def flops_per_token(self, seq_len: int | None = None) -> float:
-        return flops_per_token(self.config, seq_len or self.config.max_seq_len)
+    def flops_per_token(self, seq_len: int | None = None, mlm_fraction: float = MASK_RATE) -> float:
+        return flops_per_token(self.config, seq_len or self.config.max_seq_len, mlm_fraction)
 
 
-def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+def sparse_rows(batch_size: int, seq_len: int, mask_rate: float) -> int:
+    """How many positions the sparse head keeps for batches masked at (at most) mask_rate: a count fixed by
+    the shapes, so torch.compile sees static shapes (data/loader.py never masks more than this)."""
+    return min(batch_size * seq_len, math.ceil(mask_rate * batch_size * seq_len))
+
+
+def sparse_positions(labels: torch.Tensor, n_kept: int | None = None) -> torch.Tensor:
+    """The flat positions (into B * T) where the sparse head computes logits: a stable sort on "is labelled"
+    puts the labelled positions last and we keep the last n_kept. With n_kept from sparse_rows the count is
+    static; extra unlabelled rows carry -100 and are ignored. n_kept=None keeps exactly the labelled
+    positions (a count read from the batch: a device sync, and shapes that change from batch to batch)."""
+    labelled = labels.flatten() != -100
+    if n_kept is None:
+        n_kept = int(labelled.sum())
+    return torch.argsort(labelled.int(), stable=True)[labelled.numel() - n_kept:]
+
+
+def flops_per_token(config: ModelConfig, seq_len: int, mlm_fraction: float = MASK_RATE) -> float:
     """Training FLOPs (forward + backward = 3x forward, 2 FLOPs per multiply-add) per input token, counting
     every matmul that really runs: the blocks' linears, attention's two T x T products, and the MLM
-    head only at the positions it is evaluated on (a fraction mlm_fraction with the sparse head)."""
+    head only at the positions it is evaluated on (a fraction mlm_fraction with the sparse head, which
+    is the training run's masking: sparse_rows)."""
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
-    ffn_out_width = config.intermediate_size // 2 if config.ffn == "glu" else config.intermediate_size
-    per_layer = 3 * C * C + C * C + C * config.intermediate_size + ffn_out_width * C  # qkv, proj, fc_in, fc_out
+    per_layer = 3 * C * C + C * C + C * config.intermediate_size + config.ffn_hidden * C  # qkv, proj, fc_in, fc_out
     attention = 2 * seq_len * C  # q kᵀ and (weights) v: T*C multiply-adds each, per token per layer
     head = C * C + C * V  # head_dense and decoder
-    head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
+    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
     forward = 2 * (L * (per_layer + attention) + head_fraction * head)
     return 3 * forward
 

@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 
+from common import atomic_path, pyplot
+
 
 def read_log(run: str) -> dict:
     """The config line and the evaluation records of one run (a folder or its log.jsonl)."""
@@ -51,11 +53,8 @@ def summary_table(runs: list[dict]) -> str:
 def plot_runs(runs: list[dict], out: str) -> bool:
     """Held-out loss vs training minutes, one colour per run, its unigram line dashed in the same colour.
     Returns False (and writes nothing) when matplotlib is not installed."""
-    try:
-        import matplotlib  # optional dependency
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for index, run in enumerate(runs):
@@ -72,10 +71,9 @@ def plot_runs(runs: list[dict], out: str) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    temporary = f"{out}.tmp{os.getpid()}.png"
-    fig.savefig(temporary, dpi=120)
+    with atomic_path(out, suffix=".png") as temporary:
+        fig.savefig(temporary, dpi=120)
     plt.close(fig)
-    os.replace(temporary, out)
     return True
 
 

@@ -10,7 +10,7 @@ and ask which (N, D) gives the lowest loss for a compute budget of C = 6ND FLOPs
 
     python scaling.py plan --hours 24                 # measure this machine, recommend a model and a token count
     python scaling.py fit runs/*/log.jsonl            # fit L(N, D) to our own runs, as the paper does (Approach 3)
-    python scaling.py sweep --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
+    python scaling_sweep.py --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
 
 N counts every parameter once, embeddings included: that is Chinchilla's convention (Kaplan et al. 2020 left
 the embeddings out, which Pearce & Song 2024 find is most of why the two papers disagree). At our scale the
@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from model import CramBERT, ModelConfig, flops_per_token
-from train import TrainConfig, make_optimizer, train
+from bench import random_batch, time_training
+from common import make_optimizer, write_json
+from config import TrainConfig
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, sparse_rows
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -113,14 +115,14 @@ def count_params(config: ModelConfig) -> int:
 
 
 def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
-                          bytes_per_value: int = 4) -> int:
+                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
     """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
     gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
     are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
     in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
     states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
     C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
-    head_fraction = config.mlm_fraction if config.mlm_head == "sparse" else 1.0
+    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
     per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
     return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
 
@@ -133,18 +135,19 @@ def available_memory_bytes(device: str) -> int:
 
 
 def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
-                                      micro_batch_size: int = 8, seq_len: int | None = None) -> float:
+                                      micro_batch_size: int = 8, seq_len: int | None = None,
+                                      mask_rate: float = MASK_RATE) -> float:
     """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
     (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
-    from bench import random_batch, time_training  # bench imports train, which imports scaling lazily
     seq_len = seq_len or config.max_seq_len
     device = torch.device(device)
     model = CramBERT(config).to(device)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
-    input_ids, labels = random_batch(micro_batch_size, seq_len, config.mlm_fraction, config.vocab_size, device)
-    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets)[1], optimizer, input_ids, labels,
-                                   device, warmup=1, seconds=seconds)
-    return flops_per_token(config, seq_len) * steps * micro_batch_size * seq_len / elapsed
+    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
+    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
+    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
+                                   input_ids, labels, device, warmup=1, seconds=seconds)
+    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ class Plan:
     candidates: list[Candidate]  # every shape considered, smallest first
 
     @property
-    def model_overrides(self) -> dict:  # what train.py's TrainConfig.model_overrides takes
+    def model_overrides(self) -> dict:  # what config.py's TrainConfig.model_overrides takes
         return size_overrides(self.model_config)
 
 
@@ -244,7 +247,7 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
         f"chosen: {cfg.n_layer} layers x {cfg.n_embd} wide, heads={cfg.n_head}, FFN {cfg.intermediate_size}: "
         f"N = {best.params:.4g} parameters",
         f"  real cost {best.flops_per_token:.4g} FLOPs/token (6N would be {6 * best.params:.4g}: embedding lookups "
-        f"are free and the sparse head sees {cfg.mlm_fraction:.0%} of tokens)",
+        f"are free and the sparse head sees {MASK_RATE:.0%} of tokens)",
         f"  D = {budget_flops:.4g} / {best.flops_per_token:.4g} = {best.tokens:.4g} tokens, "
         f"{best.tokens / best.params:.3g} tokens per parameter",
         f"  the law at C = 6ND = {6 * best.params * best.tokens:.4g} wants N_opt = {best.law_params:.4g}, "
@@ -374,65 +377,14 @@ def report_fit(law: ScalingLaw, n_points: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# IsoFLOP sweep (paper Sec. 3.2): several sizes per compute level, each trained to exactly that compute
 
-def sweep(flops_levels: list[float], base: TrainConfig, out_dir: str, sizes: int = 5) -> list[dict]:
-    """Train `sizes` neighbouring shapes around the Chinchilla-optimal one at every compute level, each run
-    scheduled over exactly its FLOP budget (the paper matches the cosine cycle to each run's length; our
-    one-cycle schedule follows train.py's progress, here FLOPs spent / budget). `base` carries everything
-    else (data, batch, seed, device). Points go to out_dir/points.json after every run. Ctrl-C stops the
-    sweep with the current run checkpointed; the same command again skips finished runs and resumes it."""
-    os.makedirs(out_dir, exist_ok=True)
-    points_path = os.path.join(out_dir, "points.json")
-    points = []
-    if os.path.exists(points_path):
-        with open(points_path) as f:
-            points = json.load(f)
-    for compute in flops_levels:
-        table = candidates(compute, "chinchilla", base.seq_len, base.micro_batch_size)
-        centre = min(range(len(table)), key=lambda i: abs(math.log(table[i].params / table[i].law_params)))
-        first = min(max(0, centre - sizes // 2), len(table) - sizes)
-        for row in table[first:first + sizes]:
-            name = f"C{compute:.1e}_{row.config.n_layer}x{row.config.n_embd}"
-            if any(p["run"] == name for p in points):
-                continue
-            run_dir = os.path.join(out_dir, name)
-            summary = train(replace(base, out_dir=run_dir, init_from="",
-                                    resume=os.path.isfile(os.path.join(run_dir, "ckpt.pt")),
-                                    model_overrides={**base.model_overrides, **size_overrides(row.config)},
-                                    budget_seconds=0.0, max_steps=0, max_flops=compute))
-            if not summary["finished"]:  # stopped by a signal: its loss is not a point of the sweep
-                raise RuntimeError(f"{name} was interrupted (checkpointed); run the same command to resume the sweep")
-            points.append({"N": summary["params"], "D": summary["tokens"], "loss": summary["final_val_loss"],
-                           "C": compute, "run": name})
-            with open(points_path + ".tmp", "w") as f:
-                json.dump(points, f, indent=1)
-            os.replace(points_path + ".tmp", points_path)  # a crash mid-sweep keeps every finished run
-    return points
+def fit_flags() -> argparse.ArgumentParser:
+    """The fit's settings, shared with scaling_sweep.py."""
+    fitting = argparse.ArgumentParser(add_help=False)
+    fitting.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss (paper: 1e-3)")
+    fitting.add_argument("--starts", type=int, default=16, help="L-BFGS runs from the best grid points")
+    return fitting
 
-
-def plot_sweep(points: list[dict], law: ScalingLaw, path: str):
-    """Loss against N, one colour per compute level, the fitted law dashed at the same (N, D)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: skipping the plot")
-        return
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for compute in sorted({p["C"] for p in points}):
-        level = sorted((p for p in points if p["C"] == compute), key=lambda p: p["N"])
-        n = [p["N"] for p in level]
-        dots = axes.plot(n, [p["loss"] for p in level], "o-", label=f"C = {compute:.1e}")
-        axes.plot(n, [law.loss(p["N"], p["D"]) for p in level], "--", color=dots[0].get_color())
-    axes.set(xscale="log", xlabel="parameters N", ylabel="validation MLM loss", title="IsoFLOP sweep; dashed: fit")
-    axes.legend()
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    print(f"wrote {path}")
-
-
-# ----------------------------------------------------------------------------------------------------
 
 def main():
     try:
@@ -455,26 +407,10 @@ def run_command():
                              help="rows per forward pass (for the memory check)")
     plan_parser.add_argument("--bench-seconds", type=float, default=5.0, help="length of each throughput measurement")
 
-    fitting = argparse.ArgumentParser(add_help=False)  # the fit's settings, shared by `fit` and `sweep`
-    fitting.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss (paper: 1e-3)")
-    fitting.add_argument("--starts", type=int, default=16, help="L-BFGS runs from the best grid points")
-    fit_parser = commands.add_parser("fit", parents=[fitting], help="fit L(N, D) to finished runs")
+    fit_parser = commands.add_parser("fit", parents=[fit_flags()], help="fit L(N, D) to finished runs")
     fit_parser.add_argument("logs", nargs="+", help="train.py JSONL logs, or .json/.csv files of N, D, loss")
     fit_parser.add_argument("--out", help="write the fitted law here as JSON (usable as plan --law)")
 
-    sweep_parser = commands.add_parser("sweep", parents=[fitting], help="train an IsoFLOP grid, fit it, plot it")
-    sweep_parser.add_argument("--flops", required=True, help="comma-separated compute levels, e.g. 1e14,3e14,1e15")
-    sweep_parser.add_argument("--sizes", type=int, default=5, help="model sizes per compute level")
-    sweep_parser.add_argument("--out-dir", default="runs/sweep", help="for the runs, points.json, law.json, the plot")
-    sweep_parser.add_argument("--data-dir", default=TrainConfig.data_dir, help="prepared token files (train.py)")
-    sweep_parser.add_argument("--corpus", help="train.py --corpus: text to prepare if --data-dir is empty")
-    sweep_parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens,
-                              help="tokens per optimizer step; small budgets need small batches to take enough steps")
-    sweep_parser.add_argument("--micro-batch-size", type=int, default=TrainConfig.micro_batch_size,
-                              help="rows per forward pass")
-    sweep_parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate of every run")
-    sweep_parser.add_argument("--device", default=TrainConfig.device, help="auto, cuda, mps or cpu")
-    sweep_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="seed of every run")
     args = parser.parse_args()
 
     if args.command == "plan":
@@ -482,26 +418,13 @@ def run_command():
                                   args.micro_batch_size, args.bench_seconds)
         print(result.explanation)
         return
-    if args.command == "fit":
-        points = read_points(args.logs)
-    else:
-        # Only the final loss enters the fit, so evaluate four times per run rather than twenty.
-        base = TrainConfig(data_dir=args.data_dir, batch_tokens=args.batch_tokens, lr=args.lr, device=args.device,
-                           micro_batch_size=args.micro_batch_size, seed=args.seed, eval_interval=0.25,
-                           progress_bar=False,
-                           **({"corpus": args.corpus} if args.corpus else {}))
-        points = sweep([float(c) for c in args.flops.split(",")], base, args.out_dir, args.sizes)
+    points = read_points(args.logs)
     law = fit_law([p["N"] for p in points], [p["D"] for p in points], [p["loss"] for p in points],
                   args.delta, args.starts)
     print(report_fit(law, len(points)))
-    out = args.out if args.command == "fit" else os.path.join(args.out_dir, "law.json")
-    if out:
-        with open(out + ".tmp", "w") as f:
-            json.dump(asdict(law), f, indent=1)
-        os.replace(out + ".tmp", out)
-        print(f"wrote {out}")
-    if args.command == "sweep":
-        plot_sweep(points, law, os.path.join(args.out_dir, "sweep.png"))
+    if args.out:
+        write_json(args.out, asdict(law))
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from collections import Counter, defaultdict
 
 import regex
 
+from common import atomic_path
+
 # GPT-2's pre-tokenisation pattern (Radford et al. 2019): contractions, letter runs, digit runs and
 # punctuation runs each keep one leading space, and whitespace runs stay separate.
 GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -100,11 +102,9 @@ def train_bpe(word_counts: Counter, vocab_size: int, progress=None) -> list[byte
 
 def save_bpe(tokens: list[bytes], path: str):
     """A small text file: a header line, then one token per line as hex bytes, in rank order."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w") as f:
+    with atomic_path(path) as temporary, open(temporary, "w") as f:
         f.write(FILE_HEADER + "\n")
         f.writelines(token.hex() + "\n" for token in tokens)
-    os.replace(temporary, path)
 
 
 def parse_bpe(text: str, source: str = "tokenizer") -> list[bytes]:

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 import ablate
 from model import Block, CramBERT, preset_config
-from train import load_checkpoint, parse_args, train
+from checkpoint import load_checkpoint
+from train import parse_args, train
 
 
 def tiny(**overrides):

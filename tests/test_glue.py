@@ -18,7 +18,7 @@ from glue_eval import (TASKS, FinetuneConfig, GlueDataError, accuracy, average_r
                        matthews_corrcoef, pearson, read_tsv, spearman, subsample)
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
-from train import model_checkpoint, save_checkpoint  # noqa: E402
+from checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
 
 REAL_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 

@@ -5,12 +5,14 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from grow import (GrowthOperator, duplication, flops_to_reach, grow_model, grown_config, growth_flops, main,
+from grow import (GrowthOperator, duplication, grow_model, grown_config, growth_flops, main,
                   train_operator)
 from data.tokenizer import Tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
-from train import (TrainConfig, load_checkpoint, make_optimizer, model_checkpoint, model_from_checkpoint,
-                   save_checkpoint, train)
+from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from common import make_optimizer
+from config import TrainConfig
+from train import train
 
 VOCAB = 64  # a small vocabulary keeps these models fast; id VOCAB - 1 plays [MASK]
 
@@ -196,7 +198,3 @@ def test_flop_accounting_of_the_growth():
     big_model = 64 * flops_per_token(grown_config(config(), BIG), 16)  # the big model's share of a step
     # Materialising costs at least the token embedding's (V x 32) @ (32 x 64), forward and backward (3x).
     assert math.isclose(ten, 10 * one) and one - big_model > 3 * 2 * VOCAB * 32 * 64
-    # Crossing points of a loss curve: linear interpolation between evaluations, None if never reached.
-    curve = [(0.0, 5.0), (10.0, 3.0), (20.0, 2.0)]
-    assert flops_to_reach(curve, 4.0) == 5.0 and flops_to_reach(curve, 2.5) == 15.0
-    assert flops_to_reach(curve, 1.0) is None and flops_to_reach(curve, 6.0) == 0.0

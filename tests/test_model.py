@@ -1,11 +1,12 @@
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import PRESETS, CramBERT, CramBERTForSequenceClassification, ModelConfig, naive_attention, preset_config
+from model import (PRESETS, CramBERT, CramBERTForSequenceClassification, ModelConfig, flops_per_token,
+                   model_config_from_dict, naive_attention, preset_config, sparse_rows)
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -48,14 +49,34 @@ def test_sparse_head_equals_dense_head_on_masked_positions():
     dense = CramBERT(tiny(mlm_head="dense"))
     dense.load_state_dict(sparse.state_dict())
     input_ids, labels = random_mlm_batch(sparse.config)
-    sparse_logits, sparse_loss = sparse(input_ids, labels=labels)
+    n_kept = sparse_rows(4, 32, 0.25)  # the static count the caller derives from its mask rate
+    assert n_kept == math.ceil(0.25 * input_ids.numel())
+    sparse_logits, sparse_loss = sparse(input_ids, labels=labels, n_kept=n_kept)
     dense_logits, dense_loss = dense(input_ids, labels=labels)
-    n_kept = math.ceil(0.25 * input_ids.numel())
     assert sparse_logits.shape == (n_kept, 512) and dense_logits.shape == (4, 32, 512)
     torch.testing.assert_close(sparse_loss, dense_loss)
     masked = labels != -100
     kept = torch.sort(sparse_logits[-int(masked.sum()):], dim=0).values  # labelled rows come last
     torch.testing.assert_close(kept, torch.sort(dense_logits[masked], dim=0).values, rtol=1e-5, atol=1e-5)
+    # without n_kept the head keeps exactly the batch's labelled positions
+    exact_logits, exact_loss = sparse(input_ids, labels=labels)
+    assert exact_logits.shape == (int(masked.sum()), 512)
+    torch.testing.assert_close(exact_loss, dense_loss)
+
+
+def test_a_config_stored_with_the_old_mlm_fraction_still_loads():
+    stored = {**asdict(tiny()), "mlm_fraction": 0.15}  # what checkpoints before sparse_rows held
+    assert model_config_from_dict(stored) == tiny()
+    with pytest.raises(TypeError):
+        ModelConfig(**stored)
+
+
+def test_flops_per_token_counts_the_sparse_head_at_the_given_fraction():
+    config, dense = tiny(), tiny(mlm_head="dense")
+    head = 2 * 3 * (64 * 64 + 64 * 512)  # head_dense and decoder, forward + backward
+    assert flops_per_token(config, 32, 0.5) - flops_per_token(config, 32, 0.25) == pytest.approx(0.25 * head)
+    assert flops_per_token(dense, 32, 0.1) == flops_per_token(dense, 32, 0.9)
+    assert CramBERT(config).flops_per_token(32, 0.15) == flops_per_token(config, 32, 0.15)
 
 
 def hand_count(config: ModelConfig) -> int:
@@ -81,20 +102,6 @@ def test_crammed_preset_is_the_papers_shape():
     config = preset_config("crammed")
     assert (config.n_layer, config.n_embd, config.n_head, config.intermediate_size) == (16, 768, 12, 3072)
     assert config.vocab_size % 64 == 0 and config.vocab_size >= 50257 + 4
-
-
-def test_example_weights_give_weighted_mean_of_per_example_losses():
-    model = CramBERT(tiny(mlm_head="dense"))
-    input_ids, labels = random_mlm_batch(model.config)
-    logits, _ = model(input_ids, labels=labels)
-    per_example = torch.stack([F.cross_entropy(logits[i], labels[i], ignore_index=-100) for i in range(4)])
-    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    _, weighted = model(input_ids, labels=labels, example_weights=weights)
-    torch.testing.assert_close(weighted, (weights * per_example).sum())
-    sparse = CramBERT(tiny())
-    sparse.load_state_dict(model.state_dict())
-    _, sparse_weighted = sparse(input_ids, labels=labels, example_weights=weights)
-    torch.testing.assert_close(sparse_weighted, weighted)
 
 
 def test_tied_embeddings_share_storage_and_untied_do_not():

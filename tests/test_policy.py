@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from data.tokenizer import Tokenizer
-from model import CramBERT, preset_config
-from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, compare, contributions,
-                    desired_head_gradient, example_alignment, mlm_examples, optimise_policy, perceptron_task,
-                    project_to_simplex, read_wiki_tokens, remap_vocabulary, reproduction_config, run,
-                    transformer_task)
+from model import CramBERT, preset_config, sparse_rows
+from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
+                    desired_head_gradient, example_alignment, optimise_policy, project_to_simplex, run,
+                    weighted_mlm_loss)
+from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
+                          reproduction_config, transformer_task)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -167,6 +169,21 @@ def tiny_model(seed: int = 0) -> CramBERT:
     return CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16))
 
 
+def test_weighted_loss_is_the_weighted_mean_of_per_example_losses():
+    dense = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16, mlm_head="dense"))
+    input_ids, _, labels = tiny_mlm_batch(4, seed=0)
+    logits, _ = dense(input_ids, labels=labels)
+    per_example = torch.stack([F.cross_entropy(logits[i], labels[i], ignore_index=-100) for i in range(4)])
+    weights = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    weighted = weighted_mlm_loss(logits, labels, weights)
+    torch.testing.assert_close(weighted, (weights * per_example).sum())
+    sparse = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16))
+    sparse.load_state_dict(dense.state_dict())
+    for n_kept in (None, sparse_rows(4, 16, 0.5)):  # the labelled rows only, or a static count with extra rows
+        sparse_logits, _ = sparse(input_ids, labels=labels, n_kept=n_kept)
+        torch.testing.assert_close(weighted_mlm_loss(sparse_logits, labels, weights, n_kept), weighted)
+
+
 def test_example_alignment_matches_per_example_head_gradients():
     model = tiny_model()
     batch, desired = tiny_mlm_batch(4, seed=1, noisy_rows=(3,)), tiny_mlm_batch(8, seed=2)
@@ -176,7 +193,7 @@ def test_example_alignment_matches_per_example_head_gradients():
     for n in range(4):
         one_hot = torch.zeros(4)
         one_hot[n] = 1
-        _, loss = model(*batch, example_weights=one_hot)
+        loss = weighted_mlm_loss(model(*batch)[0], batch[2], one_hot)
         grads = torch.autograd.grad(loss, [head[k] for k in G])
         assert torch.isclose(c[n], sum((g * G[k]).sum() for g, k in zip(grads, G)), rtol=1e-4, atol=1e-9)
 
@@ -191,7 +208,7 @@ def test_policy_weights_are_on_the_simplex_and_downweight_noise(seed):
     clean = torch.ones(16, dtype=torch.bool)
     clean[[2, 9]] = False
     assert w[~clean].max() < 0.5 * w[clean].mean()
-    _, loss = model(input_ids, attention_mask, labels, example_weights=w)  # what train.py will do
+    loss = weighted_mlm_loss(model(input_ids, attention_mask, labels)[0], labels, w)  # what train.py will do
     assert torch.isfinite(loss)
 
 
@@ -208,7 +225,7 @@ def test_policy_state_dict_round_trip_resumes_exactly():
     policy = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))
     for step in range(2):  # the desired gradient cached at call 0 is now stale: resume must keep it
         batch = tiny_mlm_batch(8, seed=10 + step, noisy_rows=(1,))
-        sgd_step(model, model(*batch, example_weights=policy.weights(model, *batch))[1])
+        sgd_step(model, weighted_mlm_loss(model(*batch)[0], batch[2], policy.weights(model, *batch)))
     buffer = io.BytesIO()
     torch.save(policy.state_dict(), buffer)
     buffer.seek(0)

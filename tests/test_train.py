@@ -16,8 +16,10 @@ from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
-from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, load_checkpoint, make_optimizer,
-                   reference_metrics, train, unigram_log_probs)
+from checkpoint import load_checkpoint, save_checkpoint
+from common import make_optimizer
+from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
+                   unigram_log_probs)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +98,14 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     for step in range(5, 9):
         assert continued[step] == pytest.approx(uninterrupted[step], rel=1e-5)
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
+
+
+def test_a_checkpoint_with_the_old_mlm_fraction_resumes(tiny_corpus, tmp_path):
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=2, stop_after_steps=1))
+    checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
+    checkpoint["model_config"]["mlm_fraction"] = 0.25  # as ModelConfig stored it before the caller passed n_kept
+    save_checkpoint(str(tmp_path / "ckpt.pt"), checkpoint)
+    assert train(tiny_run(tiny_corpus, tmp_path, max_steps=2, resume=True))["steps"] == 2
 
 
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_corpus, tmp_path):
@@ -230,7 +240,7 @@ def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, 
     (["--mask-rate", "1.5"], "--mask-rate 1.5 is outside (0, 1)"),
     (["--mask-rate", "0.01", "--seq-len", "32"], "--mask-rate 0.01 masks no token of a 32-token row"),
     (["--hours", "-1"], "--hours/--minutes/--seconds gives -3600 s"),
-    (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 32 × --seq-len 128"),
+    (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 8 × --seq-len 128"),
     (["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
     (["--seq-len", "100000"], "--seq-len 100000 is outside [8, 2048]"),
     (["--lr", "0"], "--lr 0: the peak learning rate must be > 0"),
@@ -255,6 +265,19 @@ def test_every_bad_flag_gets_its_own_line_and_a_non_zero_exit(tmp_path):
     lines = stderr.strip().splitlines()
     assert process.returncode == 1 and "Traceback" not in stderr and len(lines) == 3
     assert all(line.startswith("error: --") for line in lines)
+
+
+def test_the_command_line_is_derived_from_train_config():
+    # every flag() field is a flag whose default is the field's (the gpu recipe is TrainConfig's defaults)...
+    assert train_module.parse_args(["--recipe", "gpu"]) == TrainConfig()
+    # ...each value reaches its field, and the model flags land in model_overrides
+    config = train_module.parse_args(["--recipe", "gpu", "--seq-len", "64", "--no-batch-ramp", "--compile",
+                                      "--no-progress-bar", "--grow-method", "stack", "--n-layer", "3", "--no-bias"])
+    assert (config.seq_len, config.batch_ramp, config.compile, config.progress_bar, config.grow_method) == \
+        (64, False, True, False, "stack")
+    assert config.model_overrides == {"n_layer": 3, "bias": False}
+    with pytest.raises(SystemExit):  # choices come from flag(..., choices=...)
+        train_module.parse_args(["--grow-method", "sideways"])
 
 
 def test_batch_tokens_rounding_is_announced():

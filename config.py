@@ -1,0 +1,274 @@
+"""
+The settings of a training run: TrainConfig (one field per flag), the two recipes that fill the flags a
+command line leaves out, the checks every setting passes before any data is prepared or the clock starts,
+and the command line built from them.
+"""
+import argparse
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from common import resolve_device
+from data.prepare import default_corpus
+from grow import grown_config
+from model import ModelConfig, preset_config
+
+MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
+# attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
+
+
+def flag(default, help: str, group: str = "", **argparse_options):
+    """A TrainConfig field that is also a command-line flag (--field-name): its help text, the flag group it
+    starts (if any) and extra argparse options such as choices. The flag's type comes from the annotation;
+    a bool defaulting to False is a switch (--resume), one defaulting to True can be turned off (--no-batch-ramp)."""
+    metadata = {"help": help, "group": group, "options": argparse_options}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = flag("data/cache/default", "folder with train.bin / val.bin (prepared from --corpus if missing)",
+                         group="data")
+    corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: file, folder, glob or URL "
+                                       "(default $CRAMLM_CORPUS or WikiText-103)")
+    seq_len: int = flag(128, "tokens per row, [CLS] included")
+    mask_rate: float = flag(0.25, "share of tokens masked and predicted (cramming: 0.25; BERT: 0.15)")
+    eval_mask_rate: float = flag(0.25, "masking of the fixed validation set (kept equal across runs to compare losses)")
+    max_tokens_per_char: float = flag(0.3, "cramming's data filter for preparing --data-dir: drop documents above "
+                                           "this ratio (0 = off)")
+    tokenizer: str = flag("gpt2", "for preparing --data-dir: gpt2, or a .bpe file (python -m data.prepare --help)")
+    vocab_size: int = flag(0, "for preparing --data-dir: train our own BPE with this many ids first "
+                              "(0 = use --tokenizer)")
+    preset: str = flag("crammed", "tiny, mini, small, base, crammed, or auto: the Chinchilla-optimal size for --hours "
+                                  "on this machine's measured speed (scaling.py)",
+                       group="model (sizes and recipe switches; defaults = crammed recipe)", aliases=("--model",))
+    model_overrides: dict = field(default_factory=dict)  # ModelConfig fields to change: the MODEL_FLAGS below
+    init_from: str = flag("", "start from this checkpoint's weights and config (e.g. grow.py's output)")
+    # the budget: the run ends when the first is spent; 0 means "no limit of this kind"
+    budget_seconds: float = 24 * 3600.0  # training wall-clock seconds (evaluation excluded): --hours/--minutes/--seconds
+    max_steps: int = flag(0, "optimizer-step budget", group="budget (the run ends when the first is spent)")
+    max_flops: float = flag(0.0, "training-FLOP budget, as counted by model.flops_per_token")
+    stop_after_steps: int = flag(0, "checkpoint and exit after this many steps of this session without ending the "
+                                    "schedule (a pause); continue with --resume")
+    lr: float = flag(1e-3, "peak learning rate", group="optimisation")
+    schedule: str = flag("one-cycle", "budget triangle (crammed), warmup + linear decay by steps (BERT), or constant",
+                         choices=("one-cycle", "bert", "constant"))
+    peak_at: float = flag(0.75, "one-cycle: budget fraction of the peak")
+    warmup_steps: int = flag(10_000, "bert schedule: warmup steps")
+    schedule_steps: int = flag(0, "bert schedule: step at which lr reaches 0 (default: --max-steps)")
+    batch_tokens: int = flag(524_288, "tokens per optimizer step at full batch (4096 rows of 128)")
+    micro_batch_size: int = flag(128, "rows per forward/backward pass per device; the rest is accumulation")
+    batch_ramp: bool = flag(True, "ramp the batch up from one micro-batch to --batch-tokens over the first "
+                                  "--ramp-until of the budget")
+    ramp_until: float = flag(0.6, "budget fraction where the ramp ends")
+    weight_decay: float = flag(0.01, "AdamW weight decay on matrices")
+    betas: tuple = (0.9, 0.98)  # AdamW's moment decay rates (cramming's)
+    eps: float = 1e-12  # AdamW's epsilon
+    grad_clip: float = flag(0.5, "max global gradient norm")
+    out_dir: str = flag("runs/default", "where ckpt.pt and log.jsonl go",
+                        group="evaluation, logging, checkpoints, system")
+    eval_interval: float = flag(0.05, "budget fraction between evaluations (also at start and end)")
+    eval_rows: int = flag(1024, "rows of val.bin in the fixed validation set")
+    log_interval: int = flag(10, "optimizer steps between log lines")
+    checkpoint_minutes: float = flag(30.0, "wall-clock minutes between checkpoints")
+    resume: bool = flag(False, "continue the run in --out-dir from its checkpoint")
+    overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
+                                  "(deletes it and its log)")
+    device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    compile: bool = flag(False, "torch.compile the model")
+    seed: int = flag(0, "seed for weights, data order and masking")
+    progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")
+    policy: str = flag("uniform", "per-example data weights: uniform, or the Learning Law's contribution-based "
+                                  "policy (Gu et al. 2024)", group="data policy (policy.py) and growth (grow.py)",
+                       choices=("uniform", "learning-law"))
+    grow_at: float = flag(0.0, "grow the model at this budget fraction (0 = never)")
+    grow_to: str = flag("", "preset to grow into (with --grow-at)")
+    grow_method: str = flag("ligo", "how to grow (LiGO learns the growth operator; see grow.py)",
+                            choices=("ligo", "stack", "net2net", "scratch"))
+    ligo_steps: int = flag(100, "LiGO operator-training steps (their time counts against the budget)")
+
+
+# ModelConfig fields the command line can change (the rest come from --preset): name -> argparse options.
+MODEL_FLAGS = {
+    "n_layer": dict(type=int, help="override the preset's n_layer"),
+    "n_head": dict(type=int, help="override the preset's n_head"),
+    "n_embd": dict(type=int, help="override the preset's n_embd"),
+    "intermediate_size": dict(type=int, help="override the preset's intermediate_size"),
+    "norm_position": dict(choices=("pre", "post"), help="pre-LN (crammed) or post-LN (BERT)"),
+    "bias": dict(action=argparse.BooleanOptionalAction, help="biases in linear layers (BERT: on)"),
+    "ffn": dict(choices=("glu", "gelu"), help="gated GELU (crammed) or plain GELU (BERT)"),
+    "mlm_head": dict(choices=("sparse", "dense"), help="logits at masked positions only, or everywhere"),
+    "pos_emb": dict(choices=("sinusoidal", "learned", "rope"), help="scaled sinusoidal (crammed), learned (BERT) or rotary (RoFormer)"),
+    "dropout": dict(type=float, help="dropout in pretraining (crammed: 0, BERT: 0.1)"),
+    "tie_embeddings": dict(action=argparse.BooleanOptionalAction, help="share input/output embeddings"),
+}
+
+
+# Two recipes, one per kind of machine (README: "Which recipe for which machine"). A recipe fills every
+# flag the command line leaves out; `--recipe auto` takes "gpu" when CUDA is present and "cpu" otherwise.
+RECIPES = {
+    # Cramming's (the TrainConfig defaults): the 16-layer crammed BERT, GPT-2 ids, batches ramped to 512 k tokens.
+    "gpu": {},
+    # Found by measurement on a 2-core CPU (BENCHMARKS.md, "An hour of CPU"): a small model on our own
+    # 16 k BPE, many small constant-size batches, and a learning rate that peaks early.
+    "cpu": dict(preset="laptop", data_dir="data/cache/default-bpe16k", vocab_size=16384, seq_len=128, lr=2e-3,
+                peak_at=0.1, batch_tokens=1024, micro_batch_size=8, batch_ramp=False, eval_rows=256),
+}
+RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checking the settings before any data is prepared or the clock starts
+
+def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
+    """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
+    flag and the fix; returns notes to print (how --batch-tokens is rounded)."""
+    errors, notes = [], []
+
+    def check(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
+    # budgets: written `not (x > 0)` so that NaN fails too
+    check(not config.budget_seconds < 0, f"--hours/--minutes/--seconds gives {config.budget_seconds:g} s: the budget must be > 0")
+    check(config.max_steps >= 0, f"--max-steps {config.max_steps}: must be >= 1 (0 = no step budget)")
+    check(not config.max_flops < 0, f"--max-flops {config.max_flops:g}: must be > 0 (0 = no FLOP budget)")
+    check(errors or config.budget_seconds > 0 or config.max_steps > 0 or config.max_flops > 0,
+          "no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
+    check(config.stop_after_steps >= 0, f"--stop-after-steps {config.stop_after_steps}: must be >= 0")
+    # data
+    seq_len_ok = MIN_SEQ_LEN <= config.seq_len <= MAX_SEQ_LEN
+    check(seq_len_ok, f"--seq-len {config.seq_len} is outside [{MIN_SEQ_LEN}, {MAX_SEQ_LEN}]: the position table is built "
+                      f"for --seq-len positions and attention memory grows with its square; cramming uses 128")
+    for flag, rate in (("--mask-rate", config.mask_rate), ("--eval-mask-rate", config.eval_mask_rate)):
+        if not 0 < rate < 1:
+            errors.append(f"{flag} {rate:g} is outside (0, 1): the share of tokens to predict, e.g. 0.25 (cramming) or 0.15 (BERT)")
+        elif seq_len_ok and int(rate * config.seq_len) < 1:
+            errors.append(f"{flag} {rate:g} masks no token of a {config.seq_len}-token row: use at least {1 / config.seq_len:.3g} "
+                          f"or a longer --seq-len")
+    check(config.max_tokens_per_char >= 0, f"--max-tokens-per-char {config.max_tokens_per_char:g}: must be >= 0 (0 = off)")
+    # model
+    model_config = None
+    if config.preset != "auto":
+        try:
+            model_config = preset_config(config.preset, **{"max_seq_len": max(1, config.seq_len), **config.model_overrides})
+        except (ValueError, TypeError, ZeroDivisionError) as error:
+            errors.append(f"--preset {config.preset} with the size/recipe flags: {error}")
+    # optimisation
+    check(config.lr > 0, f"--lr {config.lr:g}: the peak learning rate must be > 0")
+    check(config.micro_batch_size >= 1, f"--micro-batch-size {config.micro_batch_size}: must be >= 1 row")
+    if config.micro_batch_size >= 1 and seq_len_ok:
+        micro = config.micro_batch_size * config.seq_len * world_size  # tokens in one micro-step on all processes
+        detail = (f"one micro-batch (--micro-batch-size {config.micro_batch_size} × --seq-len {config.seq_len}"
+                  f"{f' × {world_size} processes' if world_size > 1 else ''} = {micro} tokens)")
+        if config.batch_tokens < micro:
+            errors.append(f"--batch-tokens {config.batch_tokens} is less than {detail}: raise it to at least {micro} "
+                          f"or lower --micro-batch-size")
+        elif config.batch_tokens % micro:
+            notes.append(f"note: --batch-tokens {config.batch_tokens} is not a whole number of micro-batches: rounded to "
+                         f"{round(config.batch_tokens / micro) * micro} ({detail})")
+    for flag, value in (("--peak-at", config.peak_at), ("--ramp-until", config.ramp_until),
+                        ("--eval-interval", config.eval_interval)):
+        check(0 < value <= 1, f"{flag} {value:g} is a fraction of the budget: use a value in (0, 1]")
+    check(config.warmup_steps >= 0 and config.schedule_steps >= 0, "--warmup-steps and --schedule-steps must be >= 0")
+    check(config.schedule != "bert" or config.schedule_steps or config.max_steps,
+          "--schedule bert decays over steps: give --schedule-steps (or --max-steps)")
+    check(config.weight_decay >= 0, f"--weight-decay {config.weight_decay:g}: must be >= 0")
+    check(config.grad_clip > 0, f"--grad-clip {config.grad_clip:g}: must be > 0")
+    # evaluation, checkpoints, growth
+    check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
+    check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
+    check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
+    check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
+    check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
+    check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
+    if config.grow_at and config.grow_to and model_config is not None and not config.init_from:
+        try:  # fail now, not at --grow-at of the budget (an --init-from or auto model is checked once it is known)
+            growth_target(config, model_config)
+        except ValueError as error:
+            errors.append(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}")
+    if errors:
+        raise ValueError("\nerror: ".join(errors))  # main() prefixes the first line with "error: "
+    return notes
+
+
+RESUME_DATA_SETTINGS = {"data_dir": "--data-dir", "seq_len": "--seq-len", "mask_rate": "--mask-rate",
+                        "eval_mask_rate": "--eval-mask-rate", "seed": "--seed", "max_tokens_per_char": "--max-tokens-per-char"}
+
+
+def check_resume(config: TrainConfig, checkpoint: dict, path: str):
+    """A resumed run must read the same data the same way; name every setting that differs."""
+    saved, current = checkpoint["train_config"], asdict(config)
+    differ = []
+    for name, flag in RESUME_DATA_SETTINGS.items():
+        value = saved.get(name, current[name])
+        same = value == current[name] or (name == "data_dir" and os.path.realpath(value) == os.path.realpath(current[name]))
+        if not same:
+            differ.append(f"{flag} {current[name]} differs from the checkpoint's {value}")
+    if differ:
+        raise ValueError(f"cannot --resume {path} with other data settings: {'; '.join(differ)}. Resume with the "
+                         f"checkpoint's values, or start a new run in another --out-dir")
+
+
+
+def growth_target(config: TrainConfig, small: ModelConfig) -> ModelConfig:
+    return grown_config(small, preset_config(config.grow_to))
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+def command_line(description: str = "") -> argparse.ArgumentParser:
+    """--recipe, then one flag per TrainConfig field made with flag(), in the groups flag() starts; the model
+    group also takes MODEL_FLAGS and the budget group --hours/--minutes/--seconds (budget_seconds). A flag
+    that a recipe sets has no argparse default (None): parse_train_args fills it from the recipe."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=("auto", "gpu", "cpu"), default="auto",
+                        help="defaults for the flags not given: 'gpu' is cramming's recipe, 'cpu' the one measured "
+                             f"for a 2-core CPU ({', '.join(RECIPE_FIELDS)}); auto = gpu when CUDA is available")
+    defaults, group, group_of = TrainConfig(), parser, {}
+    for f in fields(TrainConfig):
+        if "help" not in f.metadata:  # not a flag of its own (budget_seconds, model_overrides, betas, eps)
+            continue
+        if f.metadata["group"]:
+            group = parser.add_argument_group(f.metadata["group"])
+        group_of[f.name] = group
+        default = None if f.name in RECIPE_FIELDS else getattr(defaults, f.name)
+        options = dict(f.metadata["options"])
+        names = ["--" + f.name.replace("_", "-"), *options.pop("aliases", ())]
+        if f.type is bool:
+            options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        else:
+            options["type"] = f.type
+        group.add_argument(*names, dest=f.name, default=default, help=f.metadata["help"], **options)
+    for name, options in MODEL_FLAGS.items():
+        group_of["preset"].add_argument("--" + name.replace("_", "-"), dest=name, **options)
+    clock = group_of["max_steps"].add_mutually_exclusive_group()
+    clock.add_argument("--hours", type=float, help="wall-clock training budget (default 24 if no other budget)")
+    clock.add_argument("--minutes", type=float, help="the same in minutes")
+    clock.add_argument("--seconds", type=float, help="the same in seconds")
+    return parser
+
+
+def parse_train_args(argv=None, description: str = "") -> TrainConfig:
+    args = command_line(description).parse_args(argv)
+    recipe = args.recipe
+    if recipe == "auto":
+        recipe = "gpu" if resolve_device(args.device).type == "cuda" else "cpu"
+        print(f"recipe: {recipe} ({'CUDA found' if recipe == 'gpu' else 'no CUDA GPU'}); "
+              f"{'--recipe cpu' if recipe == 'gpu' else '--recipe gpu'} for the other one")
+    for name in RECIPE_FIELDS:  # flags given on the command line win over the recipe
+        if getattr(args, name) is None:
+            setattr(args, name, RECIPES[recipe].get(name, getattr(TrainConfig(), name)))
+
+    if args.hours is not None or args.minutes is not None or args.seconds is not None:
+        budget_seconds = args.hours * 3600 if args.hours is not None else (
+            args.minutes * 60 if args.minutes is not None else args.seconds)
+    else:
+        budget_seconds = 0.0 if (args.max_steps or args.max_flops) else TrainConfig.budget_seconds
+    flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if "help" in f.metadata}
+    model_overrides = {name: getattr(args, name) for name in MODEL_FLAGS if getattr(args, name) is not None}
+    return TrainConfig(**flags, budget_seconds=budget_seconds, model_overrides=model_overrides)

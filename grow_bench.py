@@ -1,0 +1,200 @@
+"""
+The LiGO paper's comparison (Wang et al. 2023, Fig. 2 and Table 1, at toy scale): held-out MLM loss against
+training FLOPs for a big model trained from scratch and for the same model grown from a trained small one
+by each method of grow.py, every run on the same FLOP budget.
+
+    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from common import atomic_path, pyplot, write_json
+from config import TrainConfig
+from data.loader import data_tokenizer
+from grow import grow_model, growth_flops, mlm_batches, trained_mask_rate
+from model import preset_config
+from train import train
+
+
+# ----------------------------------------------------------------------------------------------------
+# Benchmark: held-out MLM loss against training FLOPs, every method on the same FLOP budget
+
+@dataclass
+class BenchConfig:
+    data_dir: str = "data/cache/wiki00"  # prepared token files (python -m data.prepare ...)
+    out_dir: str = "runs/grow_bench"  # a folder per run, results.json, curves.png (with matplotlib)
+    small: str = "tiny"  # preset of the small model, trained first
+    small_overrides: dict = field(default_factory=lambda: dict(n_head=1))  # ModelConfig fields (head dim 64)
+    big: str = "mini"  # preset of the big model, trained from scratch or grown from the small one
+    big_overrides: dict = field(default_factory=lambda: dict(n_embd=128, n_head=2, intermediate_size=512))
+    big_flops: float = 3e12  # scratch's training FLOPs; every grown run stops at the same total
+    small_fraction: float = 0.3  # share of big_flops spent pretraining the small model
+    methods: tuple = ("stack", "net2net", "ligo")  # growth methods compared with scratch
+    ligo_steps: int = 5  # operator steps (the paper's 100 would outspend this whole budget)
+    ligo_rows: int = 8  # rows per operator step
+    ligo_lr: float = 0.03  # operator step size (train_operator divides it by each matrix's fan-in)
+    noise: float = 0.01  # symmetry-breaking noise of the width copies (relative to the weights)
+    seq_len: int = 64  # tokens per row
+    batch_tokens: int = 512  # tokens per optimizer step at full batch (train.py ramps up to it)
+    micro_batch_size: int = 8  # rows per forward pass
+    lr: float = 3e-3  # peak learning rate of every run (one-cycle over the run's own budget)
+    peak_at: float = 0.1  # budget fraction of the peak: short runs cannot afford cramming's 0.75 warmup
+    eval_rows: int = 256  # rows of val.bin in the fixed held-out set (fewer: savings drown in noise)
+    eval_interval: float = 0.125  # budget fraction between evaluations
+    seed: int = 0
+
+
+def flops_to_reach(curve: list[tuple[float, float]], loss: float) -> float | None:
+    """First x at which a (x, loss) curve gets down to `loss`, interpolated linearly; None if it never does."""
+    for i, (x, y) in enumerate(curve):
+        if y <= loss:
+            if i == 0:
+                return x
+            x_before, y_before = curve[i - 1]  # above `loss`, so y_before > y
+            return x_before + (x - x_before) * (y_before - loss) / (y_before - y)
+    return None
+
+
+def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> list[dict]:
+    with open(log_path) as f:
+        records = [json.loads(line) for line in f]
+    return [{"flops": r["flops"] + flops_offset, "seconds": r["elapsed"] + seconds_offset, "val_loss": r["val_loss"]}
+            for r in records if r["kind"] == "eval"]
+
+
+def bench(config: BenchConfig) -> dict:
+    """Train the big model from scratch, the small one on small_fraction of that budget, grow it with each
+    method and train on to the same total. The growth curves count the small model's and the operator's FLOPs
+    (and seconds). Saved compute = 1 - (FLOPs to reach scratch's final loss) / (scratch's FLOPs)."""
+    def run(name: str, flops: float, **settings) -> dict:
+        summary = train(TrainConfig(
+            data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
+            seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
+            lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
+            log_interval=5, checkpoint_minutes=1e9, progress_bar=False, **settings))
+        if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
+            raise KeyboardInterrupt
+        return summary
+
+    if not set(config.methods) <= {"stack", "net2net", "ligo"}:
+        raise ValueError(f"bench compares growth methods stack, net2net and ligo with scratch, not {config.methods}")
+    if os.path.exists(config.out_dir) and os.listdir(config.out_dir):
+        raise ValueError(f"{config.out_dir} is not empty: train.py appends to logs, so pick a fresh --out-dir")
+    big_target = preset_config(config.big, **config.big_overrides)
+    print(f"scratch: {config.big} {config.big_overrides} for {config.big_flops:.3g} FLOPs")
+    scratch = run("scratch", config.big_flops, preset=config.big, model_overrides=config.big_overrides,
+                  seed=config.seed)
+    curves = {"scratch": eval_curve(scratch["log"], 0.0, 0.0)}
+    print(f"small: {config.small} {config.small_overrides} for {config.small_fraction * config.big_flops:.3g} FLOPs")
+    small_run = run("small", config.small_fraction * config.big_flops, preset=config.small,
+                    model_overrides=config.small_overrides, seed=config.seed)
+    curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
+    small_checkpoint = load_checkpoint(small_run["checkpoint"])
+    small = model_from_checkpoint(small_checkpoint)
+    for method in config.methods:
+        start = time.perf_counter()
+        mask_rate = trained_mask_rate(small_checkpoint)
+        batches = mlm_batches(config.data_dir, config.seq_len, mask_rate, config.ligo_rows, seed=config.seed + 2)
+        grown = grow_model(small, big_target, method, batches, config.ligo_steps, config.ligo_lr,
+                           noise=config.noise, seed=config.seed, progress_bar=False, mask_rate=mask_rate)
+        seconds = small_run["elapsed_seconds"] + time.perf_counter() - start
+        spent = small_run["flops"] + growth_flops(small.config, big_target, method, config.ligo_steps,
+                                                  config.ligo_rows * config.seq_len, config.seq_len, mask_rate)
+        path = os.path.join(config.out_dir, method, "grown.pt")
+        save_checkpoint(path, model_checkpoint(grown, data_tokenizer(config.data_dir), growth={"method": method}))
+        if spent >= config.big_flops:
+            raise ValueError(f"{method}: the small model and the operator already spend {spent:.3g} FLOPs "
+                             f">= big_flops; lower --small-fraction or --ligo-steps")
+        print(f"{method}: grown after {spent:.3g} FLOPs; training on for {config.big_flops - spent:.3g}")
+        # Another seed, so another row order and masking: with the small run's seed the grown model would
+        # relearn the very examples the small one saw, which costs held-out loss instead of lowering it.
+        summary = run(method, config.big_flops - spent, init_from=path, seed=config.seed + 1)
+        curves[method] = eval_curve(summary["log"], spent, seconds)
+
+    target = curves["scratch"][-1]["val_loss"]
+    total = {"flops": curves["scratch"][-1]["flops"], "seconds": curves["scratch"][-1]["seconds"]}
+    results = {"config": asdict(config), "scratch_final_loss": target, "curves": curves, "methods": {}}
+    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s")
+    print(f"{'method':>8} | {'grown loss':>10} | {'final loss':>10} | {'FLOPs to reach scratch':>22} | "
+          f"{'FLOPs saved':>11} | {'time saved':>10}")
+
+    def show(value, fmt, width):
+        return f"{'not reached' if value is None else format(value, fmt):>{width}}"
+    for method in config.methods:
+        row = {"final_loss": curves[method][-1]["val_loss"], "grown_loss": curves[method][0]["val_loss"]}
+        for axis in ("flops", "seconds"):
+            reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[method]], target)
+            row[f"{axis}_to_reach"] = reached
+            row[f"{axis}_saved"] = None if reached is None else 1 - reached / total[axis]
+        results["methods"][method] = row
+        print(f"{method:>8} | {row['grown_loss']:10.4f} | {row['final_loss']:10.4f} | "
+              f"{show(row['flops_to_reach'], '.3g', 22)} | {show(row['flops_saved'], '.1%', 11)} | "
+              f"{show(row['seconds_saved'], '.1%', 10)}")
+    path = os.path.join(config.out_dir, "results.json")
+    write_json(path, results)
+    plot(curves, os.path.join(config.out_dir, "curves.png"))
+    return results
+
+
+def plot(curves: dict, path: str):
+    plt = pyplot()
+    if plt is None:
+        print("matplotlib is not installed: no plot (the curves are in results.json)")
+        return
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, curve in curves.items():
+        for ax, axis in zip(axes, ("flops", "seconds")):
+            ax.plot([p[axis] for p in curve], [p["val_loss"] for p in curve], marker=".", label=name)
+            ax.set_xlabel("training FLOPs" if axis == "flops" else "training seconds")
+    axes[0].set_ylabel("held-out MLM loss")
+    axes[0].legend()
+    figure.tight_layout()
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary)
+    print(f"plot: {path}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+def main(argv=None):
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(description=bench.__doc__)
+    parser.add_argument("--data-dir", default=defaults.data_dir, help="prepared token files")
+    parser.add_argument("--out-dir", default=defaults.out_dir, help="fresh folder for the runs and results")
+    parser.add_argument("--small", default=defaults.small, help="small model's preset")
+    parser.add_argument("--small-overrides", type=json.loads, default=defaults.small_overrides,
+                        help='its ModelConfig fields as JSON, e.g. \'{"n_head": 1}\'')
+    parser.add_argument("--big", default=defaults.big, help="big model's preset")
+    parser.add_argument("--big-overrides", type=json.loads, default=defaults.big_overrides, help="JSON, as above")
+    parser.add_argument("--flops", dest="big_flops", type=float, default=defaults.big_flops,
+                        help="scratch's training FLOPs = every run's total")
+    parser.add_argument("--small-fraction", type=float, default=defaults.small_fraction, help="small model's share")
+    parser.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=defaults.methods,
+                        help="comma-separated growth methods")
+    parser.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="operator steps")
+    parser.add_argument("--ligo-rows", type=int, default=defaults.ligo_rows, help="rows per operator step")
+    parser.add_argument("--ligo-lr", type=float, default=defaults.ligo_lr, help="operator step size")
+    parser.add_argument("--noise", type=float, default=defaults.noise, help="symmetry-breaking noise")
+    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
+    parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
+    parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of every run")
+    parser.add_argument("--peak-at", type=float, default=defaults.peak_at, help="budget fraction of the lr peak")
+    parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="held-out rows")
+    parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget between evals")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
+    try:
+        bench(BenchConfig(**vars(parser.parse_args(argv))))  # every flag is a BenchConfig field
+    except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
+        sys.exit(f"error: {error}")
+
+
+
+if __name__ == "__main__":
+    main()
