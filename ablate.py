@@ -89,10 +89,11 @@ def run_variant(config: AblationConfig, name: str, seed: int, folders: dict, ful
     shutil.rmtree(settings["out_dir"], ignore_errors=True)  # a fresh run, never a resumed one
     summary = train(TrainConfig(**{**settings, **changes}))
     with open(summary["log"]) as f:
-        curve = [(r["elapsed"], r["val_loss"]) for r in map(json.loads, f) if r["kind"] == "eval"]
+        evals = [r for r in map(json.loads, f) if r["kind"] == "eval"]
     return {"variant": name, "seed": seed, "params": summary["params"], "tokens": summary["tokens"], "steps": summary["steps"],
             "tokens_per_second": summary["tokens"] / summary["elapsed_seconds"],
-            "final_val_loss": summary["final_val_loss"], "curve": curve}
+            "final_val_loss": summary["final_val_loss"], "curve": [(r["elapsed"], r["val_loss"]) for r in evals],
+            "unigram_loss": evals[-1]["unigram_loss"] if evals else None}
 
 
 def ablate(config: AblationConfig) -> list[dict]:
@@ -151,6 +152,9 @@ def save_results(config: AblationConfig, runs: list[dict], rows: list[dict]):
         if run["seed"] == 0 and run["curve"]:
             elapsed, loss = zip(*run["curve"])
             axis.plot(elapsed, loss, label=run["variant"], linewidth=2.5 if run["variant"] == "full" else 1)
+    unigram = next((run["unigram_loss"] for run in runs if run["unigram_loss"]), None)
+    if unigram is not None:  # every variant shares the data, so one line: below it the models use context
+        axis.axhline(unigram, color="grey", linestyle="--", linewidth=1, label="unigram line")
     axis.set(xlabel="training seconds", ylabel="held-out MLM loss", title="cramming ablation (seed 0)")
     axis.legend(fontsize=8)
     figure.savefig(os.path.join(config.out_dir, "ablation.png"), dpi=120)

@@ -63,8 +63,8 @@ def flops_to_reach(curve: list[tuple[float, float]], loss: float) -> float | Non
 def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> list[dict]:
     with open(log_path) as f:
         records = [json.loads(line) for line in f]
-    return [{"flops": r["flops"] + flops_offset, "seconds": r["elapsed"] + seconds_offset, "val_loss": r["val_loss"]}
-            for r in records if r["kind"] == "eval"]
+    return [{"flops": r["flops"] + flops_offset, "seconds": r["elapsed"] + seconds_offset, "val_loss": r["val_loss"],
+             "unigram_loss": r.get("unigram_loss")} for r in records if r["kind"] == "eval"]
 
 
 def bench(config: BenchConfig) -> dict:
@@ -151,6 +151,9 @@ def plot(curves: dict, path: str):
         for ax, axis in zip(axes, ("flops", "seconds")):
             ax.plot([p[axis] for p in curve], [p["val_loss"] for p in curve], marker=".", label=name)
             ax.set_xlabel("training FLOPs" if axis == "flops" else "training seconds")
+    unigram = next((p["unigram_loss"] for curve in curves.values() for p in curve if p.get("unigram_loss")), None)
+    for ax in axes if unigram is not None else ():  # the same data for every run: one line, below it context is used
+        ax.axhline(unigram, color="grey", linestyle="--", linewidth=1, label="unigram line")
     axes[0].set_ylabel("held-out MLM loss")
     axes[0].legend()
     figure.tight_layout()
