@@ -120,8 +120,13 @@ def parse_bpe(text: str, source: str = "tokenizer") -> list[bytes]:
     return tokens
 
 
-def load_bpe(path: str) -> list[bytes]:
+def read_bpe_text(path: str) -> str:
+    """The text of a .bpe file, with a clear error when there is none (parse_bpe checks its contents)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"tokenizer file {path} does not exist")
     with open(path) as f:
-        return parse_bpe(f.read(), path)
+        return f.read()
+
+
+def load_bpe(path: str) -> list[bytes]:
+    return parse_bpe(read_bpe_text(path), path)

@@ -16,9 +16,11 @@ import hashlib
 
 import tiktoken
 
-from data.bpe import GPT2_SPLIT_PATTERN, load_bpe, parse_bpe
+from data.bpe import GPT2_SPLIT_PATTERN, parse_bpe, read_bpe_text
 
 SPECIAL_NAMES = ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
+# Our own BPE's sizes (specials included): every byte plus the specials at least; uint16 token files at most.
+VOCAB_SIZE_RANGE = (256 + len(SPECIAL_NAMES), 2 ** 16)
 
 
 class Tokenizer:
@@ -55,9 +57,7 @@ class Tokenizer:
         """"gpt2" or the path of a .bpe file (the --tokenizer flag)."""
         if spec == "gpt2":
             return cls.gpt2()
-        load_bpe(spec)  # validates, with a clear error for a missing or malformed file
-        with open(spec) as f:
-            return cls.from_bpe_text(f.read(), spec)
+        return cls.from_bpe_text(read_bpe_text(spec), spec)  # parse_bpe inside names a malformed file
 
     @classmethod
     def from_state(cls, state: dict | None) -> "Tokenizer":
