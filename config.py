@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from common import resolve_device
-from data.prepare import default_corpus
+from data.prepare import check_vocab_size, default_corpus
 from grow import grown_config
 from model import ModelConfig, preset_config
 
@@ -138,6 +138,11 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
           "no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
     check(config.stop_after_steps >= 0, f"--stop-after-steps {config.stop_after_steps}: must be >= 0")
     # data
+    if config.vocab_size:
+        try:
+            check_vocab_size(config.vocab_size)
+        except ValueError as error:
+            errors.append(str(error))
     seq_len_ok = MIN_SEQ_LEN <= config.seq_len <= MAX_SEQ_LEN
     check(seq_len_ok, f"--seq-len {config.seq_len} is outside [{MIN_SEQ_LEN}, {MAX_SEQ_LEN}]: the position table is built "
                       f"for --seq-len positions and attention memory grows with its square; cramming uses 128")

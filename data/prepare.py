@@ -33,10 +33,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from common import atomic_path
 from data.bpe import count_words, save_bpe, train_bpe
 from data.fetch import CORPORA, fetch, is_url, local_files, local_name
 from data.loader import BPE_FILE, HEADER, TOKEN_DTYPE, pack_header
-from data.tokenizer import SPECIAL_NAMES, Tokenizer
+from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 
 # The default public corpus: WikiText-103 raw (Merity et al. 2016), ~100M words of Wikipedia's good and
 # featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
@@ -223,12 +224,18 @@ def training_documents(paths: list[str], val_fraction: float, max_chars: int, do
             yield document
 
 
+def check_vocab_size(vocab_size: int):
+    low, high = VOCAB_SIZE_RANGE
+    if not low <= vocab_size <= high:
+        raise ValueError(f"--vocab-size {vocab_size}: must be in [{low}, {high}] (every byte + 4 special tokens; "
+                         "uint16 token files), e.g. 16384")
+
+
 def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
     """GPT-2's, a given .bpe file, or a new BPE learned from the training documents (saved as out_dir/tokenizer.bpe)."""
     bpe_path = os.path.join(config.out_dir, BPE_FILE)
     if config.vocab_size:
-        if not 256 + len(SPECIAL_NAMES) <= config.vocab_size <= 2 ** 16:
-            raise ValueError(f"--vocab-size {config.vocab_size}: must be in [260, 65536] (bytes + 4 specials; uint16 token files)")
+        check_vocab_size(config.vocab_size)
         print(f"training a {config.vocab_size}-token BPE on up to {config.bpe_train_chars:,} characters of {config.corpus}")
         word_counts = count_words(training_documents(paths, config.val_fraction, config.bpe_train_chars, config.download_dir))
         with tqdm(total=config.vocab_size - len(SPECIAL_NAMES) - 256, desc="BPE merges") as bar:
@@ -240,7 +247,7 @@ def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
         return Tokenizer.gpt2()
     tokenizer = Tokenizer.from_spec(config.tokenizer)
     if os.path.abspath(config.tokenizer) != os.path.abspath(bpe_path):
-        with open(bpe_path, "w") as f:
+        with atomic_path(bpe_path) as temporary, open(temporary, "w") as f:
             f.write(tokenizer.bpe_text)
     return tokenizer
 
