@@ -208,6 +208,7 @@ class FinetuneConfig:
     schedule: str = "linear"  # decay after warmup: "linear" or "cosine", both to 0
     max_len: int = 128  # tokens per example including [CLS]/[SEP]; the longer sentence is truncated first
     dropout: float = 0.1  # dropout during fine-tuning (pretraining runs without)
+    pooling: str = "cls"  # sentence vector: the [CLS] position (BERT) or the mean of all tokens (model.py says why)
     eval_batch_size: int = 64  # examples per forward pass when scoring the dev set
     max_train_examples: int | None = None  # deviation from GLUE: subsample train for quick CPU runs
     max_eval_examples: int | None = None  # deviation from GLUE: subsample dev for quick CPU runs
@@ -238,12 +239,13 @@ def collate(sequences: list[list[int]], device, pad_id: int) -> tuple[torch.Tens
     return input_ids.to(device), (input_ids != pad_id).long().to(device)  # (B, T), (B, T)
 
 
-def build_classifier(mlm_model: CramBERT, num_labels: int, dropout: float, pretrained: bool = True):
+def build_classifier(mlm_model: CramBERT, num_labels: int, dropout: float, pretrained: bool = True,
+                     pooling: str = "cls"):
     """A classifier on the checkpoint's encoder; pretrained=False keeps the fresh init_weights encoder of the
     same architecture instead: the no-pretraining baseline, which cramming puts at about 45 GLUE."""
     if pretrained:
-        return CramBERTForSequenceClassification.from_pretrained(mlm_model, num_labels, dropout=dropout)
-    return CramBERTForSequenceClassification(replace(mlm_model.config, dropout=dropout), num_labels)
+        return CramBERTForSequenceClassification.from_pretrained(mlm_model, num_labels, dropout, pooling)
+    return CramBERTForSequenceClassification(replace(mlm_model.config, dropout=dropout), num_labels, pooling)
 
 
 def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, config: FinetuneConfig,
@@ -257,7 +259,7 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
     label_dtype = torch.float32 if task.labels is None else torch.long
     targets = torch.tensor(labels, dtype=label_dtype)
     torch.manual_seed(seed)  # the classifier head (and a random-init encoder) draw from the global RNG
-    model = build_classifier(mlm_model, task.num_labels, config.dropout, pretrained).to(device)
+    model = build_classifier(mlm_model, task.num_labels, config.dropout, pretrained, config.pooling).to(device)
     # fused=True: one kernel for the whole update, ~1.7x faster steps on CPU for small models
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(config.beta1, config.beta2),
                                   eps=config.eps, weight_decay=config.weight_decay, fused=True)
@@ -527,6 +529,8 @@ def main(argv=None):
                         help="learning-rate decay after warmup")
     parser.add_argument("--max-len", type=int, default=defaults.max_len, help="tokens per example")
     parser.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout while fine-tuning")
+    parser.add_argument("--pooling", choices=("cls", "mean"), default=defaults.pooling,
+                        help="sentence vector for the head: the [CLS] position (BERT) or the mean over tokens")
     parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="dev batch size")
     # --- deviations from the GLUE protocol, for quick CPU runs ---
     parser.add_argument("--max-train-examples", type=int, help="fine-tune on a fixed random subset of this size "
@@ -549,7 +553,7 @@ def main(argv=None):
 
     config = FinetuneConfig(args.lr, args.beta1, args.beta2, args.eps, args.weight_decay, args.batch_size,
                             args.epochs, args.warmup, args.schedule, args.max_len, args.dropout,
-                            args.eval_batch_size, args.max_train_examples, args.max_eval_examples)
+                            args.pooling, args.eval_batch_size, args.max_train_examples, args.max_eval_examples)
     try:
         task_names = parse_tasks(args.tasks)
         checkpoint_path = args.ckpt or (args.random_init if os.path.isfile(args.random_init or "") else None)

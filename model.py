@@ -337,25 +337,38 @@ def fill_masks(model: CramBERT, tokenizer: Tokenizer, text: str, device, k: int 
 # GLUE: classification / regression on the [CLS] token, reusing the pretrained encoder
 
 class CramBERTForSequenceClassification(nn.Module):
-    def __init__(self, config: ModelConfig, num_labels: int):
+    """BERT's sequence head on the encoder. pooling="cls" reads the first ([CLS]) position as BERT does;
+    pooling="mean" averages every non-padding position. MLM pretraining never asks anything of [CLS] (it is
+    never masked and no loss reads it: there is no next-sentence task), so a briefly pretrained encoder's
+    [CLS] output is whatever attention happens to mix there, while each token's output is what the MLM
+    trained (Reimers & Gurevych 2019 found mean pooling the better sentence vector for BERT's outputs)."""
+
+    def __init__(self, config: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
-        self.config, self.num_labels = config, num_labels
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling {pooling!r}: must be 'cls' or 'mean'")
+        self.config, self.num_labels, self.pooling = config, num_labels, pooling
         self.encoder = Encoder(config)
         self.pooler = nn.Linear(config.n_embd, config.n_embd)  # BERT's pooler: dense + tanh on [CLS]
         self.classifier = nn.Linear(config.n_embd, num_labels)  # num_labels == 1 means regression (STS-B)
         init_weights(self)
 
     @classmethod
-    def from_pretrained(cls, mlm_model: CramBERT, num_labels: int, dropout: float = 0.1):
+    def from_pretrained(cls, mlm_model: CramBERT, num_labels: int, dropout: float = 0.1, pooling: str = "cls"):
         """A classifier whose encoder starts from a pretrained CramBERT's encoder weights."""
-        model = cls(replace(mlm_model.config, dropout=dropout), num_labels)
+        model = cls(replace(mlm_model.config, dropout=dropout), num_labels, pooling)
         model.encoder.load_state_dict(mlm_model.encoder.state_dict())
         return model
 
     def forward(self, input_ids, attention_mask=None, labels=None):
         """Returns (logits (B, num_labels), loss); labels are class ids (B,) or float scores (B,)."""
         hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
-        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # the [CLS] position
+        if self.pooling == "cls":
+            summary = hidden[:, 0]  # (B, C)
+        else:
+            keep = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).to(hidden.dtype)
+            summary = (hidden * keep).sum(1) / keep.sum(1)  # (B, C): mean over the real tokens
+        pooled = torch.tanh(self.pooler(summary))
         logits = self.classifier(F.dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
         if labels is None:
             return logits, None

@@ -125,6 +125,26 @@ def test_classifier_reuses_pretrained_encoder_and_trains():
     assert scores.shape == (6, 1) and mse.item() > 0
 
 
+def test_mean_pooling_averages_real_tokens_only():
+    """The mean-pooled head sees the average encoder output over non-padding positions, so padding a
+    sequence does not change its logits (pre-norm encoder, padding masked out of attention)."""
+    torch.manual_seed(0)
+    classifier = CramBERTForSequenceClassification(tiny(), num_labels=2, pooling="mean").eval()
+    ids = torch.randint(0, 500, (1, 10))
+    padded = torch.cat([ids, torch.full((1, 6), 511)], dim=1)
+    mask = torch.cat([torch.ones(1, 10), torch.zeros(1, 6)], dim=1).long()
+    logits, _ = classifier(ids)
+    padded_logits, _ = classifier(padded, mask)
+    torch.testing.assert_close(padded_logits, logits, atol=1e-5, rtol=1e-5)
+    reference = classifier.classifier(torch.tanh(classifier.pooler(classifier.encoder(ids).mean(dim=1))))
+    torch.testing.assert_close(logits, reference)
+    same_weights_cls = CramBERTForSequenceClassification(tiny(), num_labels=2, pooling="cls").eval()
+    same_weights_cls.load_state_dict(classifier.state_dict())  # pooling holds no weights: only the reading differs
+    assert not torch.allclose(same_weights_cls(ids)[0], logits)
+    with pytest.raises(ValueError, match="pooling"):
+        CramBERTForSequenceClassification(tiny(), num_labels=2, pooling="max")
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(n_embd=100, n_head=3)
