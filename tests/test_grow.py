@@ -102,6 +102,20 @@ def test_net2net_preserves_heads_and_ffn_at_any_width_but_layernorm_needs_multip
     assert not torch.allclose(grown(ids)[0], small(ids)[0], atol=1e-2)
 
 
+def test_noise_breaks_only_ligos_copies_and_the_baselines_stay_exact():
+    # The default noise (0.01) is LiGO's: StackBERT and Net2Net are the exact transforms, and Net2Net with learned
+    # positions at an integer width multiple computes the small model's function with the default arguments.
+    small = perturbed_model(config(pos_emb="learned"))
+    target = config(n_layer=4, n_head=4, n_embd=64, intermediate_size=160)
+    for method in ("stack", "net2net"):
+        default, exact = grow_model(small, target, method), grow_model(small, target, method, noise=0.0)
+        assert all(torch.equal(default.state_dict()[name], tensor) for name, tensor in exact.state_dict().items())
+    ids = random_ids()
+    torch.testing.assert_close(grow_model(small, target, "net2net").eval()(ids)[0], small(ids)[0], rtol=1e-4, atol=1e-5)
+    ligo, stack = grow_model(small, target, "ligo", batches=[], ligo_steps=0), grow_model(small, target, "stack")
+    assert not torch.equal(ligo.encoder.embedding.tok.weight, stack.encoder.embedding.tok.weight)
+
+
 def test_stacking_reproduces_the_stacked_model_and_ligo_starts_as_stackbert():
     small = perturbed_model(config())
     stacked = CramBERT(config(n_layer=4)).eval()  # by hand: blocks 0, 1, 0, 1 of the small model
