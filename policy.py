@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from model import CramBERT, sparse_positions
+from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ def contribution_spread(task: Task, gamma: torch.Tensor, segment: int, probes: i
 # differentiated, twice (contributions()). The desired-batch gradient is refreshed every refresh_every
 # calls and cached. Per call the overhead is one forward pass of the batch plus the head's double
 # backward: measured on CPU, 40% of a training step (forward, backward, AdamW) at the `base` size and
-# 100% at `mini`, where the 50k-word decoder dominates both. train.py must count it in the wall-clock budget.
+# 100% at `mini`, where the 50k-word decoder dominates both. train.py counts it in the wall-clock budget and, by
+# policy_flops, in --max-flops.
 
 HEAD_PARAMETERS = ("head_dense.", "head_norm.")
 
@@ -247,6 +248,25 @@ def example_alignment(model: CramBERT, batch, desired_batch=None, desired_gradie
 
     with evaluation_mode(model):
         return contributions(weighted_loss, _split_head(model), desired_gradient, input_ids.size(0))
+
+
+def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: float,
+                 config: LearningLawPolicyConfig) -> float:
+    """FLOPs one LearningLawPolicy.weights call adds to training on a micro-batch of `rows` sequences, the
+    desired gradient's refresh amortised over refresh_every calls. An estimate counted like model.flops_per_token
+    (matmuls only, 2 FLOPs per multiply-add; the head's rows are the sparse head's mask_rate share). It counts:
+      - the batch's forward pass in example_alignment: flops_per_token / 3 per token (no graph in the encoder);
+      - the head's double backward in contributions(): the first backward (create_graph) through the decoder and
+        head_dense's weight gradient, then that graph's backward to the example weights u, each about one
+        forward pass of the head (head_dense and the decoder): 2 head forwards per token;
+      - every refresh_every calls, the desired batch's forward pass and its head backward (1 head forward).
+    With the math attention backend torch's FlopCounterMode counts exactly this (tests/test_policy.py). Not
+    counted, as in flops_per_token: norms, softmax, the simplex projection."""
+    C, V = model_config.n_embd, model_config.vocab_size
+    forward = flops_per_token(model_config, seq_len, mask_rate) / 3
+    head = 2 * (C * C + C * V) * (mask_rate if model_config.mlm_head == "sparse" else 1.0)
+    refresh = config.desired_batch_size * seq_len * (forward + head) / config.refresh_every
+    return rows * seq_len * (forward + 2 * head) + refresh
 
 
 class LearningLawPolicy:

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, sparse_rows
 from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
-                    desired_head_gradient, example_alignment, optimise_policy, project_to_simplex, run,
-                    weighted_mlm_loss)
+                    desired_head_gradient, example_alignment, optimise_policy, policy_flops, project_to_simplex,
+                    run, weighted_mlm_loss)
 from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                           reproduction_config, transformer_task)
 
@@ -239,3 +241,18 @@ def test_policy_state_dict_round_trip_resumes_exactly():
         assert torch.equal(resumed.weights(model, *batch), expected)
         if step == 0:
             assert not torch.allclose(fresh.weights(model, *batch), expected)
+
+
+def test_policy_flop_estimate_matches_torch_flop_counter():
+    # Two calls with refresh_every=2: one refreshes the desired gradient, one reuses it. The math attention backend
+    # runs attention as matmuls the counter sees, as in the model's own FLOP test (tests/test_scaling.py).
+    model_config = preset_config("tiny", vocab_size=64, max_seq_len=16)
+    model = tiny_model()
+    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32)
+    policy = LearningLawPolicy(config, tiny_mlm_batch(32, seed=3))  # 4 of 16 positions labelled: a rate of 0.25
+    input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=4)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        for _ in range(2):
+            policy.weights(model, input_ids, attention_mask, labels, n_kept=sparse_rows(16, 16, 0.25))
+    estimate = 2 * policy_flops(model_config, 16, 16, 0.25, config)
+    assert counter.get_total_flops() == pytest.approx(estimate, rel=1e-9)  # every matmul, counted exactly
