@@ -132,21 +132,31 @@ def contributions(weighted_loss: Callable, params: dict, direction: dict, n: int
     return torch.autograd.grad(alignment, u)[0]
 
 
-def contribution_spread(task: Task, gamma: torch.Tensor, segment: int, probes: int = 8) -> float:
-    """The Law's check: coefficient of variation std/|mean| of c_{t,n} = ∇L_desired(θ_t)·∇l_n(θ_t) over the
-    examples the policy keeps (γ_{t,n} > 0.1/N) at `probes` evenly spaced steps; the median over them (once
-    uniform training fits its data, the mean contribution nears 0 and a single probe's CV explodes).
-    The Law predicts it goes to 0 along the optimal policy."""
+def law_check(task: Task, gamma: torch.Tensor, segment: int, probes: int = 8) -> dict:
+    """The Learning Law's properties, checked on c_{t,n} = ∇L_desired(θ_t)·∇l_n(θ_t) at `probes` evenly spaced steps.
+    An example counts as kept if γ_{t,n} > 0.1/N, else as zero-weight. The Law (Sec. 3) is the stationarity
+    (KKT) condition of minimising J over the simplex: the kept examples share one contribution λ_t, and an
+    example with zero weight has c_{t,n} <= λ_t (it would lower J if it got weight otherwise): noisy examples
+    pulling the wrong way (c < 0), or examples already learned (c ≈ 0, their gradient is spent).
+      spread: the median over probes of std/|mean| of the kept examples' c (the median, because once uniform
+        training fits its data the mean contribution nears 0 and a single probe's CV explodes); the Law: -> 0;
+      zero_share: the share of (t, n) with zero weight;
+      zero_below: among those, the share with c_{t,n} below the kept examples' mean at t; the Law: -> 1.
+        None when the policy zeroes no example (uniform)."""
     n = len(task.noisy)
     _, _, trajectory = run(task, gamma, segment, keep_params=True)
-    spreads = []
+    spreads, zero, below = [], 0, 0
     for t in torch.linspace(0, len(gamma) * segment - 1, probes).long().tolist():
         params = {k: p.clone().requires_grad_() for k, p in trajectory[t].items()}
         desired_grad = torch.autograd.grad(task.desired_loss(params), list(params.values()))
         c = contributions(task.train_loss, params, dict(zip(params, desired_grad)), n)
-        kept = c[gamma[t // segment] > 0.1 / n]
+        is_kept = gamma[t // segment] > 0.1 / n
+        kept = c[is_kept]
         spreads.append((kept.std() / kept.mean().abs().clamp(min=1e-12)).item() if len(kept) > 1 else 0.0)
-    return torch.tensor(spreads).median().item()
+        zero += int((~is_kept).sum())
+        below += int((c[~is_kept] < kept.mean()).sum())
+    return dict(spread=torch.tensor(spreads).median().item(), zero_share=zero / (probes * n),
+                zero_below=below / zero if zero else None)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """
 The Learning Law's experiments (Gu et al. 2024, Sec. 4), scaled to run on a CPU in minutes: learn the
 optimal policy exactly with policy.py's Part 1 for a perceptron with noisy labels and for a tiny CramBERT
-doing MLM on Wikipedia, then compare it with uniform weights (AUC, speed-ups, the Law's contribution spread).
+doing MLM on Wikipedia, then compare it with uniform weights (AUC, speed-ups, the Law's contribution spread and
+zero-weight property).
 
     OMP_NUM_THREADS=1 python policy_bench.py perceptron
     OMP_NUM_THREADS=1 python policy_bench.py transformer --outer-epochs 20 --plot transformer.png
@@ -22,7 +23,7 @@ from common import atomic_path, pyplot
 from data.loader import mask_tokens
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
-from policy import Task, area_under_curve, contribution_spread, optimise_policy, run, uniform_policy, weighted_mlm_loss
+from policy import Task, area_under_curve, law_check, optimise_policy, run, uniform_policy, weighted_mlm_loss
 
 DATA_DIR = Path(__file__).resolve().parent / ".." / "shared" / "data"
 
@@ -62,7 +63,7 @@ def compare(task: Task, gamma: torch.Tensor, segment: int, horizon: int) -> dict
     for name, policy, desired, test in (("uniform", uniform_policy(len(gamma), n), uniform_desired[:steps + 1],
                                          uniform_test[:steps + 1]), ("optimised", gamma, opt_desired, opt_test)):
         rows[name] = dict(auc=area_under_curve(desired).item(), test_auc=area_under_curve(test).item(),
-                          final=desired[-1].item(), spread=contribution_spread(task, policy, segment),
+                          final=desired[-1].item(), **law_check(task, policy, segment),
                           noisy_weight=policy[:, task.noisy].sum(dim=1).mean().item())
     return dict(rows=rows, horizon=horizon, speedups=dict(desired=speedups(uniform_desired, opt_desired),
                                                           test=speedups(uniform_test, opt_test)),
@@ -219,10 +220,12 @@ def print_report(config: ReproductionConfig, result: dict):
     history = " ".join(f"{j:.4f}" for j in result["history"])
     print(f"{config.setting}: T={config.steps}, N={config.n_train} ({config.noise_fraction:.0%} perturbed); "
           f"J over {config.outer_epochs} proximal steps: {history}")
-    print(f"{'policy':<10} {'AUC':>8} {'test AUC':>9} {'final loss':>11} {'spread (CV)':>12} {'weight on noisy':>16}")
+    print(f"{'policy':<10} {'AUC':>8} {'test AUC':>9} {'final loss':>11} {'spread (CV)':>12} {'weight on noisy':>16} "
+          f"{'zero-weight share':>18} {'of them below kept':>19}")
     for name, row in result["rows"].items():
+        below = "-" if row["zero_below"] is None else f"{row['zero_below']:.3f}"
         print(f"{name:<10} {row['auc']:>8.4f} {row['test_auc']:>9.4f} {row['final']:>11.4f} "
-              f"{row['spread']:>12.3g} {row['noisy_weight']:>16.3f}")
+              f"{row['spread']:>12.3g} {row['noisy_weight']:>16.3f} {row['zero_share']:>18.3f} {below:>19}")
     desired, test = result["speedups"]["desired"], result["speedups"]["test"]
     labels = {"auc": "AUC ratio (uniform / optimised)",
               "steps": "steps uniform needs for optimised final loss / T",

@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, sparse_rows
 from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
-                    desired_head_gradient, example_alignment, optimise_policy, policy_flops, project_to_simplex,
-                    run, weighted_mlm_loss)
+                    desired_head_gradient, example_alignment, law_check, optimise_policy, policy_flops,
+                    project_to_simplex, run, uniform_policy, weighted_mlm_loss)
 from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                           reproduction_config, transformer_task)
 
@@ -116,6 +116,18 @@ def test_optimised_policy_lowers_auc_and_drops_noisy_labels():
     assert uniform["noisy_weight"] == pytest.approx(0.25)
     assert optimised["noisy_weight"] < 0.1  # the flipped labels lose most of their weight
     assert optimised["spread"] < uniform["spread"]  # contributions of kept examples become more equal (the Law)
+
+
+def test_zero_weight_examples_contribute_less_than_kept_ones():
+    # The Law's other half (KKT): an example the optimal policy drops contributes no more than the kept ones.
+    config = reproduction_config("perceptron", dim=8, n_train=64, n_held_out=256, steps=40, outer_epochs=15,
+                                 noise_fraction=0.25, lr=0.3)
+    task = perceptron_task(config)
+    gamma, _ = optimise_policy(task, config.steps, config.segment, config.outer_epochs, config.outer_lr)
+    optimised, uniform = law_check(task, gamma, 1), law_check(task, uniform_policy(config.steps, 64), 1)
+    assert uniform["zero_share"] == 0 and uniform["zero_below"] is None
+    assert optimised["zero_share"] > 0.15  # at least most of the 25% flipped labels are dropped
+    assert optimised["zero_below"] > 0.9
 
 
 def synthetic_tokens(n_tokens: int, seed: int = 0) -> torch.Tensor:
