@@ -12,9 +12,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
-                    desired_head_gradient, example_alignment, law_check, optimise_policy, policy_flops,
-                    project_to_simplex, run, uniform_policy, weighted_mlm_loss)
+from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
+                    contributions, desired_head_gradient, example_alignment, fit_learning_curves, law_check,
+                    optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
 from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                           reproduction_config, transformer_task)
 
@@ -116,6 +116,8 @@ def test_optimised_policy_lowers_auc_and_drops_noisy_labels():
     assert uniform["noisy_weight"] == pytest.approx(0.25)
     assert optimised["noisy_weight"] < 0.1  # the flipped labels lose most of their weight
     assert optimised["spread"] < uniform["spread"]  # contributions of kept examples become more equal (the Law)
+    law = result["law_fit"]  # the paper's measure (Eq. 9) on the test curves
+    assert law["ar"] == pytest.approx(acceleration_ratio(law["fit"], config.steps)) and law["ar"] > 1
 
 
 def test_zero_weight_examples_contribute_less_than_kept_ones():
@@ -128,6 +130,30 @@ def test_zero_weight_examples_contribute_less_than_kept_ones():
     assert uniform["zero_share"] == 0 and uniform["zero_below"] is None
     assert optimised["zero_share"] > 0.15  # at least most of the 25% flipped labels are dropped
     assert optimised["zero_below"] > 0.9
+
+
+def learning_curve(L0, B, beta, steps, noise=0.0, seed=0):
+    t = torch.arange(0, steps + 1, dtype=torch.float64).clamp(min=1)  # t = 0 is never fitted
+    jitter = torch.exp(noise * torch.randn(steps + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return L0 + (B / t) ** beta * jitter
+
+
+def test_curve_fit_recovers_a_shared_l0_and_both_laws():
+    conventional = learning_curve(2.0, 50.0, 0.4, 400, noise=1e-3, seed=0)
+    optimal = learning_curve(2.0, 5.0, 0.5, 400, noise=1e-3, seed=1)
+    fit = fit_learning_curves(conventional, optimal)
+    assert fit.L0 == pytest.approx(2.0, rel=0.01)
+    assert fit.beta == pytest.approx((0.4, 0.5), rel=0.05) and fit.B == pytest.approx((50.0, 5.0), rel=0.15)
+    exact = fit_learning_curves(learning_curve(2.0, 50.0, 0.4, 400), learning_curve(2.0, 5.0, 0.5, 400))
+    assert exact.L0 == pytest.approx(2.0, rel=1e-3) and exact.beta == pytest.approx((0.4, 0.5), rel=1e-3)
+
+
+def test_acceleration_ratio_by_hand():
+    # Same β: the conventional curve is the near-optimal one slowed by B_c/B_o = 4.
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 25.0), beta=(0.5, 0.5), error=0.0), 100) == pytest.approx(4.0)
+    # Near-optimal at T=100: (10/100)^1 = 0.1 above L0; conventional (100/t)^0.5 = 0.1 at t = 10^4: AR = 100.
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 10.0), beta=(0.5, 1.0), error=0.0), 100) == pytest.approx(100.0)
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 10.0), beta=(-0.1, 1.0), error=0.0), 100) is None
 
 
 def synthetic_tokens(n_tokens: int, seed: int = 0) -> torch.Tensor:
