@@ -19,8 +19,9 @@ The baselines are this same operator with fixed, hand-chosen matrices:
     divided by the number of copies, so a layer that reads duplicated inputs computes the same sums. New
     layers are identity blocks (Net2DeeperNet): copies whose residual writers o and fc_out are zero.
   - stack (StackBERT, Gong et al. 2019): the same width copy; big layer l is small layer (l mod L_small).
-  - ligo: starts as stack, plus noise that breaks the symmetry between copies, learns B and w for a few
-    steps on the MLM loss with the small weights frozen, then materialises plain weights.
+  - ligo: starts as stack, plus noise that breaks the symmetry between copies (only ligo gets it: the
+    baselines stay exact), learns B and w for a few steps on the MLM loss with the small weights frozen, then
+    materialises plain weights.
   - scratch: a freshly initialised big model.
 Net2net is function-preserving (tested) for the FFN inner width and the number of heads (same head dim) at
 any size, and for the residual width at integer multiples: LayerNorm of a vector whose units are all copied
@@ -228,8 +229,16 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
         return CramBERT(big_config).to(device)
     if method == "ligo" and batches is None:
         raise ValueError("ligo trains its growth operator on MLM batches: pass batches")
+    # Noise only for LiGO. StackBERT and Net2Net are the exact, function-preserving transforms (Chen et al. 2016
+    # offer Net2WiderNet's noise as an option to break symmetry, at the price of preserving the function only
+    # approximately). LiGO needs it: with exact copies, the operator entries that produce two copies of a unit get
+    # identical gradients (the big model treats the copies alike), so training B could never pull them apart and
+    # the extra width would stay a copy. Wang et al. 2023 (Sec. 3) learn B and w from a fixed start; the noise is
+    # this file's choice to break that tie, small enough (~1% of each weight) to keep the start.
+    # Exact baselines keep their copies tied in later training too unless something differs between them: with
+    # no dropout, the sinusoidal position table (rebuilt at the new width, not copied) is what breaks the tie.
     operator = GrowthOperator(small, big_config, depth="identity" if method == "net2net" else "stack",
-                              noise=noise, seed=seed, device=device)
+                              noise=noise if method == "ligo" else 0.0, seed=seed, device=device)
     if method == "ligo":
         train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar, mask_rate)
     model = CramBERT(big_config).to(device)
@@ -287,7 +296,8 @@ def grow_command(argv):
     parser.add_argument("--seq-len", type=int, default=0, help="tokens per row (default: the source's max_seq_len)")
     parser.add_argument("--mask-rate", type=float, default=0.0,
                         help="share of tokens masked in the operator's batches (default: the source run's)")
-    parser.add_argument("--noise", type=float, default=0.01, help="symmetry-breaking noise on the width copies")
+    parser.add_argument("--noise", type=float, default=0.01,
+                        help="LiGO's symmetry-breaking noise on the width copies (stack and net2net stay exact)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise, the data order and the masking")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     args = parser.parse_args(argv)

@@ -38,7 +38,7 @@ class BenchConfig:
     ligo_steps: int = 5  # operator steps (the paper's 100 would outspend this whole budget)
     ligo_rows: int = 8  # rows per operator step
     ligo_lr: float = 0.03  # operator step size (train_operator divides it by each matrix's fan-in)
-    noise: float = 0.01  # symmetry-breaking noise of the width copies (relative to the weights)
+    noise: float = 0.01  # LiGO's symmetry-breaking noise of the width copies (stack and net2net stay exact)
     seq_len: int = 64  # tokens per row
     batch_tokens: int = 512  # tokens per optimizer step at full batch (train.py ramps up to it)
     micro_batch_size: int = 8  # rows per forward pass
@@ -183,7 +183,7 @@ def main(argv=None):
     parser.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="operator steps")
     parser.add_argument("--ligo-rows", type=int, default=defaults.ligo_rows, help="rows per operator step")
     parser.add_argument("--ligo-lr", type=float, default=defaults.ligo_lr, help="operator step size")
-    parser.add_argument("--noise", type=float, default=defaults.noise, help="symmetry-breaking noise")
+    parser.add_argument("--noise", type=float, default=defaults.noise, help="LiGO's symmetry-breaking noise")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
     parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
     parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass")

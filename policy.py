@@ -18,6 +18,7 @@ one proximal step from the uniform policy with the meta-gradient truncated to a 
 The paper's experiments (Sec. 4) that use Part 1 are reproduced by policy_bench.py.
 """
 import contextlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from model import CramBERT, sparse_positions
+from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -132,21 +133,84 @@ def contributions(weighted_loss: Callable, params: dict, direction: dict, n: int
     return torch.autograd.grad(alignment, u)[0]
 
 
-def contribution_spread(task: Task, gamma: torch.Tensor, segment: int, probes: int = 8) -> float:
-    """The Law's check: coefficient of variation std/|mean| of c_{t,n} = ∇L_desired(θ_t)·∇l_n(θ_t) over the
-    examples the policy keeps (γ_{t,n} > 0.1/N) at `probes` evenly spaced steps; the median over them (once
-    uniform training fits its data, the mean contribution nears 0 and a single probe's CV explodes).
-    The Law predicts it goes to 0 along the optimal policy."""
+def law_check(task: Task, gamma: torch.Tensor, segment: int, probes: int = 8) -> dict:
+    """The Learning Law's properties, checked on c_{t,n} = ∇L_desired(θ_t)·∇l_n(θ_t) at `probes` evenly spaced steps.
+    An example counts as kept if γ_{t,n} > 0.1/N, else as zero-weight. The Law (Sec. 3) is the stationarity
+    (KKT) condition of minimising J over the simplex: the kept examples share one contribution λ_t, and an
+    example with zero weight has c_{t,n} <= λ_t (it would lower J if it got weight otherwise): noisy examples
+    pulling the wrong way (c < 0), or examples already learned (c ≈ 0, their gradient is spent).
+      spread: the median over probes of std/|mean| of the kept examples' c (the median, because once uniform
+        training fits its data the mean contribution nears 0 and a single probe's CV explodes); the Law: -> 0;
+      zero_share: the share of (t, n) with zero weight;
+      zero_below: among those, the share with c_{t,n} below the kept examples' mean at t; the Law: -> 1.
+        None when the policy zeroes no example (uniform)."""
     n = len(task.noisy)
     _, _, trajectory = run(task, gamma, segment, keep_params=True)
-    spreads = []
+    spreads, zero, below = [], 0, 0
     for t in torch.linspace(0, len(gamma) * segment - 1, probes).long().tolist():
         params = {k: p.clone().requires_grad_() for k, p in trajectory[t].items()}
         desired_grad = torch.autograd.grad(task.desired_loss(params), list(params.values()))
         c = contributions(task.train_loss, params, dict(zip(params, desired_grad)), n)
-        kept = c[gamma[t // segment] > 0.1 / n]
+        is_kept = gamma[t // segment] > 0.1 / n
+        kept = c[is_kept]
         spreads.append((kept.std() / kept.mean().abs().clamp(min=1e-12)).item() if len(kept) > 1 else 0.0)
-    return torch.tensor(spreads).median().item()
+        zero += int((~is_kept).sum())
+        below += int((c[~is_kept] < kept.mean()).sum())
+    return dict(spread=torch.tensor(spreads).median().item(), zero_share=zero / (probes * n),
+                zero_below=below / zero if zero else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The paper's speed-up measure (Sec. 4, Eq. 9): fitted learning curves and the acceleration ratio
+
+@dataclass
+class CurveFit:
+    L0: float  # the shared irreducible loss
+    B: tuple  # (conventional, near-optimal): the step scale of L(t) = L0 + (B/t)^β
+    beta: tuple  # (conventional, near-optimal): how fast the reducible loss falls with t
+    error: float  # total squared error of the fit, in log(L - L0)
+
+
+def fit_learning_curves(conventional, optimal, start: int = 1, grid: int = 400) -> CurveFit:
+    """Fit L(t) = L0 + (B/t)^β to two loss curves (index t = step; t >= start, as t = 0 is not on the curve)
+    with one L0 for both, as the paper fits its conventional and near-optimal test curves. For a fixed L0 the
+    fit is linear in log space: log(L - L0) = β log B - β log t, a least-squares line per curve (slope -β,
+    intercept β log B). L0 is chosen on a grid below the lowest loss of either curve (L0 = lowest - gap, gaps
+    log-spaced from 1e-6 to 1 times the lowest, kept >= 0) to minimise the two lines' total squared error,
+    then refined on a 100-point linear grid between the best point's neighbours."""
+    curves = [torch.as_tensor(c, dtype=torch.float64)[start:] for c in (conventional, optimal)]
+    lowest = min(c.min().item() for c in curves)
+
+    def lines(L0: torch.Tensor):  # (G,) -> per curve (slope, intercept) of shape (G,) each, and total error (G,)
+        fits, total = [], 0.0
+        for curve in curves:
+            x = torch.arange(start, start + len(curve), dtype=torch.float64).log()
+            y = (curve[None, :] - L0[:, None]).log()
+            slope = ((x - x.mean()) * (y - y.mean(1, keepdim=True))).sum(1) / (x - x.mean()).pow(2).sum()
+            intercept = y.mean(1) - slope * x.mean()
+            total = total + (y - intercept[:, None] - slope[:, None] * x).pow(2).sum(1)
+            fits.append((slope, intercept))
+        return fits, total
+
+    candidates = (lowest - lowest * torch.logspace(-6, 0, grid, dtype=torch.float64)).clamp(min=0)
+    best = int(lines(candidates)[1].argmin())
+    fine = torch.linspace(candidates[min(best + 1, grid - 1)].item(), candidates[max(best - 1, 0)].item(), 100,
+                          dtype=torch.float64)
+    fits, error = lines(fine)
+    i = int(error.argmin())
+    beta = tuple(-slope[i].item() for slope, _ in fits)
+    B = tuple(math.exp(intercept[i].item() / b) for (_, intercept), b in zip(fits, beta))
+    return CurveFit(L0=fine[i].item(), B=B, beta=beta, error=error[i].item())
+
+
+def acceleration_ratio(fit: CurveFit, steps: int) -> float | None:
+    """Eq. 9: AR = t* / T, t* the step at which the conventional fitted curve reaches the near-optimal fitted
+    curve's loss at T. (B_c/t*)^β_c = (B_o/T)^β_o gives t* = B_c (T/B_o)^(β_o/β_c). None unless both β > 0
+    (a curve that does not fall has no such step)."""
+    (B_c, B_o), (beta_c, beta_o) = fit.B, fit.beta
+    if beta_c <= 0 or beta_o <= 0:
+        return None
+    return B_c * (steps / B_o) ** (beta_o / beta_c) / steps
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,7 +234,8 @@ def contribution_spread(task: Task, gamma: torch.Tensor, segment: int, probes: i
 # differentiated, twice (contributions()). The desired-batch gradient is refreshed every refresh_every
 # calls and cached. Per call the overhead is one forward pass of the batch plus the head's double
 # backward: measured on CPU, 40% of a training step (forward, backward, AdamW) at the `base` size and
-# 100% at `mini`, where the 50k-word decoder dominates both. train.py must count it in the wall-clock budget.
+# 100% at `mini`, where the 50k-word decoder dominates both. train.py counts it in the wall-clock budget and, by
+# policy_flops, in --max-flops.
 
 HEAD_PARAMETERS = ("head_dense.", "head_norm.")
 
@@ -247,6 +312,25 @@ def example_alignment(model: CramBERT, batch, desired_batch=None, desired_gradie
 
     with evaluation_mode(model):
         return contributions(weighted_loss, _split_head(model), desired_gradient, input_ids.size(0))
+
+
+def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: float,
+                 config: LearningLawPolicyConfig) -> float:
+    """FLOPs one LearningLawPolicy.weights call adds to training on a micro-batch of `rows` sequences, the
+    desired gradient's refresh amortised over refresh_every calls. An estimate counted like model.flops_per_token
+    (matmuls only, 2 FLOPs per multiply-add; the head's rows are the sparse head's mask_rate share). It counts:
+      - the batch's forward pass in example_alignment: flops_per_token / 3 per token (no graph in the encoder);
+      - the head's double backward in contributions(): the first backward (create_graph) through the decoder and
+        head_dense's weight gradient, then that graph's backward to the example weights u, each about one
+        forward pass of the head (head_dense and the decoder): 2 head forwards per token;
+      - every refresh_every calls, the desired batch's forward pass and its head backward (1 head forward).
+    With the math attention backend torch's FlopCounterMode counts exactly this (tests/test_policy.py). Not
+    counted, as in flops_per_token: norms, softmax, the simplex projection."""
+    C, V = model_config.n_embd, model_config.vocab_size
+    forward = flops_per_token(model_config, seq_len, mask_rate) / 3
+    head = 2 * (C * C + C * V) * (mask_rate if model_config.mlm_head == "sparse" else 1.0)
+    refresh = config.desired_batch_size * seq_len * (forward + head) / config.refresh_every
+    return rows * seq_len * (forward + 2 * head) + refresh
 
 
 class LearningLawPolicy:

@@ -1,7 +1,8 @@
 """
 The Learning Law's experiments (Gu et al. 2024, Sec. 4), scaled to run on a CPU in minutes: learn the
 optimal policy exactly with policy.py's Part 1 for a perceptron with noisy labels and for a tiny CramBERT
-doing MLM on Wikipedia, then compare it with uniform weights (AUC, speed-ups, the Law's contribution spread).
+doing MLM on Wikipedia, then compare it with uniform weights (AUC, speed-ups, the Law's contribution spread and
+zero-weight property) and measure the speed-up the paper's way (Eq. 9: acceleration ratio on fitted test curves).
 
     OMP_NUM_THREADS=1 python policy_bench.py perceptron
     OMP_NUM_THREADS=1 python policy_bench.py transformer --outer-epochs 20 --plot transformer.png
@@ -22,7 +23,8 @@ from common import atomic_path, pyplot
 from data.loader import mask_tokens
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
-from policy import Task, area_under_curve, contribution_spread, optimise_policy, run, uniform_policy, weighted_mlm_loss
+from policy import (Task, acceleration_ratio, area_under_curve, fit_learning_curves, law_check, optimise_policy,
+                    run, uniform_policy, weighted_mlm_loss)
 
 DATA_DIR = Path(__file__).resolve().parent / ".." / "shared" / "data"
 
@@ -62,11 +64,25 @@ def compare(task: Task, gamma: torch.Tensor, segment: int, horizon: int) -> dict
     for name, policy, desired, test in (("uniform", uniform_policy(len(gamma), n), uniform_desired[:steps + 1],
                                          uniform_test[:steps + 1]), ("optimised", gamma, opt_desired, opt_test)):
         rows[name] = dict(auc=area_under_curve(desired).item(), test_auc=area_under_curve(test).item(),
-                          final=desired[-1].item(), spread=contribution_spread(task, policy, segment),
+                          final=desired[-1].item(), **law_check(task, policy, segment),
                           noisy_weight=policy[:, task.noisy].sum(dim=1).mean().item())
     return dict(rows=rows, horizon=horizon, speedups=dict(desired=speedups(uniform_desired, opt_desired),
                                                           test=speedups(uniform_test, opt_test)),
+                law_fit=paper_measure(uniform_test[:steps + 1], opt_test),
                 curves=dict(uniform=uniform_desired[:steps + 1], optimised=opt_desired))
+
+
+PAPER = {"perceptron": dict(ar=5.50), "transformer": dict(ar=2.41, B_change=-0.966, beta_change=0.212)}  # Sec. 4
+
+
+def paper_measure(uniform_test: torch.Tensor, optimised_test: torch.Tensor) -> dict:
+    """The paper's own measure of the speed-up (Sec. 4, Eq. 9): L0 + (B/t)^β fitted to both test curves over the
+    same T steps with a shared L0 (policy.fit_learning_curves), the acceleration ratio AR on the fitted curves,
+    and how the near-optimal policy changes B and β (relative change, optimised vs uniform)."""
+    fit = fit_learning_curves(uniform_test, optimised_test)
+    steps = len(optimised_test) - 1
+    return dict(fit=fit, ar=acceleration_ratio(fit, steps), B_change=fit.B[1] / fit.B[0] - 1,
+                beta_change=fit.beta[1] / fit.beta[0] - 1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -219,10 +235,12 @@ def print_report(config: ReproductionConfig, result: dict):
     history = " ".join(f"{j:.4f}" for j in result["history"])
     print(f"{config.setting}: T={config.steps}, N={config.n_train} ({config.noise_fraction:.0%} perturbed); "
           f"J over {config.outer_epochs} proximal steps: {history}")
-    print(f"{'policy':<10} {'AUC':>8} {'test AUC':>9} {'final loss':>11} {'spread (CV)':>12} {'weight on noisy':>16}")
+    print(f"{'policy':<10} {'AUC':>8} {'test AUC':>9} {'final loss':>11} {'spread (CV)':>12} {'weight on noisy':>16} "
+          f"{'zero-weight share':>18} {'of them below kept':>19}")
     for name, row in result["rows"].items():
+        below = "-" if row["zero_below"] is None else f"{row['zero_below']:.3f}"
         print(f"{name:<10} {row['auc']:>8.4f} {row['test_auc']:>9.4f} {row['final']:>11.4f} "
-              f"{row['spread']:>12.3g} {row['noisy_weight']:>16.3f}")
+              f"{row['spread']:>12.3g} {row['noisy_weight']:>16.3f} {row['zero_share']:>18.3f} {below:>19}")
     desired, test = result["speedups"]["desired"], result["speedups"]["test"]
     labels = {"auc": "AUC ratio (uniform / optimised)",
               "steps": "steps uniform needs for optimised final loss / T",
@@ -232,6 +250,17 @@ def print_report(config: ReproductionConfig, result: dict):
         unreached = f">{result['horizon']}x" if key == "steps" else "never"
         cells = [f"{s[key]:.2f}x" if s[key] is not None else unreached for s in (desired, test)]
         print(f"{label:<50} {cells[0]:>9} {cells[1]:>9}")
+    law, paper = result["law_fit"], PAPER[config.setting]
+    fit = law["fit"]
+    floor = " (at its floor: a loss is >= 0)" if fit.L0 == 0 else ""
+    print(f"paper's measure (Eq. 9), test curves fitted over T with a shared L0 = {fit.L0:.4f}{floor} "
+          f"(squared error {fit.error:.3g} in log(L - L0)):")
+    for name, i in (("uniform", 0), ("optimised", 1)):
+        print(f"  {name:<10} L(t) = L0 + ({fit.B[i]:.4g} / t)^{fit.beta[i]:.4g}")
+    ar = "none (a fitted curve does not fall)" if law["ar"] is None else f"{law['ar']:.2f}x"
+    print(f"  acceleration ratio AR = {ar} (paper: {paper['ar']:.2f}x), beside the test AUC ratio "
+          f"{test['auc']:.2f}x; B {law['B_change']:+.1%}, β {law['beta_change']:+.1%}" +
+          (f" (paper: B {paper['B_change']:+.1%}, β {paper['beta_change']:+.1%})" if "B_change" in paper else ""))
 
 
 def save_plot(path: str, result: dict):

@@ -196,6 +196,19 @@ def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
     return table
 
 
+def best_candidate(table: list[Candidate], law="chinchilla") -> Candidate:
+    """The shape a law would train on this budget: the lowest predicted loss L(N, D) with D the tokens the
+    real budget buys it (Candidate.tokens). Not the shape whose N is closest to N_opt: N_opt is taken at the
+    Chinchilla compute 6ND, which is not the real budget (our FLOPs per token are not 6N), and the law is not
+    symmetric in log N around N_opt, so the closest N can predict a higher loss (at 1e17 FLOPs under
+    Chinchilla's law: 7 x 448 is closest, law loss 4.093; 5 x 320 predicts 4.062). The 20 tokens per
+    parameter rule has no loss surface: it keeps the N closest (in ratio) to its N_opt."""
+    law = resolve_law(law)
+    if law == "rule20":
+        return min(table, key=lambda c: abs(math.log(c.params / c.law_params)))
+    return min(table, key=lambda c: law.loss(c.params, c.tokens))
+
+
 @dataclass
 class Plan:
     law: str  # the law that chose the size: its name, or a fitted law's file
@@ -205,7 +218,7 @@ class Plan:
     flops_per_token: float  # model.flops_per_token of the shape
     flops_per_second: float  # achieved training FLOP/s (measured or given)
     budget_flops: float  # budget seconds x flops_per_second
-    law_params: float  # the law's N_opt at this plan's 6ND (the plan's N sits as close to it as shapes allow)
+    law_params: float  # the law's N_opt at this plan's 6ND (reported; the plan minimises L(N, D), best_candidate)
     law_tokens: float  # the law's D_opt at this plan's 6ND
     memory_bytes: int  # estimated training memory of the shape
     memory_available: int  # memory the device offers
@@ -221,7 +234,7 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
          micro_batch_size: int = TrainConfig.micro_batch_size, memory_bytes: int | None = None,
          memory_fraction: float = 0.8) -> Plan:
     """The shape the law would train on this budget: among shapes whose training fits in memory_fraction
-    of memory_bytes, the one whose N is closest (in ratio) to the law's N_opt at its own (N, D)."""
+    of memory_bytes, the one with the lowest predicted loss at the tokens the budget buys it (best_candidate)."""
     budget_flops = budget_seconds * flops_per_second
     memory_bytes = memory_bytes or available_memory_bytes("cpu")
     table = candidates(budget_flops, law, seq_len, micro_batch_size)
@@ -229,20 +242,23 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
     if not fitting:
         raise ValueError(f"even the smallest shape needs {table[0].memory_bytes / 1e9:.2f} GB, more than "
                          f"{memory_fraction:.0%} of {memory_bytes / 1e9:.2f} GB; lower the micro-batch size")
-    best = min(fitting, key=lambda c: abs(math.log(c.params / c.law_params)))
+    best = best_candidate(fitting, law)
     law_name = law if isinstance(law, str) else "fitted"
     cfg, i = best.config, table.index(best)
     lines = [
         f"budget: {budget_seconds / 3600:.3g} h x {flops_per_second:.3g} FLOP/s = {budget_flops:.3g} FLOPs",
         f"law ({law_name}): {describe_law(law)}",
         f"shapes: width w, depth w/64, heads of 64, FFN 4w; D = {budget_flops:.3g} / (FLOPs per token)",
-        f"  {'layers x width':>14} {'N':>9} {'FLOPs/tok':>10} {'D':>9} {'D/N':>7} {'law N_opt':>10} {'memory':>9}",
+        f"  {'layers x width':>14} {'N':>9} {'FLOPs/tok':>10} {'D':>9} {'D/N':>7} {'law N_opt':>10} {'law L':>7} "
+        f"{'memory':>9}",
     ]
+    surface = resolve_law(law)
     for c in table[max(0, i - 3):i + 4]:
+        predicted = "-" if surface == "rule20" else f"{surface.loss(c.params, c.tokens):.4f}"
         lines.append(f"{'->' if c is best else '  '}{c.config.n_layer:>5} x {c.config.n_embd:<6} {c.params:9.3g} "
                      f"{c.flops_per_token:10.3g} {c.tokens:9.3g} {c.tokens / c.params:7.3g} {c.law_params:10.3g} "
-                     f"{c.memory_bytes / 1e9:7.2f}GB" + ("" if c.memory_bytes <= memory_fraction * memory_bytes
-                                                           else " (does not fit)"))
+                     f"{predicted:>7} {c.memory_bytes / 1e9:7.2f}GB"
+                     + ("" if c.memory_bytes <= memory_fraction * memory_bytes else " (does not fit)"))
     lines += [
         f"chosen: {cfg.n_layer} layers x {cfg.n_embd} wide, heads={cfg.n_head}, FFN {cfg.intermediate_size}: "
         f"N = {best.params:.4g} parameters",

@@ -9,13 +9,12 @@ The sweep is resumable: the same command again skips finished runs and resumes a
 """
 import argparse
 import json
-import math
 import os
 from dataclasses import asdict, replace
 
 from common import pyplot, write_json
 from config import TrainConfig
-from scaling import ScalingLaw, candidates, fit_flags, fit_law, report_fit, size_overrides
+from scaling import ScalingLaw, best_candidate, candidates, fit_flags, fit_law, report_fit, size_overrides
 from train import train
 
 
@@ -36,7 +35,7 @@ def sweep(flops_levels: list[float], base: TrainConfig, out_dir: str, sizes: int
             points = json.load(f)
     for compute in flops_levels:
         table = candidates(compute, "chinchilla", base.seq_len, base.micro_batch_size)
-        centre = min(range(len(table)), key=lambda i: abs(math.log(table[i].params / table[i].law_params)))
+        centre = table.index(best_candidate(table, "chinchilla"))
         first = min(max(0, centre - sizes // 2), len(table) - sizes)
         for row in table[first:first + sizes]:
             name = f"C{compute:.1e}_{row.config.n_layer}x{row.config.n_embd}"

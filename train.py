@@ -37,7 +37,7 @@ from data.tokenizer import Tokenizer
 from grow import grow_model, growth_flops
 from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
 from plot import plot_runs, read_log
-from policy import LearningLawPolicy, LearningLawPolicyConfig, weighted_mlm_loss
+from policy import LearningLawPolicy, LearningLawPolicyConfig, policy_flops, weighted_mlm_loss
 from scaling import plan_for_machine
 
 EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
@@ -108,6 +108,18 @@ class BudgetClock:
 def head_fraction(config: TrainConfig) -> float:
     """Share of positions the sparse head keeps: enough for the training and the validation masking."""
     return max(config.mask_rate, config.eval_mask_rate)
+
+
+def charged_flops_per_token(model: CramBERT, config: TrainConfig, policy: LearningLawPolicy | None) -> float:
+    """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
+    (model.flops_per_token) plus, with --policy learning-law, the policy's own passes on each micro-batch (an
+    extra forward, the head's double backward and the amortised desired-gradient refresh: policy.policy_flops)."""
+    model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
+    if policy is None:
+        return model_flops
+    micro_batch_tokens = config.micro_batch_size * config.seq_len
+    return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, head_fraction(config),
+                                      policy.config) / micro_batch_tokens
 
 
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
@@ -340,7 +352,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
     state: LoopState
-    flops_per_token: float
+    flops_per_token: float  # charged per training token: the model's, plus the policy's (charged_flops_per_token)
     peak_flops: float  # measured, for MFU
     log_file: object = None  # out_dir/log.jsonl, on the main process only
 
@@ -415,7 +427,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
-    flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
+    flops_per_token = charged_flops_per_token(raw_model, config, policy)
     peak_flops = measure_peak_flops(device)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
     os.makedirs(config.out_dir, exist_ok=True)
@@ -472,7 +484,7 @@ def grow_now(run: Run, elapsed: float, bar):
     run.model = wrap(run.raw_model, config, run.world_size, run.device)
     state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,  # LiGO's
                                 config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
-    run.flops_per_token = run.raw_model.flops_per_token(config.seq_len, head_fraction(config))
+    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy)
     state.grown = True
     run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
              "from_params": small_params, "to_params": run.raw_model.num_params(),

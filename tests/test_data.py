@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_documents
 from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, validation_batches
+from data.plant import plant
 from data.prepare import PrepareConfig, is_validation, prepare
 from data.tokenizer import Tokenizer
 
@@ -188,3 +190,21 @@ def test_encode_pair_truncates_longest_first():
     ids = tokenizer.encode_pair("one two three four five six seven", "eight nine", max_len=8)
     assert len(ids) == 8 and ids[0] == GPT2.cls_id and ids.count(GPT2.sep_id) == 2 and ids[-1] == GPT2.sep_id
     assert GPT2.vocab_size == 50304
+
+
+def test_planted_corpus_shuffles_training_documents_and_keeps_validation_clean(tmp_path):
+    documents = [document.replace("the cat", f"the cat {i}") for i, document in enumerate(synthetic_documents(300))]
+    with gzip.open(tmp_path / "clean.txt.gz", "wt", encoding="utf-8") as f:
+        f.write("\n\n".join(documents) + "\n")
+    summary = plant([str(tmp_path / "clean.txt.gz")], str(tmp_path / "planted.txt"), share=0.4, val_fraction=0.3)
+    written = (tmp_path / "planted.txt").read_text(encoding="utf-8").rstrip("\n").split("\n\n")
+    assert len(written) == len(documents) and summary["planted_indices"] == \
+        [i for i, (old, new) in enumerate(zip(documents, written)) if old != new]
+    assert summary["planted_share_of_training"] == pytest.approx(0.4, abs=0.1)
+    for i in summary["planted_indices"]:  # the same words on the same number of lines, in another order
+        assert not is_validation(documents[i], 0.3) and not is_validation(written[i], 0.3)
+        assert sorted(written[i].split()) == sorted(documents[i].split())
+        assert [len(line.split()) for line in written[i].split("\n")] == [len(line.split()) for line in documents[i].split("\n")]
+    for name in ("clean.txt.gz", "planted.txt"):
+        prepare(PrepareConfig(corpus=str(tmp_path / name), out_dir=str(tmp_path / name.split(".")[0]), val_fraction=0.3))
+    assert read_tokens(tmp_path / "clean" / "val.bin") == read_tokens(tmp_path / "planted" / "val.bin")

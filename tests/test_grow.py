@@ -1,10 +1,12 @@
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 from torch.func import functional_call
 
+import grow
 from grow import (GrowthOperator, duplication, grow_model, grown_config, growth_flops, main,
                   train_operator)
 from data.tokenizer import Tokenizer
@@ -102,6 +104,20 @@ def test_net2net_preserves_heads_and_ffn_at_any_width_but_layernorm_needs_multip
     assert not torch.allclose(grown(ids)[0], small(ids)[0], atol=1e-2)
 
 
+def test_noise_breaks_only_ligos_copies_and_the_baselines_stay_exact():
+    # The default noise (0.01) is LiGO's: StackBERT and Net2Net are the exact transforms, and Net2Net with learned
+    # positions at an integer width multiple computes the small model's function with the default arguments.
+    small = perturbed_model(config(pos_emb="learned"))
+    target = config(n_layer=4, n_head=4, n_embd=64, intermediate_size=160)
+    for method in ("stack", "net2net"):
+        default, exact = grow_model(small, target, method), grow_model(small, target, method, noise=0.0)
+        assert all(torch.equal(default.state_dict()[name], tensor) for name, tensor in exact.state_dict().items())
+    ids = random_ids()
+    torch.testing.assert_close(grow_model(small, target, "net2net").eval()(ids)[0], small(ids)[0], rtol=1e-4, atol=1e-5)
+    ligo, stack = grow_model(small, target, "ligo", batches=[], ligo_steps=0), grow_model(small, target, "stack")
+    assert not torch.equal(ligo.encoder.embedding.tok.weight, stack.encoder.embedding.tok.weight)
+
+
 def test_stacking_reproduces_the_stacked_model_and_ligo_starts_as_stackbert():
     small = perturbed_model(config())
     stacked = CramBERT(config(n_layer=4)).eval()  # by hand: blocks 0, 1, 0, 1 of the small model
@@ -178,6 +194,29 @@ def test_cli_grows_a_checkpoint_that_train_py_continues(tiny_corpus, tmp_path):
     with open(summary["log"]) as f:
         evals = [r["val_loss"] for r in map(json.loads, f) if r["kind"] == "eval"]
     assert summary["params"] == grown.num_params() and evals[-1] < evals[0]
+
+
+def test_cli_masks_the_operator_batches_at_the_runs_rate_not_cramming_default(tiny_corpus, tmp_path, monkeypatch):
+    # The operator trains on batches masked like the source run's training (its train_config's mask rates), or at
+    # --mask-rate, and sizes the sparse head for that rate: not at the 0.25 a model config once carried.
+    seen = []
+
+    def record(operator, batches, steps, lr, device, progress_bar, mask_rate):
+        _, labels = batches(0)
+        seen.append(((labels != -100).float().mean().item(), mask_rate))
+
+    monkeypatch.setattr(grow, "train_operator", record)
+    small = CramBERT(preset_config("tiny", n_head=1))
+    save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(
+        small, Tokenizer.gpt2(), train_config=asdict(TrainConfig(mask_rate=0.4, eval_mask_rate=0.15))))
+    arguments = ["--from", str(tmp_path / "small.pt"), "--to", "tiny", "--n-embd", "128", "--n-head", "2",
+                 "--method", "ligo", "--batch-size", "8", "--seq-len", "32", "--data-dir", str(tiny_corpus),
+                 "--out", str(tmp_path / "grown.pt"), "--device", "cpu"]
+    main(arguments)  # the source run's rate
+    main(arguments + ["--mask-rate", "0.15"])
+    (masked_default, rate_default), (masked_flag, rate_flag) = seen
+    assert rate_default == 0.4 and masked_default == pytest.approx(0.4, abs=0.03)
+    assert rate_flag == 0.15 and masked_flag == pytest.approx(0.15, abs=0.03)
 
 
 def test_growth_that_cannot_be_done_fails_clearly():

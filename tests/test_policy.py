@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
-                    desired_head_gradient, example_alignment, optimise_policy, project_to_simplex, run,
-                    weighted_mlm_loss)
+from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
+                    contributions, desired_head_gradient, example_alignment, fit_learning_curves, law_check,
+                    optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
 from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                           reproduction_config, transformer_task)
 
@@ -114,6 +116,44 @@ def test_optimised_policy_lowers_auc_and_drops_noisy_labels():
     assert uniform["noisy_weight"] == pytest.approx(0.25)
     assert optimised["noisy_weight"] < 0.1  # the flipped labels lose most of their weight
     assert optimised["spread"] < uniform["spread"]  # contributions of kept examples become more equal (the Law)
+    law = result["law_fit"]  # the paper's measure (Eq. 9) on the test curves
+    assert law["ar"] == pytest.approx(acceleration_ratio(law["fit"], config.steps)) and law["ar"] > 1
+
+
+def test_zero_weight_examples_contribute_less_than_kept_ones():
+    # The Law's other half (KKT): an example the optimal policy drops contributes no more than the kept ones.
+    config = reproduction_config("perceptron", dim=8, n_train=64, n_held_out=256, steps=40, outer_epochs=15,
+                                 noise_fraction=0.25, lr=0.3)
+    task = perceptron_task(config)
+    gamma, _ = optimise_policy(task, config.steps, config.segment, config.outer_epochs, config.outer_lr)
+    optimised, uniform = law_check(task, gamma, 1), law_check(task, uniform_policy(config.steps, 64), 1)
+    assert uniform["zero_share"] == 0 and uniform["zero_below"] is None
+    assert optimised["zero_share"] > 0.15  # at least most of the 25% flipped labels are dropped
+    assert optimised["zero_below"] > 0.9
+
+
+def learning_curve(L0, B, beta, steps, noise=0.0, seed=0):
+    t = torch.arange(0, steps + 1, dtype=torch.float64).clamp(min=1)  # t = 0 is never fitted
+    jitter = torch.exp(noise * torch.randn(steps + 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return L0 + (B / t) ** beta * jitter
+
+
+def test_curve_fit_recovers_a_shared_l0_and_both_laws():
+    conventional = learning_curve(2.0, 50.0, 0.4, 400, noise=1e-3, seed=0)
+    optimal = learning_curve(2.0, 5.0, 0.5, 400, noise=1e-3, seed=1)
+    fit = fit_learning_curves(conventional, optimal)
+    assert fit.L0 == pytest.approx(2.0, rel=0.01)
+    assert fit.beta == pytest.approx((0.4, 0.5), rel=0.05) and fit.B == pytest.approx((50.0, 5.0), rel=0.15)
+    exact = fit_learning_curves(learning_curve(2.0, 50.0, 0.4, 400), learning_curve(2.0, 5.0, 0.5, 400))
+    assert exact.L0 == pytest.approx(2.0, rel=1e-3) and exact.beta == pytest.approx((0.4, 0.5), rel=1e-3)
+
+
+def test_acceleration_ratio_by_hand():
+    # Same β: the conventional curve is the near-optimal one slowed by B_c/B_o = 4.
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 25.0), beta=(0.5, 0.5), error=0.0), 100) == pytest.approx(4.0)
+    # Near-optimal at T=100: (10/100)^1 = 0.1 above L0; conventional (100/t)^0.5 = 0.1 at t = 10^4: AR = 100.
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 10.0), beta=(0.5, 1.0), error=0.0), 100) == pytest.approx(100.0)
+    assert acceleration_ratio(CurveFit(L0=1.0, B=(100.0, 10.0), beta=(-0.1, 1.0), error=0.0), 100) is None
 
 
 def synthetic_tokens(n_tokens: int, seed: int = 0) -> torch.Tensor:
@@ -239,3 +279,18 @@ def test_policy_state_dict_round_trip_resumes_exactly():
         assert torch.equal(resumed.weights(model, *batch), expected)
         if step == 0:
             assert not torch.allclose(fresh.weights(model, *batch), expected)
+
+
+def test_policy_flop_estimate_matches_torch_flop_counter():
+    # Two calls with refresh_every=2: one refreshes the desired gradient, one reuses it. The math attention backend
+    # runs attention as matmuls the counter sees, as in the model's own FLOP test (tests/test_scaling.py).
+    model_config = preset_config("tiny", vocab_size=64, max_seq_len=16)
+    model = tiny_model()
+    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32)
+    policy = LearningLawPolicy(config, tiny_mlm_batch(32, seed=3))  # 4 of 16 positions labelled: a rate of 0.25
+    input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=4)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        for _ in range(2):
+            policy.weights(model, input_ids, attention_mask, labels, n_kept=sparse_rows(16, 16, 0.25))
+    estimate = 2 * policy_flops(model_config, 16, 16, 0.25, config)
+    assert counter.get_total_flops() == pytest.approx(estimate, rel=1e-9)  # every matmul, counted exactly

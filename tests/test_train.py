@@ -18,6 +18,7 @@ from model import CramBERT, preset_config
 import train as train_module
 from checkpoint import load_checkpoint, save_checkpoint
 from common import make_optimizer
+from policy import LearningLawPolicyConfig, policy_flops
 from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
                    unigram_log_probs)
 
@@ -341,6 +342,22 @@ def test_learning_law_policy_runs_saves_and_resumes(tiny_corpus, tmp_path):
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
     assert load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["policy"]["calls"] == \
         load_checkpoint(str(tmp_path / "full" / "ckpt.pt"))["policy"]["calls"]
+
+
+def test_max_flops_charges_the_learning_law_policys_own_passes(tiny_corpus, tmp_path):
+    # The policy's extra forward, head double backward and desired-gradient refresh count against --max-flops:
+    # on the same budget it trains on fewer tokens than uniform weighting.
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    per_token = model.flops_per_token(32, 0.25)
+    budget = 3 * 256 * per_token  # three uniform steps of one micro-batch
+    settings = dict(max_flops=budget, batch_tokens=256, eval_rows=8, eval_interval=1.0)
+    uniform = train(tiny_run(tiny_corpus, tmp_path / "uniform", **settings))
+    policy = train(tiny_run(tiny_corpus, tmp_path / "policy", policy="learning-law", **settings))
+    extra = policy_flops(model.config, 8, 32, 0.25, LearningLawPolicyConfig()) / (8 * 32)
+    assert records(tmp_path / "uniform", "config")[0]["flops_per_token"] == pytest.approx(per_token)
+    assert records(tmp_path / "policy", "config")[0]["flops_per_token"] == pytest.approx(per_token + extra)
+    assert policy["flops"] == pytest.approx(policy["tokens"] * (per_token + extra)) and policy["flops"] >= budget
+    assert uniform["tokens"] == 3 * 256 and policy["tokens"] < uniform["tokens"]
 
 
 def test_growing_inside_one_budget(tiny_corpus, tmp_path):
