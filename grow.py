@@ -15,13 +15,13 @@ writes every weight of the big model as a linear function of the small model's w
   - depth (L_depth): big layer l = Σ_j w[l, j] · (small layer j at the big width), with its own
     mixing matrix w (L_big x L_small) per module kind: q, k, v, o, fc_in, fc_out, norm1, norm2.
 The baselines are this same operator with fixed, hand-chosen matrices:
-  - net2net (Chen et al. 2016): B_out copies old unit (i mod D_small) into new unit i; B_in is the same copy
-    divided by the number of copies, so a layer that reads duplicated inputs computes the same sums. New
-    layers are identity blocks (Net2DeeperNet): copies whose residual writers o and fc_out are zero.
+  - net2net (Chen et al. 2016): B_out copies old unit (i mod D_small) into new unit i; B_in splits each old
+    unit's outgoing weight among its copies (random shares summing to 1, see `duplication`), so a layer that
+    reads duplicated inputs computes the same sums. New layers are identity blocks (Net2DeeperNet): copies
+    whose residual writers o and fc_out are zero.
   - stack (StackBERT, Gong et al. 2019): the same width copy; big layer l is small layer (l mod L_small).
-  - ligo: starts as stack, plus noise that breaks the symmetry between copies (only ligo gets it: the
-    baselines stay exact), learns B and w for a few steps on the MLM loss with the small weights frozen, then
-    materialises plain weights.
+  - ligo: starts as stack, plus noise on the expansions (only ligo gets it: the baselines stay exact),
+    learns B and w for a few steps on the MLM loss with the small weights frozen, then materialises plain weights.
   - scratch: a freshly initialised big model.
 Net2net is function-preserving (tested) for the FFN inner width and the number of heads (same head dim) at
 any size, and for the residual width at integer multiples: LayerNorm of a vector whose units are all copied
@@ -64,12 +64,17 @@ def grown_config(small: ModelConfig, target: ModelConfig) -> ModelConfig:
     return big
 
 
-def duplication(big: int, small: int) -> tuple[torch.Tensor, torch.Tensor]:
+def duplication(big: int, small: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Net2Net's widening as two (big x small) matrices. `copy`: new unit i is old unit (i mod small), so the
     old units keep their place and the new ones copy them in turn (with equal head dims: whole heads).
-    `split`: copy divided by the number of copies of each old unit, so splitᵀ · copy = I."""
+    `split`: each old unit's copies share its outgoing weight in shares that sum to 1, so splitᵀ · copy = I.
+    Chen et al. 2016 share equally; with a generator the shares are random (0.5 to 1.5 before normalising):
+    still exact, but the copies then get different gradients. With equal shares and no dropout, copies
+    get identical gradients and stay copies for ever (measured: 0.0 apart after 30 AdamW steps with rotary or
+    learned positions), so the extra width would never be used."""
     copy = F.one_hot(torch.arange(big) % small, small).float()
-    return copy, copy / copy.sum(dim=0)
+    shares = copy if generator is None else copy * (0.5 + torch.rand(big, 1, generator=generator))
+    return copy, shares / shares.sum(dim=0)
 
 
 def depth_mixing(big_layers: int, small_layers: int, how: str) -> dict[str, torch.Tensor]:
@@ -107,8 +112,9 @@ class GrowthOperator(nn.Module):
 
         def expansion_pair(big: int, small_dim: int) -> list[nn.Parameter]:
             # noise / sqrt(D_small) per entry moves every grown weight by about `noise` times its own scale
+            copy, split = duplication(big, small_dim, generator)  # uneven shares: exact, yet the copies can diverge
             return [nn.Parameter((matrix + torch.randn(matrix.shape, generator=generator) * noise
-                                  / math.sqrt(small_dim)).to(device)) for matrix in duplication(big, small_dim)]
+                                  / math.sqrt(small_dim)).to(device)) for matrix in (copy, split)]
 
         self.residual_out, self.residual_in = expansion_pair(big_config.n_embd, small.config.n_embd)
         # One pair per small layer: the width grows before the depth mixing. Attention width = heads x head dim.

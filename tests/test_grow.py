@@ -118,6 +118,30 @@ def test_noise_breaks_only_ligos_copies_and_the_baselines_stay_exact():
     assert not torch.equal(ligo.encoder.embedding.tok.weight, stack.encoder.embedding.tok.weight)
 
 
+def test_uneven_split_keeps_net2net_exact_and_lets_the_copies_diverge():
+    # Random shares that sum to 1 per old unit: splitᵀ · copy is still the identity ...
+    copy, split = duplication(48, 32, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(split.T @ copy, torch.eye(32))
+    assert split[0, 0] != split[32, 0]  # ... but a unit's two copies read their inputs with different shares
+    # With learned positions and no dropout, equal shares would keep a copy equal to its original through
+    # training; the grown model's copied FFN units must drift apart after a few AdamW steps.
+    small = perturbed_model(config(pos_emb="learned"))
+    grown = grow_model(small, config(n_layer=2, n_head=2, n_embd=32, intermediate_size=128, pos_emb="learned"),
+                       "net2net").train()
+    ids = random_ids()
+    torch.testing.assert_close(grown(ids)[0], small(ids)[0], rtol=1e-4, atol=1e-5)
+    optimizer = torch.optim.AdamW(grown.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        inputs, labels = copy_task_batch(8, 16, generator)
+        optimizer.zero_grad()
+        grown(inputs, labels=labels)[1].backward()
+        optimizer.step()
+    fc_in = grown.encoder.blocks[0].ffn.fc_in.weight  # (2 x 64, 32): value rows, then gate rows
+    hidden = grown.config.ffn_hidden
+    assert (fc_in[:hidden // 2] - fc_in[hidden // 2:hidden]).abs().max() > 1e-4  # value unit i vs its copy i + 32
+
+
 def test_stacking_reproduces_the_stacked_model_and_ligo_starts_as_stackbert():
     small = perturbed_model(config())
     stacked = CramBERT(config(n_layer=4)).eval()  # by hand: blocks 0, 1, 0, 1 of the small model
