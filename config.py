@@ -7,7 +7,7 @@ import argparse
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-from common import resolve_device
+from common import PRECISIONS, resolve_device
 from data.prepare import check_vocab_size, default_corpus
 from grow import grown_config
 from model import ModelConfig, preset_config
@@ -76,6 +76,8 @@ class TrainConfig:
     overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
                                   "(deletes it and its log)")
     device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    precision: str = flag("auto", "autocast precision. auto: bf16 on GPUs that have it, fp16 with a gradient scaler on "
+                                  "older ones (T4, V100), fp32 on CPU", choices=PRECISIONS)
     compile: bool = flag(False, "torch.compile the model")
     seed: int = flag(0, "seed for weights, data order and masking")
     progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")

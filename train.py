@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
-from common import autocast, make_optimizer, measure_peak_flops, setup_distributed
+from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, training_precision
 from config import TrainConfig, check_resume, growth_target, parse_train_args, validate_config
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
@@ -224,7 +224,7 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 
 @torch.no_grad()
 def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
-             should_stop=lambda: False) -> float | None:
+             should_stop=lambda: False, precision: str = "auto") -> float | None:
     """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
     mask_rate: the most any batch masks (the sparse head's count, sparse_rows). None if should_stop() turns
     true between batches (Ctrl-C): an abandoned evaluation has no loss."""
@@ -235,7 +235,7 @@ def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_
         if should_stop():
             model.train(was_training)
             return None
-        with autocast(device):
+        with autocast(device, precision):
             _, loss = model(input_ids.to(device), labels=labels.to(device),
                             n_kept=sparse_rows(*input_ids.shape, mask_rate))
         count = (labels != -100).sum()
@@ -338,6 +338,7 @@ class Run:
     raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
     model: torch.nn.Module  # what the loop calls (wrap)
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; a pass-through in bf16 and fp32 (common.gradient_scaler)
     policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
     state: LoopState
     flops_per_token: float
@@ -364,7 +365,7 @@ class Run:
     def save(self):
         save_checkpoint(self.checkpoint_path, model_checkpoint(
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
-            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(),
+            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
             policy=self.policy.state_dict() if self.policy else None))
 
 
@@ -415,13 +416,19 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
+    config = replace(config, precision=training_precision(device, config.precision))
+    if rank == 0:
+        print(f"precision: {config.precision}{' with a gradient scaler' if config.precision == 'fp16' else ''} (--precision)")
+    scaler = gradient_scaler(device, config.precision)
+    if checkpoint and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
-    peak_flops = measure_peak_flops(device)  # after the RNG restore, as before: it draws from torch's generator
+    peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, policy, state, flops_per_token, peak_flops, log_file)
+               optimizer, scaler, policy, state, flops_per_token, peak_flops, log_file)
 
 
 def log_start(run: Run):
@@ -442,7 +449,7 @@ def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
     """Evaluate, log and plot; False if Ctrl-C abandoned the evaluation (no partial loss is recorded)."""
     config, state = run.config, run.state
     val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, head_fraction(config),
-                        should_stop=interrupted)
+                        should_stop=interrupted, precision=config.precision)
     if val_loss is None:
         return False
     state.val_loss = val_loss
@@ -504,23 +511,34 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
         # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
         weights = run.policy.weights(run.raw_model, input_ids, None, labels, n_kept) if run.policy else None
-        with (nullcontext() if sync else model.no_sync()), autocast(run.device):
+        with (nullcontext() if sync else model.no_sync()), autocast(run.device, config.precision):
             logits, loss = model(input_ids, labels=labels, n_kept=n_kept)
             if weights is not None:
                 loss = weighted_mlm_loss(logits, labels, weights, n_kept)
         # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
         # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
         # batch, independent of how many micro-steps it took (DDP then averages over processes).
-        (loss / accumulation).backward()
+        run.scaler.scale(loss / accumulation).backward()  # fp16: scaled up so small gradients do not flush to 0
         loss_sum += loss.detach()
     if interrupted():
         optimizer.zero_grad(set_to_none=True)
         return None
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = apply_gradients(run.raw_model, optimizer, run.scaler, config.grad_clip)
     run.train_data.advance(rows)
     return loss_sum.item() / accumulation, grad_norm, rows  # .item() syncs: a fair end point for step timing
+
+
+def apply_gradients(raw_model: CramBERT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    grad_clip: float) -> torch.Tensor:
+    """Clip and step; returns the gradient norm before clipping. Under fp16 the scaler first divides its scale
+    back out (clipping must see the true norm), skips the step if a gradient overflowed to inf/NaN and lowers
+    the scale; in bf16 and fp32 it is a pass-through."""
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 class StepLog:

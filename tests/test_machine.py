@@ -1,0 +1,84 @@
+"""Fitting a run to the machine: precision and the fp16 gradient scaler. The CUDA paths are forced on CPU."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import random_batch
+from common import autocast, gradient_scaler, make_optimizer, training_precision
+from config import TrainConfig
+from model import CramBERT, preset_config, sparse_rows
+from train import apply_gradients, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_run(data_dir, out_dir, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data_dir), out_dir=str(out_dir), preset="tiny", seq_len=32, micro_batch_size=8,
+                    batch_tokens=512, budget_seconds=0, lr=3e-3, eval_rows=32, eval_interval=1.0, log_interval=1,
+                    progress_bar=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def records(out_dir, kind):
+    with open(Path(out_dir) / "log.jsonl") as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def test_precision_is_bf16_on_gpus_that_have_it_fp16_on_older_ones_fp32_on_cpu(monkeypatch):
+    asked = []
+
+    def bf16_supported(native: bool):
+        def is_bf16_supported(including_emulation=True):
+            asked.append(including_emulation)
+            return native
+        return is_bf16_supported
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported(True))
+    assert training_precision(cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported(False))
+    assert training_precision(cuda) == "fp16"  # a T4 or V100
+    assert asked == [False, False]  # emulated bf16 (slow) does not count
+    assert training_precision(torch.device("cpu")) == "fp32"
+    assert training_precision(cuda, "fp32") == "fp32" and training_precision(torch.device("cpu"), "fp16") == "fp16"
+    assert gradient_scaler(torch.device("cpu"), "fp16").is_enabled()
+    assert not gradient_scaler(torch.device("cpu"), "bf16").is_enabled()
+
+
+def test_fp16_with_the_gradient_scaler_trains(tiny_corpus, tmp_path):
+    summary = train(tiny_run(tiny_corpus, tmp_path, precision="fp16", max_steps=6, batch_tokens=256))
+    losses = [r["loss"] for r in records(tmp_path, "train")]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    assert summary["finished"] and records(tmp_path, "config")[0]["config"]["precision"] == "fp16"
+    scaler_state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"]
+    assert scaler_state["scale"] > 0  # saved, so a resumed run keeps the scale it had found
+
+
+def test_an_overflowing_fp16_gradient_skips_the_step_and_lowers_the_scale():
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+    cpu = torch.device("cpu")
+    scaler = gradient_scaler(cpu, "fp16")
+    input_ids, labels = random_batch(4, 32, 0.25, 256, cpu)
+
+    def scaled_backward():  # as train_step does it
+        with autocast(cpu, "fp16"):
+            _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(4, 32, 0.25))
+        scaler.scale(loss).backward()
+
+    scaled_backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    scale = scaler.get_scale()
+    next(p for p in model.parameters() if p.dim() == 2).grad[0, 0] = float("inf")
+    grad_norm = apply_gradients(model, optimizer, scaler, grad_clip=0.5)
+    assert not math.isfinite(grad_norm.item())
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))  # skipped
+    assert scaler.get_scale() == scale / 2 and all(p.grad is None for p in model.parameters())
+    scaled_backward()
+    grad_norm = apply_gradients(model, optimizer, scaler, grad_clip=0.5)
+    assert math.isfinite(grad_norm.item())  # unscaled before clipping: the true norm, not 32768 times it
+    assert grad_norm.item() < 100 and not all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
