@@ -27,10 +27,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from bench import random_batch
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
 from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, training_precision
-from config import TrainConfig, check_resume, growth_target, parse_train_args, validate_config
+from config import AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, parse_train_args, validate_config
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
@@ -103,6 +104,108 @@ class BudgetClock:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Fitting the run to the machine, before the clock starts: precision, micro-batch, compilation
+
+def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
+    """One micro-step's forward and backward on random tokens (what the data costs, without reading any): the
+    micro-batch trial, the compile warm-up and the speed measurement. The caller drops the gradients, and the
+    optimizer never runs, so the weights are untouched."""
+    # ids below 256 exist in every vocabulary (the byte tokens come first), and their values cost nothing
+    input_ids, labels = random_batch(rows, config.seq_len, config.mask_rate, 256, device)
+    with autocast(device, config.precision):
+        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(rows, config.seq_len, head_fraction(config)))
+    loss.backward()
+
+
+def largest_divisor(number: int, at_most: int) -> int:
+    return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
+
+
+def auto_micro_batch_size(full_rows: int, fits) -> int:
+    """The largest micro-batch that fits: `fits(rows)` runs a trial and raises torch.OutOfMemoryError when it
+    does not. Tries the largest divisor of full_rows (a full batch's rows on one device) up to AUTO_MICRO_BATCH,
+    then the largest divisor up to half of the last try, and so on. A divisor, so that a whole number of
+    accumulation steps makes exactly the --batch-tokens batch: any other size would round the batch."""
+    rows = largest_divisor(full_rows, AUTO_MICRO_BATCH)
+    while True:
+        try:
+            fits(rows)
+            return rows
+        except torch.OutOfMemoryError:
+            pass  # retry outside the except block: the error's traceback holds the failed trial's tensors until it ends
+        if rows == 1:
+            raise ValueError("--micro-batch-size auto: not even one row fits in GPU memory; use a smaller --preset "
+                             "or --seq-len")
+        rows = largest_divisor(full_rows, rows // 2)
+
+
+def micro_batch_trial(raw_model: CramBERT, optimizer: torch.optim.Optimizer, config: TrainConfig, device):
+    """fits(rows) for auto_micro_batch_size: a forward and backward of `rows` rows, with AdamW's two moments
+    allocated too when the optimizer has none yet (it creates them at its first step, inside the budget)."""
+    def fits(rows: int):
+        raw_model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()  # what the previous, failed trial held
+        moments = [] if optimizer.state else [torch.empty_like(p) for p in raw_model.parameters() for _ in range(2)]
+        try:
+            forward_backward(raw_model, config, device, rows)
+        finally:
+            del moments
+            raw_model.zero_grad(set_to_none=True)
+    return fits
+
+
+def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.optim.Optimizer, device,
+                   world_size: int, announce: bool = True) -> TrainConfig:
+    """The config with its machine-dependent flags decided: --precision, --compile (on CUDA unless given) and
+    --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
+    fewer). All processes take the smallest micro-batch any of them found, so they step together."""
+    precision = training_precision(device, config.precision)
+    compile_model = device.type == "cuda" if config.compile is None else config.compile
+    micro_batch_size, how = config.micro_batch_size, "given"
+    if micro_batch_size == "auto":
+        full_rows = max(1, round(config.batch_tokens / config.seq_len / world_size))
+        if device.type == "cuda":
+            config = replace(config, precision=precision)  # the trial runs in the training precision
+            with torch.random.fork_rng(devices=[device]):  # dropout draws numbers: the run's own must not move
+                micro_batch_size = auto_micro_batch_size(full_rows, micro_batch_trial(raw_model, optimizer, config, device))
+            how = "auto: the largest that fit"
+        else:
+            micro_batch_size, how = largest_divisor(full_rows, AUTO_MICRO_BATCH), "auto, not tried off CUDA"
+        if world_size > 1:
+            smallest = torch.tensor(micro_batch_size, device=device)
+            dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+            micro_batch_size = int(smallest.item())
+    config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
+    if announce:
+        accumulation = batch_rows(config, 1.0, world_size) // (micro_batch_size * world_size)
+        print(f"machine: {device} x{world_size}, {precision}{' with a gradient scaler' if precision == 'fp16' else ''}, "
+              f"torch.compile {'on' if compile_model else 'off'}, micro-batch {micro_batch_size} rows ({how}) x "
+              f"{accumulation} accumulation steps x {world_size} = "
+              f"{batch_rows(config, 1.0, world_size) * config.seq_len:,} tokens per full batch")
+    return config
+
+
+def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> torch.nn.Module:
+    """torch.compile(raw_model), warmed up on one micro-batch before the clock starts. Compilation is lazy: a
+    missing C compiler or Triton, an unsupported GPU or a compiler bug surfaces at the first forward or backward,
+    so that is where we catch it, and fall back to eager mode with one log line rather than lose the run."""
+    compiled = torch.compile(raw_model)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            forward_backward(compiled, config, device, config.micro_batch_size)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # compilers fail in many ways: BackendCompilerFailed, RuntimeError, OSError, ...
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        print(f"torch.compile failed ({type(error).__name__}: {first_line}); training in eager mode instead "
+              f"(--no-compile skips the attempt)")
+        return raw_model
+    finally:
+        raw_model.zero_grad(set_to_none=True)
+    return compiled
+
+
+# ----------------------------------------------------------------------------------------------------
 # The training run
 
 def head_fraction(config: TrainConfig) -> float:
@@ -111,7 +214,7 @@ def head_fraction(config: TrainConfig) -> float:
 
 
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
-                           tokenizer: Tokenizer, init_checkpoint: dict | None = None) -> ModelConfig:
+                           vocab_size: int, init_checkpoint: dict | None = None) -> ModelConfig:
     """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
     Chinchilla's plan (auto)."""
     if init_checkpoint is not None:
@@ -119,7 +222,7 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
         if model_config.max_seq_len < config.seq_len:
             raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
         return model_config
-    overrides = {"max_seq_len": config.seq_len, "vocab_size": tokenizer.vocab_size, **config.model_overrides}
+    overrides = {"max_seq_len": config.seq_len, "vocab_size": vocab_size, **config.model_overrides}
     if config.preset != "auto":
         return preset_config(config.preset, **overrides)
     if not config.budget_seconds:
@@ -127,7 +230,7 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
     planned = [None]
     if rank == 0:  # one process measures and plans; the others take its answer
         plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
-                                micro_batch_size=config.micro_batch_size)
+                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size)
         print(plan.explanation)
         planned = [plan.model_config]
     if world_size > 1:
@@ -153,7 +256,7 @@ def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBat
 
 def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:
     """What the loop calls: compiled and/or DDP-wrapped. We always save raw_model (no key prefixes)."""
-    model = torch.compile(raw_model) if config.compile else raw_model
+    model = compile_with_fallback(raw_model, config, device) if config.compile else raw_model
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model
@@ -380,11 +483,6 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     tokenizer = data_tokenizer(config.data_dir)
     train_file = TokenFile(os.path.join(config.data_dir, "train.bin"), tokenizer)
     train_data = MLMBatches(train_file, config.seq_len, config.mask_rate, seed=config.seed)
-    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
-                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
-    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
-                                  byte_lengths(tokenizer, tokenizer.vocab_size))
-
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
@@ -392,7 +490,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     if checkpoint and config.preset == "auto":
         model_config = model_config_from_dict(checkpoint["model_config"])  # the plan made when the run started
     else:
-        model_config = requested_model_config(config, device, rank, world_size, tokenizer, init_checkpoint)
+        model_config = requested_model_config(config, device, rank, world_size, tokenizer.vocab_size, init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
         if checkpoint and model_config_from_dict(checkpoint["model_config"]) != model_config:
@@ -416,9 +514,11 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
-    config = replace(config, precision=training_precision(device, config.precision))
-    if rank == 0:
-        print(f"precision: {config.precision}{' with a gradient scaler' if config.precision == 'fp16' else ''} (--precision)")
+    config = fit_to_machine(config, raw_model, optimizer, device, world_size, announce=rank == 0)  # before the clock
+    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
+                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
+    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
+                                  byte_lengths(tokenizer, tokenizer.vocab_size))
     scaler = gradient_scaler(device, config.precision)
     if checkpoint and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])

@@ -1,4 +1,5 @@
-"""Fitting a run to the machine: precision and the fp16 gradient scaler. The CUDA paths are forced on CPU."""
+"""Fitting a run to the machine: precision and the fp16 gradient scaler, the compile fallback and the micro-batch
+search. The CUDA paths are forced on CPU."""
 import json
 import math
 from pathlib import Path
@@ -6,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import train as train_module
 from bench import random_batch
 from common import autocast, gradient_scaler, make_optimizer, training_precision
 from config import TrainConfig
 from model import CramBERT, preset_config, sparse_rows
-from train import apply_gradients, train
+from train import apply_gradients, auto_micro_batch_size, fit_to_machine, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,3 +84,50 @@ def test_an_overflowing_fp16_gradient_skips_the_step_and_lowers_the_scale():
     grad_norm = apply_gradients(model, optimizer, scaler, grad_clip=0.5)
     assert math.isfinite(grad_norm.item())  # unscaled before clipping: the true norm, not 32768 times it
     assert grad_norm.item() < 100 and not all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_line(tiny_corpus, tmp_path, monkeypatch, capsys):
+    def broken_compile(module):
+        def forward(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C compiler\nsecond line")
+        return forward
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    summary = train(tiny_run(tiny_corpus, tmp_path, compile=True, max_steps=2))
+    failures = [line for line in capsys.readouterr().out.splitlines() if "torch.compile failed" in line]
+    assert summary["finished"] and failures == [
+        "torch.compile failed (RuntimeError: InductorError: no working C compiler); training in eager mode instead "
+        "(--no-compile skips the attempt)"]
+
+
+def test_auto_micro_batch_halves_until_it_fits():
+    def fits_up_to(most: int, tried: list):
+        def fits(rows):
+            tried.append(rows)
+            if rows > most:
+                raise torch.OutOfMemoryError(f"CUDA out of memory: {rows} rows")
+        return fits
+
+    tried = []
+    assert auto_micro_batch_size(4096, fits_up_to(20, tried)) == 16 and tried == [128, 64, 32, 16]
+    tried = []  # a batch of 48 rows: only divisors, so accumulation keeps exactly --batch-tokens
+    assert auto_micro_batch_size(48, fits_up_to(20, tried)) == 12 and tried == [48, 24, 12]
+    with pytest.raises(ValueError, match="not even one row fits"):
+        auto_micro_batch_size(48, fits_up_to(0, []))
+
+
+def test_auto_flags_resolve_without_trials_on_cpu(capsys):
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    config = TrainConfig(seq_len=32, batch_tokens=32 * 48, micro_batch_size="auto")
+    fitted = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
+    assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", False, 48)
+    assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
+
+
+def test_the_command_line_takes_auto_and_the_new_switches():
+    parse = train_module.parse_args
+    assert parse(["--recipe", "gpu"]).micro_batch_size == "auto" and parse(["--recipe", "gpu"]).compile is None
+    assert parse(["--micro-batch-size", "16"]).micro_batch_size == 16
+    assert parse(["--no-compile"]).compile is False and parse(["--compile"]).compile is True
+    assert parse(["--precision", "fp16"]).precision == "fp16"
+    with pytest.raises(SystemExit):
+        parse(["--precision", "fp8"])
