@@ -43,6 +43,8 @@ class TrainConfig:
                          group="data")
     corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: file, folder, glob or URL "
                                        "(default $CRAMLM_CORPUS or WikiText-103)")
+    max_passes: float = flag(2.0, "passes over the prepared corpus the budget may make before a loud warning "
+                                  "(repeating data a couple of times costs little: Muennighoff et al. 2023)")
     seq_len: int = flag(128, "tokens per row, [CLS] included")
     mask_rate: float = flag(0.25, "share of tokens masked and predicted (cramming: 0.25; BERT: 0.15)")
     eval_mask_rate: float = flag(0.25, "masking of the fixed validation set (kept equal across runs to compare losses)")
@@ -95,6 +97,9 @@ class TrainConfig:
                                   "older ones (T4, V100), fp32 on CPU", choices=PRECISIONS)
     compile: bool | None = flag(None, "torch.compile the model (default: on CUDA, off elsewhere; eager mode, with one "
                                       "log line, if compilation fails)")
+    plan: bool = flag(False, "print what the run will do (device, precision, micro-batch, measured tokens/s, tokens "
+                             "and passes over the corpus, checkpoints, end time) and exit without training",
+                      aliases=("--dry-run",))
     seed: int = flag(0, "seed for weights, data order and masking")
     progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")
     policy: str = flag("uniform", "per-example data weights: uniform, or the Learning Law's contribution-based "
@@ -205,6 +210,7 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     # evaluation, checkpoints, growth
     check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
     check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
     check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
     check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
     check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")

@@ -30,8 +30,10 @@ from tqdm import tqdm
 from bench import random_batch
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
-from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, training_precision
+from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, synchronize,
+                    training_precision)
 from config import AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, parse_train_args, validate_config
+from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
@@ -104,7 +106,7 @@ class BudgetClock:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Fitting the run to the machine, before the clock starts: precision, micro-batch, compilation
+# Fitting the run to the machine, before the clock starts: precision, micro-batch, compilation, speed
 
 def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
     """One micro-step's forward and backward on random tokens (what the data costs, without reading any): the
@@ -203,6 +205,25 @@ def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> t
     finally:
         raw_model.zero_grad(set_to_none=True)
     return compiled
+
+
+def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, device, world_size: int,
+                              steps: int = 3) -> float:
+    """Training tokens/s of all processes: `steps` timed forward and backward passes of one micro-batch after an
+    untimed one. The optimizer step is left out (it would move the weights); it is shared by the accumulation
+    steps of a batch, so this overestimates by a few percent at most on the GPU recipe, more with tiny batches."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module  # each process alone: no all-reduce inside the measurement
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return steps * config.micro_batch_size * config.seq_len * world_size / seconds
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -446,6 +467,7 @@ class Run:
     state: LoopState
     flops_per_token: float
     peak_flops: float  # measured, for MFU
+    tokens_per_second: float | None  # measured before the clock starts, for a wall-clock budget (else None)
     log_file: object = None  # out_dir/log.jsonl, on the main process only
 
     @property
@@ -525,16 +547,48 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
     peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
+    tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, scaler, policy, state, flops_per_token, peak_flops, log_file)
+               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second, log_file)
+
+
+def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
+                  world_size: int) -> float:
+    """Training tokens the budget will consume: the first of its limits reached ends the run. Time: the measured
+    tokens/s (evaluation is off the clock); steps: the batch schedule summed; FLOPs: at flops_per_token."""
+    limits = []
+    if config.budget_seconds:
+        limits.append(tokens_per_second * config.budget_seconds)
+    if config.max_steps:
+        limits.append(config.seq_len * sum(batch_rows(config, step / config.max_steps, world_size)
+                                           for step in range(config.max_steps)))
+    if config.max_flops:
+        limits.append(config.max_flops / flops_per_token)
+    return min(limits)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.3g} s"
+
+
+def describe_budget(config: TrainConfig) -> str:
+    """The budget as given: "24 h", "100 steps", or several joined by "or" (the first reached ends the run)."""
+    seconds = config.budget_seconds
+    return " or ".join(part for part in (duration(seconds) if seconds else "", f"{config.max_steps} steps" if config.max_steps else "",
+                                         f"{config.max_flops:.3g} FLOPs" if config.max_flops else "") if part)
 
 
 def log_start(run: Run):
-    """The config line at the top of log.jsonl, and one line on the console."""
-    raw_model, reference = run.raw_model, run.reference
+    """The config line at the top of log.jsonl, and the model's and the budget's lines on the console (the
+    budget's warning also on stderr, where it survives a redirected log)."""
+    raw_model, reference, config = run.raw_model, run.reference, run.config
+    tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
+    tokens_a_pass, train_path = run.train_data.num_rows * config.seq_len, os.path.join(config.data_dir, "train.bin")
+    passes, warning = passes_warning(tokens_a_pass, tokens, config.max_passes, train_path)
     run.log({"kind": "config", "config": asdict(run.config), "model_config": asdict(raw_model.config),
+             "budget_tokens": tokens, "passes": passes, "measured_tokens_per_second": run.tokens_per_second,
              "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
              "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
              "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
@@ -543,6 +597,10 @@ def log_start(run: Run):
         print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
               f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
               f"tokenizer {run.tokenizer.name}, unigram line {reference['unigram_loss']:.3f} nats")
+        print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {passes:.2f} passes over "
+              f"{train_path} ({tokens_a_pass:,} tokens a pass; --max-passes {config.max_passes:g})")
+        if warning:
+            print(warning, file=sys.stderr)
 
 
 def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
@@ -744,6 +802,90 @@ def run_training(run: Run, stop: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# --plan: what a run will do, measured on this machine, without training
+
+def planned_vocab_size(config: TrainConfig) -> int:
+    """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
+    it will make (our own BPE is padded to a multiple of 64 like data.tokenizer.Tokenizer pads every vocabulary)."""
+    if os.path.isfile(os.path.join(config.data_dir, "train.bin")):
+        return data_tokenizer(config.data_dir).vocab_size
+    if config.vocab_size:
+        return (config.vocab_size + 63) // 64 * 64
+    return Tokenizer.from_spec(config.tokenizer).vocab_size
+
+
+def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
+    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared, estimated from
+    data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
+    train_path = os.path.join(config.data_dir, "train.bin")
+    if os.path.isfile(train_path):
+        rows = MLMBatches(TokenFile(train_path, data_tokenizer(config.data_dir)), config.seq_len, config.mask_rate).num_rows
+        corpus, prepared = train_path, True
+    elif config.corpus in CORPORA:
+        named = CORPORA[config.corpus]
+        rows = int(named.tokens_per_shard / (config.seq_len - 1))  # train.py prepares one shard (data.prepare.resolve_inputs)
+        shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+        corpus, prepared = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
+                            f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"), False
+    else:
+        return {"prepared": False, "corpus_tokens": None, "passes": None, "warning": None,
+                "corpus": f"{config.corpus}, not prepared in {config.data_dir} yet: counted once tokenised, when the "
+                          f"run logs its passes (and warns above --max-passes {config.max_passes:g})"}
+    passes, warning = passes_warning(rows * config.seq_len, tokens, config.max_passes, corpus)
+    return {"prepared": prepared, "corpus_tokens": rows * config.seq_len, "passes": passes, "warning": warning,
+            "corpus": f"{corpus}: {rows * config.seq_len:,} tokens a pass"}
+
+
+def plan_run(config: TrainConfig) -> dict:
+    """`train.py ... --plan`: builds the model, fits it to the machine (precision, compile, micro-batch) and
+    times a few forward and backward passes on random tokens. Prepares no data, trains nothing, writes nothing."""
+    rank, world_size, device = setup_distributed(config.device)
+    torch.manual_seed(config.seed)
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
+    raw_model = CramBERT(model_config).to(device)
+    config = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size, announce=False)
+    model = wrap(raw_model, config, world_size, device)
+    tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
+    flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
+    tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
+    training_seconds = tokens / tokens_per_second
+    evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
+    eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
+    wall_seconds = training_seconds + eval_seconds
+    full_batch_rows = batch_rows(config, 1.0, world_size)
+    return {"device": f"{device} x{world_size}", "precision": config.precision, "compile": config.compile,
+            "micro_batch_size": config.micro_batch_size,
+            "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
+            "batch_tokens": full_batch_rows * config.seq_len, "params": raw_model.num_params(),
+            "tokens_per_second": tokens_per_second, "budget_tokens": tokens, "training_seconds": training_seconds,
+            **corpus_outlook(config, tokens), "checkpoint_minutes": config.checkpoint_minutes,
+            "checkpoints": math.floor(wall_seconds / (config.checkpoint_minutes * 60)) + 1,  # and one at the end
+            "evaluations": evaluations, "eval_seconds": eval_seconds,
+            "end": time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + wall_seconds))}
+
+
+def print_plan(plan: dict, config: TrainConfig):
+    passes = "unknown until prepared" if plan["passes"] is None else \
+        f"{plan['passes']:.2f} (at most {config.max_passes:g} wanted: --max-passes)"
+    print(f"""plan (nothing is trained or written):
+  device        {plan['device']}
+  precision     {plan['precision']}{' with a gradient scaler' if plan['precision'] == 'fp16' else ''}
+  compile       {'on' if plan['compile'] else 'off'}
+  micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
+  model         {plan['params'] / 1e6:.1f}M parameters
+  speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)
+  budget        {describe_budget(config)}: ~{plan['budget_tokens']:,.0f} tokens, {duration(plan['training_seconds'])} of training
+  corpus        {plan['corpus']}
+  passes        {passes}
+  checkpoints   every {plan['checkpoint_minutes']:g} min: ~{plan['checkpoints']} (the last at the end)
+  evaluations   {plan['evaluations']}, ~{plan['eval_seconds'] / 60:.1f} min off the clock (estimate)
+  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus first'}""")
+    if plan["warning"]:
+        print(plan["warning"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Command line
 
 def parse_args(argv=None) -> TrainConfig:
@@ -753,6 +895,10 @@ def parse_args(argv=None) -> TrainConfig:
 def main(argv=None):
     config = parse_args(argv)
     try:
+        if config.plan:
+            validate_config(config)
+            print_plan(plan_run(config), config)
+            return
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")

@@ -1,5 +1,5 @@
-"""Fitting a run to the machine: precision and the fp16 gradient scaler, the compile fallback and the micro-batch
-search. The CUDA paths are forced on CPU."""
+"""Fitting a run to the machine: precision and the fp16 gradient scaler, the compile fallback, the micro-batch
+search, --plan, and the budget's tokens and passes at start-up. The CUDA paths are forced on CPU."""
 import json
 import math
 from pathlib import Path
@@ -11,8 +11,9 @@ import train as train_module
 from bench import random_batch
 from common import autocast, gradient_scaler, make_optimizer, training_precision
 from config import TrainConfig
+from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from train import apply_gradients, auto_micro_batch_size, fit_to_machine, train
+from train import apply_gradients, auto_micro_batch_size, fit_to_machine, plan_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,6 +23,11 @@ def tiny_run(data_dir, out_dir, **overrides) -> TrainConfig:
                     batch_tokens=512, budget_seconds=0, lr=3e-3, eval_rows=32, eval_interval=1.0, log_interval=1,
                     progress_bar=False)
     return TrainConfig(**{**settings, **overrides})
+
+
+def rows_of(data_dir, seq_len: int = 32) -> int:
+    """Training rows in a prepared folder: one pass over them is rows x seq_len tokens ([CLS] included)."""
+    return MLMBatches(TokenFile(str(Path(data_dir) / "train.bin"), data_tokenizer(str(data_dir))), seq_len, 0.25).num_rows
 
 
 def records(out_dir, kind):
@@ -128,6 +134,37 @@ def test_the_command_line_takes_auto_and_the_new_switches():
     assert parse(["--recipe", "gpu"]).micro_batch_size == "auto" and parse(["--recipe", "gpu"]).compile is None
     assert parse(["--micro-batch-size", "16"]).micro_batch_size == 16
     assert parse(["--no-compile"]).compile is False and parse(["--compile"]).compile is True
-    assert parse(["--precision", "fp16"]).precision == "fp16"
+    assert parse(["--dry-run"]).plan and parse(["--plan", "--precision", "fp16"]).precision == "fp16"
     with pytest.raises(SystemExit):
         parse(["--precision", "fp8"])
+
+
+def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys):
+    config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True)
+    plan = plan_run(config)
+    assert plan["budget_tokens"] == pytest.approx(plan["tokens_per_second"] * 600)
+    assert plan["passes"] == pytest.approx(plan["budget_tokens"] / plan["corpus_tokens"])
+    assert plan["corpus_tokens"] == rows_of(tiny_corpus) * 32
+    wall = plan["training_seconds"] + plan["eval_seconds"]
+    assert plan["training_seconds"] == pytest.approx(600) and plan["checkpoints"] == math.floor(wall / 240) + 1
+    assert (plan["precision"], plan["compile"], plan["micro_batch_size"], plan["accumulation"]) == ("fp32", False, 8, 2)
+    capsys.readouterr()
+    train_module.main(["--recipe", "cpu", "--preset", "tiny", "--seq-len", "32", "--batch-tokens", "512",
+                       "--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path / "run"), "--minutes", "10", "--plan"])
+    out = capsys.readouterr()
+    for field in ("device        cpu x1", "precision     fp32", "compile       off", "micro-batch   8 rows x 2",
+                  "speed ", "budget        10 min: ~", "corpus        ", "passes ", "checkpoints   every 30 min",
+                  "expected end  "):
+        assert field in out.out
+    assert "WARNING" in out.err and "passes over the same data" in out.err  # 10 minutes repeat the tiny corpus
+    assert not (tmp_path / "run").exists()  # no checkpoint, no log: nothing was trained
+
+
+def test_start_up_logs_the_tokens_the_budget_consumes_and_warns_above_max_passes(tiny_corpus, tmp_path, capsys):
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=4, max_passes=0.01))
+    logged = records(tmp_path, "config")[0]
+    assert logged["budget_tokens"] == summary["tokens"]  # a step budget: the batch schedule summed, exactly
+    assert logged["passes"] == pytest.approx(summary["tokens"] / (rows_of(tiny_corpus) * 32))
+    out = capsys.readouterr()
+    assert f"budget: 4 steps = ~{summary['tokens']:,} training tokens = " in out.out
+    assert "WARNING: this run will consume" in out.err and "(more than 0.01)" in out.err
