@@ -35,16 +35,40 @@ def setup_distributed(requested_device: str):
     return rank, world_size, device
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on GPU (no loss scaling needed, unlike fp16); full fp32 elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # --precision's choices
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def measure_peak_flops(device: torch.device, seconds: float = 0.5) -> float:
+def training_precision(device: torch.device, requested: str = "auto") -> str:
+    """"bf16", "fp16" or "fp32". auto: bf16 on a CUDA GPU that computes it natively (Ampere and later); fp16 on
+    older ones (T4, V100: Colab and most course clusters), where bf16 is only emulated, slowly; fp32 on CPU and MPS,
+    where autocast speeds little up. fp16's narrow exponent range needs a gradient scaler (gradient_scaler)."""
+    if requested != "auto":
+        return requested
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Mixed precision for forward passes: matmuls in bf16/fp16, reductions kept in fp32 by autocast; full fp32
+    is no autocast at all."""
+    precision = training_precision(device, precision)
+    return nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def gradient_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 gradients underflow to 0 unless the loss is scaled up before backward: the scaler multiplies it,
+    divides the gradients back before clipping (unscale_), skips a step whose gradients overflowed to inf/NaN
+    and lowers the scale after one. For bf16 (fp32's exponent range) and fp32 it is disabled: a pass-through."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def measure_peak_flops(device: torch.device, seconds: float = 0.5, precision: str = "auto") -> float:
     """Measured, not looked up: the FLOP/s of a large matmul in the training precision on this device,
     used as the denominator of MFU (so MFU here means "share of this machine's achievable matmul speed")."""
     n = 4096 if device.type == "cuda" else 1024
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = AUTOCAST_DTYPES[training_precision(device, precision)]
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
     synchronize(device)

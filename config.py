@@ -5,9 +5,10 @@ and the command line built from them.
 """
 import argparse
 import os
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
-from common import resolve_device
+from common import PRECISIONS, resolve_device
 from data.prepare import check_vocab_size, default_corpus
 from grow import grown_config
 from model import ModelConfig, preset_config
@@ -15,11 +16,21 @@ from model import ModelConfig, preset_config
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
 # attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
 
+# --micro-batch-size auto tries cramming's 128 rows first and halves on out-of-memory. It never tries more:
+# the batch ramp starts at one micro-batch, so a bigger one would change the recipe, not just the speed.
+AUTO_MICRO_BATCH = 128
+
+
+def rows_or_auto(text: str) -> int | str:
+    """--micro-batch-size's type: a number of rows, or "auto"."""
+    return "auto" if text == "auto" else int(text)
+
 
 def flag(default, help: str, group: str = "", **argparse_options):
     """A TrainConfig field that is also a command-line flag (--field-name): its help text, the flag group it
-    starts (if any) and extra argparse options such as choices. The flag's type comes from the annotation;
-    a bool defaulting to False is a switch (--resume), one defaulting to True can be turned off (--no-batch-ramp)."""
+    starts (if any) and extra argparse options such as choices. The flag's type comes from the annotation unless
+    type= is given; a bool defaulting to False is a switch (--resume), one defaulting to True can be turned off
+    (--no-batch-ramp), and one defaulting to None (the device decides) can be set either way (--compile, --no-compile)."""
     metadata = {"help": help, "group": group, "options": argparse_options}
     if callable(default):
         return field(default_factory=default, metadata=metadata)
@@ -32,6 +43,8 @@ class TrainConfig:
                          group="data")
     corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: file, folder, glob or URL "
                                        "(default $CRAMLM_CORPUS or WikiText-103)")
+    max_passes: float = flag(2.0, "passes over the prepared corpus the budget may make before a loud warning "
+                                  "(repeating data a couple of times costs little: Muennighoff et al. 2023)")
     seq_len: int = flag(128, "tokens per row, [CLS] included")
     mask_rate: float = flag(0.25, "share of tokens masked and predicted (cramming: 0.25; BERT: 0.15)")
     eval_mask_rate: float = flag(0.25, "masking of the fixed validation set (kept equal across runs to compare losses)")
@@ -58,7 +71,11 @@ class TrainConfig:
     warmup_steps: int = flag(10_000, "bert schedule: warmup steps")
     schedule_steps: int = flag(0, "bert schedule: step at which lr reaches 0 (default: --max-steps)")
     batch_tokens: int = flag(524_288, "tokens per optimizer step at full batch (4096 rows of 128)")
-    micro_batch_size: int = flag(128, "rows per forward/backward pass per device; the rest is accumulation")
+    micro_batch_size: int | str = flag("auto", "rows per forward/backward pass per device; the rest of --batch-tokens "
+                                               f"is gradient accumulation. auto: on CUDA the largest of "
+                                               f"{AUTO_MICRO_BATCH}, {AUTO_MICRO_BATCH // 2}, ... that fits in memory "
+                                               f"(tried before the clock starts); elsewhere {AUTO_MICRO_BATCH}",
+                                       type=rows_or_auto)
     batch_ramp: bool = flag(True, "ramp the batch up from one micro-batch to --batch-tokens over the first "
                                   "--ramp-until of the budget")
     ramp_until: float = flag(0.6, "budget fraction where the ramp ends")
@@ -76,7 +93,13 @@ class TrainConfig:
     overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
                                   "(deletes it and its log)")
     device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
-    compile: bool = flag(False, "torch.compile the model")
+    precision: str = flag("auto", "autocast precision. auto: bf16 on GPUs that have it, fp16 with a gradient scaler on "
+                                  "older ones (T4, V100), fp32 on CPU", choices=PRECISIONS)
+    compile: bool | None = flag(None, "torch.compile the model (default: on CUDA, off elsewhere; eager mode, with one "
+                                      "log line, if compilation fails)")
+    plan: bool = flag(False, "print what the run will do (device, precision, micro-batch, measured tokens/s, tokens "
+                             "and passes over the corpus, checkpoints, end time) and exit without training",
+                      aliases=("--dry-run",))
     seed: int = flag(0, "seed for weights, data order and masking")
     progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")
     policy: str = flag("uniform", "per-example data weights: uniform, or the Learning Law's contribution-based "
@@ -162,10 +185,13 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
             errors.append(f"--preset {config.preset} with the size/recipe flags: {error}")
     # optimisation
     check(config.lr > 0, f"--lr {config.lr:g}: the peak learning rate must be > 0")
-    check(config.micro_batch_size >= 1, f"--micro-batch-size {config.micro_batch_size}: must be >= 1 row")
-    if config.micro_batch_size >= 1 and seq_len_ok:
-        micro = config.micro_batch_size * config.seq_len * world_size  # tokens in one micro-step on all processes
-        detail = (f"one micro-batch (--micro-batch-size {config.micro_batch_size} × --seq-len {config.seq_len}"
+    # auto picks a divisor of the batch's rows (auto_micro_batch_size), so the smallest micro-batch it can pick is one row
+    micro_rows = 1 if config.micro_batch_size == "auto" else config.micro_batch_size
+    check(micro_rows >= 1, f"--micro-batch-size {config.micro_batch_size}: must be >= 1 row")
+    if micro_rows >= 1 and seq_len_ok:
+        micro = micro_rows * config.seq_len * world_size  # tokens in one micro-step on all processes
+        detail = (f"one micro-batch (--micro-batch-size {config.micro_batch_size}"
+                  f"{' = at least 1 row' if config.micro_batch_size == 'auto' else ''} × --seq-len {config.seq_len}"
                   f"{f' × {world_size} processes' if world_size > 1 else ''} = {micro} tokens)")
         if config.batch_tokens < micro:
             errors.append(f"--batch-tokens {config.batch_tokens} is less than {detail}: raise it to at least {micro} "
@@ -184,6 +210,7 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     # evaluation, checkpoints, growth
     check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
     check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
     check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
     check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
     check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
@@ -244,10 +271,10 @@ def command_line(description: str = "") -> argparse.ArgumentParser:
         default = None if f.name in RECIPE_FIELDS else getattr(defaults, f.name)
         options = dict(f.metadata["options"])
         names = ["--" + f.name.replace("_", "-"), *options.pop("aliases", ())]
-        if f.type is bool:
+        if bool in (f.type, *typing.get_args(f.type)):
             options["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
         else:
-            options["type"] = f.type
+            options.setdefault("type", f.type)
         group.add_argument(*names, dest=f.name, default=default, help=f.metadata["help"], **options)
     for name, options in MODEL_FLAGS.items():
         group_of["preset"].add_argument("--" + name.replace("_", "-"), dest=name, **options)

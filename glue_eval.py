@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data.fetch import DownloadError, fetch
 from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
-from common import autocast, write_json
+from common import autocast, gradient_scaler, training_precision, write_json
 from data.tokenizer import Tokenizer
 from model import CramBERT, CramBERTForSequenceClassification, preset_config
 
@@ -266,6 +266,7 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
     steps_per_epoch = math.ceil(len(sequences) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     shuffle = torch.Generator().manual_seed(seed)
+    scaler = gradient_scaler(torch.device(device), training_precision(torch.device(device)))  # fp16 GPUs: loss scaling
     model.train()
     bar = tqdm(total=total_steps, desc=f"{task.name} seed {seed}", disable=not progress, leave=False)
     step = 0
@@ -279,8 +280,9 @@ def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, co
             with autocast(torch.device(device)):
                 _, loss = model(input_ids, attention_mask, labels=targets[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             bar.update()
             if step % 10 == 0:  # .item() waits for the GPU, so only now and then

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint, tokenizer_from_checkpoint
-from common import autocast, resolve_device
+from common import autocast, gradient_scaler, resolve_device, training_precision
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -208,6 +208,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
     # each matrix's step is lr / fan-in (as muP scales hidden matrices). No decay: it would shrink the copies.
     optimizer = torch.optim.AdamW([{"params": [p], "lr": lr / p.shape[1]} for p in operator.parameters()],
                                   weight_decay=0.0)
+    scaler = gradient_scaler(device, training_precision(device))  # fp16 GPUs need loss scaling; else a pass-through
     losses = []
     for step in tqdm(range(steps), desc="ligo operator", disable=not progress_bar):
         input_ids, labels = next_batch(step)
@@ -215,8 +216,9 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
         with autocast(device):
             _, loss = functional_call(shell, weights, (input_ids.to(device),),
                                       {"labels": labels.to(device), "n_kept": sparse_rows(*input_ids.shape, mask_rate)})
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return losses

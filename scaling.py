@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bench import random_batch, time_training
 from common import make_optimizer, write_json
-from config import TrainConfig
+from config import AUTO_MICRO_BATCH, TrainConfig
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, sparse_rows
 
 
@@ -180,7 +180,7 @@ class Candidate:
 
 
 def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
-               micro_batch_size: int = TrainConfig.micro_batch_size) -> list[Candidate]:
+               micro_batch_size: int = AUTO_MICRO_BATCH) -> list[Candidate]:
     """Every shape with the tokens the budget buys it, and where the law would put a run of its compute.
     The law's compute is 6ND by definition (paper Sec. 3.3), but our real cost per token is not 6N: the
     embedding lookup is free, the sparse MLM head runs on a quarter of the tokens and attention adds
@@ -231,7 +231,7 @@ class Plan:
 
 
 def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_len: int = 128,
-         micro_batch_size: int = TrainConfig.micro_batch_size, memory_bytes: int | None = None,
+         micro_batch_size: int = AUTO_MICRO_BATCH, memory_bytes: int | None = None,
          memory_fraction: float = 0.8) -> Plan:
     """The shape the law would train on this budget: among shapes whose training fits in memory_fraction
     of memory_bytes, the one with the lowest predicted loss at the tokens the budget buys it (best_candidate)."""
@@ -281,7 +281,7 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
 
 def plan_for_machine(budget_seconds: float, device: str = "cpu", law="chinchilla",
                      flops_per_second: float | None = None, seq_len: int = 128,
-                     micro_batch_size: int = TrainConfig.micro_batch_size, bench_seconds: float = 5.0,
+                     micro_batch_size: int = AUTO_MICRO_BATCH, bench_seconds: float = 5.0,
                      bench_config: ModelConfig | None = None) -> Plan:
     """plan() with this machine's numbers. Throughput depends on the shape and the shape on the throughput,
     so measure a reference shape, plan, and measure the planned shape and replan until the shape measured
@@ -419,7 +419,7 @@ def run_command():
     plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, or a fitted law's JSON")
     plan_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     plan_parser.add_argument("--seq-len", type=int, default=TrainConfig.seq_len, help="training sequence length")
-    plan_parser.add_argument("--micro-batch-size", type=int, default=TrainConfig.micro_batch_size,
+    plan_parser.add_argument("--micro-batch-size", type=int, default=AUTO_MICRO_BATCH,
                              help="rows per forward pass (for the memory check)")
     plan_parser.add_argument("--bench-seconds", type=float, default=5.0, help="length of each throughput measurement")
 

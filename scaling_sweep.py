@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, replace
 
 from common import pyplot, write_json
-from config import TrainConfig
+from config import AUTO_MICRO_BATCH, TrainConfig
 from scaling import ScalingLaw, best_candidate, candidates, fit_flags, fit_law, report_fit, size_overrides
 from train import train
 
@@ -85,7 +85,7 @@ def main(argv=None):
     sweep_parser.add_argument("--corpus", help="train.py --corpus: text to prepare if --data-dir is empty")
     sweep_parser.add_argument("--batch-tokens", type=int, default=TrainConfig.batch_tokens,
                               help="tokens per optimizer step; small budgets need small batches to take enough steps")
-    sweep_parser.add_argument("--micro-batch-size", type=int, default=TrainConfig.micro_batch_size,
+    sweep_parser.add_argument("--micro-batch-size", type=int, default=AUTO_MICRO_BATCH,
                               help="rows per forward pass")
     sweep_parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate of every run")
     sweep_parser.add_argument("--device", default=TrainConfig.device, help="auto, cuda, mps or cpu")

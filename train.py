@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -27,10 +27,13 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from bench import random_batch
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
-from common import autocast, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume, growth_target, parse_train_args, validate_config
+from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, synchronize,
+                    training_precision)
+from config import AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, parse_train_args, validate_config
+from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
@@ -103,6 +106,127 @@ class BudgetClock:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Fitting the run to the machine, before the clock starts: precision, micro-batch, compilation, speed
+
+def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
+    """One micro-step's forward and backward on random tokens (what the data costs, without reading any): the
+    micro-batch trial, the compile warm-up and the speed measurement. The caller drops the gradients, and the
+    optimizer never runs, so the weights are untouched."""
+    # ids below 256 exist in every vocabulary (the byte tokens come first), and their values cost nothing
+    input_ids, labels = random_batch(rows, config.seq_len, config.mask_rate, 256, device)
+    with autocast(device, config.precision):
+        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(rows, config.seq_len, head_fraction(config)))
+    loss.backward()
+
+
+def largest_divisor(number: int, at_most: int) -> int:
+    return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
+
+
+def auto_micro_batch_size(full_rows: int, fits) -> int:
+    """The largest micro-batch that fits: `fits(rows)` runs a trial and raises torch.OutOfMemoryError when it
+    does not. Tries the largest divisor of full_rows (a full batch's rows on one device) up to AUTO_MICRO_BATCH,
+    then the largest divisor up to half of the last try, and so on. A divisor, so that a whole number of
+    accumulation steps makes exactly the --batch-tokens batch: any other size would round the batch."""
+    rows = largest_divisor(full_rows, AUTO_MICRO_BATCH)
+    while True:
+        try:
+            fits(rows)
+            return rows
+        except torch.OutOfMemoryError:
+            pass  # retry outside the except block: the error's traceback holds the failed trial's tensors until it ends
+        if rows == 1:
+            raise ValueError("--micro-batch-size auto: not even one row fits in GPU memory; use a smaller --preset "
+                             "or --seq-len")
+        rows = largest_divisor(full_rows, rows // 2)
+
+
+def micro_batch_trial(raw_model: CramBERT, optimizer: torch.optim.Optimizer, config: TrainConfig, device):
+    """fits(rows) for auto_micro_batch_size: a forward and backward of `rows` rows, with AdamW's two moments
+    allocated too when the optimizer has none yet (it creates them at its first step, inside the budget)."""
+    def fits(rows: int):
+        raw_model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()  # what the previous, failed trial held
+        moments = [] if optimizer.state else [torch.empty_like(p) for p in raw_model.parameters() for _ in range(2)]
+        try:
+            forward_backward(raw_model, config, device, rows)
+        finally:
+            del moments
+            raw_model.zero_grad(set_to_none=True)
+    return fits
+
+
+def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.optim.Optimizer, device,
+                   world_size: int, announce: bool = True) -> TrainConfig:
+    """The config with its machine-dependent flags decided: --precision, --compile (on CUDA unless given) and
+    --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
+    fewer). All processes take the smallest micro-batch any of them found, so they step together."""
+    precision = training_precision(device, config.precision)
+    compile_model = device.type == "cuda" if config.compile is None else config.compile
+    micro_batch_size, how = config.micro_batch_size, "given"
+    if micro_batch_size == "auto":
+        full_rows = max(1, round(config.batch_tokens / config.seq_len / world_size))
+        if device.type == "cuda":
+            config = replace(config, precision=precision)  # the trial runs in the training precision
+            with torch.random.fork_rng(devices=[device]):  # dropout draws numbers: the run's own must not move
+                micro_batch_size = auto_micro_batch_size(full_rows, micro_batch_trial(raw_model, optimizer, config, device))
+            how = "auto: the largest that fit"
+        else:
+            micro_batch_size, how = largest_divisor(full_rows, AUTO_MICRO_BATCH), "auto, not tried off CUDA"
+        if world_size > 1:
+            smallest = torch.tensor(micro_batch_size, device=device)
+            dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+            micro_batch_size = int(smallest.item())
+    config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
+    if announce:
+        accumulation = batch_rows(config, 1.0, world_size) // (micro_batch_size * world_size)
+        print(f"machine: {device} x{world_size}, {precision}{' with a gradient scaler' if precision == 'fp16' else ''}, "
+              f"torch.compile {'on' if compile_model else 'off'}, micro-batch {micro_batch_size} rows ({how}) x "
+              f"{accumulation} accumulation steps x {world_size} = "
+              f"{batch_rows(config, 1.0, world_size) * config.seq_len:,} tokens per full batch")
+    return config
+
+
+def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> torch.nn.Module:
+    """torch.compile(raw_model), warmed up on one micro-batch before the clock starts. Compilation is lazy: a
+    missing C compiler or Triton, an unsupported GPU or a compiler bug surfaces at the first forward or backward,
+    so that is where we catch it, and fall back to eager mode with one log line rather than lose the run."""
+    compiled = torch.compile(raw_model)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            forward_backward(compiled, config, device, config.micro_batch_size)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # compilers fail in many ways: BackendCompilerFailed, RuntimeError, OSError, ...
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        print(f"torch.compile failed ({type(error).__name__}: {first_line}); training in eager mode instead "
+              f"(--no-compile skips the attempt)")
+        return raw_model
+    finally:
+        raw_model.zero_grad(set_to_none=True)
+    return compiled
+
+
+def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, device, world_size: int,
+                              steps: int = 3) -> float:
+    """Training tokens/s of all processes: `steps` timed forward and backward passes of one micro-batch after an
+    untimed one. The optimizer step is left out (it would move the weights); it is shared by the accumulation
+    steps of a batch, so this overestimates by a few percent at most on the GPU recipe, more with tiny batches."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module  # each process alone: no all-reduce inside the measurement
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return steps * config.micro_batch_size * config.seq_len * world_size / seconds
+
+
+# ----------------------------------------------------------------------------------------------------
 # The training run
 
 def head_fraction(config: TrainConfig) -> float:
@@ -123,7 +247,7 @@ def charged_flops_per_token(model: CramBERT, config: TrainConfig, policy: Learni
 
 
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
-                           tokenizer: Tokenizer, init_checkpoint: dict | None = None) -> ModelConfig:
+                           vocab_size: int, init_checkpoint: dict | None = None) -> ModelConfig:
     """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
     Chinchilla's plan (auto)."""
     if init_checkpoint is not None:
@@ -131,7 +255,7 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
         if model_config.max_seq_len < config.seq_len:
             raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
         return model_config
-    overrides = {"max_seq_len": config.seq_len, "vocab_size": tokenizer.vocab_size, **config.model_overrides}
+    overrides = {"max_seq_len": config.seq_len, "vocab_size": vocab_size, **config.model_overrides}
     if config.preset != "auto":
         return preset_config(config.preset, **overrides)
     if not config.budget_seconds:
@@ -139,7 +263,7 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
     planned = [None]
     if rank == 0:  # one process measures and plans; the others take its answer
         plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
-                                micro_batch_size=config.micro_batch_size)
+                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size)
         print(plan.explanation)
         planned = [plan.model_config]
     if world_size > 1:
@@ -165,7 +289,7 @@ def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBat
 
 def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:
     """What the loop calls: compiled and/or DDP-wrapped. We always save raw_model (no key prefixes)."""
-    model = torch.compile(raw_model) if config.compile else raw_model
+    model = compile_with_fallback(raw_model, config, device) if config.compile else raw_model
     if world_size > 1:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     return model
@@ -236,7 +360,7 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 
 @torch.no_grad()
 def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
-             should_stop=lambda: False) -> float | None:
+             should_stop=lambda: False, precision: str = "auto") -> float | None:
     """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
     mask_rate: the most any batch masks (the sparse head's count, sparse_rows). None if should_stop() turns
     true between batches (Ctrl-C): an abandoned evaluation has no loss."""
@@ -247,7 +371,7 @@ def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_
         if should_stop():
             model.train(was_training)
             return None
-        with autocast(device):
+        with autocast(device, precision):
             _, loss = model(input_ids.to(device), labels=labels.to(device),
                             n_kept=sparse_rows(*input_ids.shape, mask_rate))
         count = (labels != -100).sum()
@@ -350,10 +474,12 @@ class Run:
     raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
     model: torch.nn.Module  # what the loop calls (wrap)
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; a pass-through in bf16 and fp32 (common.gradient_scaler)
     policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
     state: LoopState
     flops_per_token: float  # charged per training token: the model's, plus the policy's (charged_flops_per_token)
     peak_flops: float  # measured, for MFU
+    tokens_per_second: float | None  # measured before the clock starts, for a wall-clock budget (else None)
     log_file: object = None  # out_dir/log.jsonl, on the main process only
 
     @property
@@ -376,7 +502,7 @@ class Run:
     def save(self):
         save_checkpoint(self.checkpoint_path, model_checkpoint(
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
-            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(),
+            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
             policy=self.policy.state_dict() if self.policy else None))
 
 
@@ -391,11 +517,6 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     tokenizer = data_tokenizer(config.data_dir)
     train_file = TokenFile(os.path.join(config.data_dir, "train.bin"), tokenizer)
     train_data = MLMBatches(train_file, config.seq_len, config.mask_rate, seed=config.seed)
-    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
-                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
-    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
-                                  byte_lengths(tokenizer, tokenizer.vocab_size))
-
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
@@ -403,7 +524,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     if checkpoint and config.preset == "auto":
         model_config = model_config_from_dict(checkpoint["model_config"])  # the plan made when the run started
     else:
-        model_config = requested_model_config(config, device, rank, world_size, tokenizer, init_checkpoint)
+        model_config = requested_model_config(config, device, rank, world_size, tokenizer.vocab_size, init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
         if checkpoint and model_config_from_dict(checkpoint["model_config"]) != model_config:
@@ -427,19 +548,59 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
+    config = fit_to_machine(config, raw_model, optimizer, device, world_size, announce=rank == 0)  # before the clock
+    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
+                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
+    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
+                                  byte_lengths(tokenizer, tokenizer.vocab_size))
+    scaler = gradient_scaler(device, config.precision)
+    if checkpoint and checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
     flops_per_token = charged_flops_per_token(raw_model, config, policy)
-    peak_flops = measure_peak_flops(device)  # after the RNG restore, as before: it draws from torch's generator
+    peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
+    tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, policy, state, flops_per_token, peak_flops, log_file)
+               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second, log_file)
+
+
+def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
+                  world_size: int) -> float:
+    """Training tokens the budget will consume: the first of its limits reached ends the run. Time: the measured
+    tokens/s (evaluation is off the clock); steps: the batch schedule summed; FLOPs: at flops_per_token."""
+    limits = []
+    if config.budget_seconds:
+        limits.append(tokens_per_second * config.budget_seconds)
+    if config.max_steps:
+        limits.append(config.seq_len * sum(batch_rows(config, step / config.max_steps, world_size)
+                                           for step in range(config.max_steps)))
+    if config.max_flops:
+        limits.append(config.max_flops / flops_per_token)
+    return min(limits)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.3g} s"
+
+
+def describe_budget(config: TrainConfig) -> str:
+    """The budget as given: "24 h", "100 steps", or several joined by "or" (the first reached ends the run)."""
+    seconds = config.budget_seconds
+    return " or ".join(part for part in (duration(seconds) if seconds else "", f"{config.max_steps} steps" if config.max_steps else "",
+                                         f"{config.max_flops:.3g} FLOPs" if config.max_flops else "") if part)
 
 
 def log_start(run: Run):
-    """The config line at the top of log.jsonl, and one line on the console."""
-    raw_model, reference = run.raw_model, run.reference
+    """The config line at the top of log.jsonl, and the model's and the budget's lines on the console (the
+    budget's warning also on stderr, where it survives a redirected log)."""
+    raw_model, reference, config = run.raw_model, run.reference, run.config
+    tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
+    tokens_a_pass, train_path = run.train_data.num_rows * config.seq_len, os.path.join(config.data_dir, "train.bin")
+    passes, warning = passes_warning(tokens_a_pass, tokens, config.max_passes, train_path)
     run.log({"kind": "config", "config": asdict(run.config), "model_config": asdict(raw_model.config),
+             "budget_tokens": tokens, "passes": passes, "measured_tokens_per_second": run.tokens_per_second,
              "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
              "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
              "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
@@ -448,13 +609,17 @@ def log_start(run: Run):
         print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
               f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
               f"tokenizer {run.tokenizer.name}, unigram line {reference['unigram_loss']:.3f} nats")
+        print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {passes:.2f} passes over "
+              f"{train_path} ({tokens_a_pass:,} tokens a pass; --max-passes {config.max_passes:g})")
+        if warning:
+            print(warning, file=sys.stderr)
 
 
 def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
     """Evaluate, log and plot; False if Ctrl-C abandoned the evaluation (no partial loss is recorded)."""
     config, state = run.config, run.state
     val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, head_fraction(config),
-                        should_stop=interrupted)
+                        should_stop=interrupted, precision=config.precision)
     if val_loss is None:
         return False
     state.val_loss = val_loss
@@ -516,23 +681,34 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
         # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
         weights = run.policy.weights(run.raw_model, input_ids, None, labels, n_kept) if run.policy else None
-        with (nullcontext() if sync else model.no_sync()), autocast(run.device):
+        with (nullcontext() if sync else model.no_sync()), autocast(run.device, config.precision):
             logits, loss = model(input_ids, labels=labels, n_kept=n_kept)
             if weights is not None:
                 loss = weighted_mlm_loss(logits, labels, weights, n_kept)
         # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
         # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
         # batch, independent of how many micro-steps it took (DDP then averages over processes).
-        (loss / accumulation).backward()
+        run.scaler.scale(loss / accumulation).backward()  # fp16: scaled up so small gradients do not flush to 0
         loss_sum += loss.detach()
     if interrupted():
         optimizer.zero_grad(set_to_none=True)
         return None
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm = apply_gradients(run.raw_model, optimizer, run.scaler, config.grad_clip)
     run.train_data.advance(rows)
     return loss_sum.item() / accumulation, grad_norm, rows  # .item() syncs: a fair end point for step timing
+
+
+def apply_gradients(raw_model: CramBERT, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    grad_clip: float) -> torch.Tensor:
+    """Clip and step; returns the gradient norm before clipping. Under fp16 the scaler first divides its scale
+    back out (clipping must see the true norm), skips the step if a gradient overflowed to inf/NaN and lowers
+    the scale; in bf16 and fp32 it is a pass-through."""
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 class StepLog:
@@ -638,6 +814,90 @@ def run_training(run: Run, stop: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# --plan: what a run will do, measured on this machine, without training
+
+def planned_vocab_size(config: TrainConfig) -> int:
+    """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
+    it will make (our own BPE is padded to a multiple of 64 like data.tokenizer.Tokenizer pads every vocabulary)."""
+    if os.path.isfile(os.path.join(config.data_dir, "train.bin")):
+        return data_tokenizer(config.data_dir).vocab_size
+    if config.vocab_size:
+        return (config.vocab_size + 63) // 64 * 64
+    return Tokenizer.from_spec(config.tokenizer).vocab_size
+
+
+def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
+    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared, estimated from
+    data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
+    train_path = os.path.join(config.data_dir, "train.bin")
+    if os.path.isfile(train_path):
+        rows = MLMBatches(TokenFile(train_path, data_tokenizer(config.data_dir)), config.seq_len, config.mask_rate).num_rows
+        corpus, prepared = train_path, True
+    elif config.corpus in CORPORA:
+        named = CORPORA[config.corpus]
+        rows = int(named.tokens_per_shard / (config.seq_len - 1))  # train.py prepares one shard (data.prepare.resolve_inputs)
+        shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+        corpus, prepared = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
+                            f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"), False
+    else:
+        return {"prepared": False, "corpus_tokens": None, "passes": None, "warning": None,
+                "corpus": f"{config.corpus}, not prepared in {config.data_dir} yet: counted once tokenised, when the "
+                          f"run logs its passes (and warns above --max-passes {config.max_passes:g})"}
+    passes, warning = passes_warning(rows * config.seq_len, tokens, config.max_passes, corpus)
+    return {"prepared": prepared, "corpus_tokens": rows * config.seq_len, "passes": passes, "warning": warning,
+            "corpus": f"{corpus}: {rows * config.seq_len:,} tokens a pass"}
+
+
+def plan_run(config: TrainConfig) -> dict:
+    """`train.py ... --plan`: builds the model, fits it to the machine (precision, compile, micro-batch) and
+    times a few forward and backward passes on random tokens. Prepares no data, trains nothing, writes nothing."""
+    rank, world_size, device = setup_distributed(config.device)
+    torch.manual_seed(config.seed)
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
+    raw_model = CramBERT(model_config).to(device)
+    config = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size, announce=False)
+    model = wrap(raw_model, config, world_size, device)
+    tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
+    flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
+    tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
+    training_seconds = tokens / tokens_per_second
+    evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
+    eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
+    wall_seconds = training_seconds + eval_seconds
+    full_batch_rows = batch_rows(config, 1.0, world_size)
+    return {"device": f"{device} x{world_size}", "precision": config.precision, "compile": config.compile,
+            "micro_batch_size": config.micro_batch_size,
+            "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
+            "batch_tokens": full_batch_rows * config.seq_len, "params": raw_model.num_params(),
+            "tokens_per_second": tokens_per_second, "budget_tokens": tokens, "training_seconds": training_seconds,
+            **corpus_outlook(config, tokens), "checkpoint_minutes": config.checkpoint_minutes,
+            "checkpoints": math.floor(wall_seconds / (config.checkpoint_minutes * 60)) + 1,  # and one at the end
+            "evaluations": evaluations, "eval_seconds": eval_seconds,
+            "end": time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + wall_seconds))}
+
+
+def print_plan(plan: dict, config: TrainConfig):
+    passes = "unknown until prepared" if plan["passes"] is None else \
+        f"{plan['passes']:.2f} (at most {config.max_passes:g} wanted: --max-passes)"
+    print(f"""plan (nothing is trained or written):
+  device        {plan['device']}
+  precision     {plan['precision']}{' with a gradient scaler' if plan['precision'] == 'fp16' else ''}
+  compile       {'on' if plan['compile'] else 'off'}
+  micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
+  model         {plan['params'] / 1e6:.1f}M parameters
+  speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)
+  budget        {describe_budget(config)}: ~{plan['budget_tokens']:,.0f} tokens, {duration(plan['training_seconds'])} of training
+  corpus        {plan['corpus']}
+  passes        {passes}
+  checkpoints   every {plan['checkpoint_minutes']:g} min: ~{plan['checkpoints']} (the last at the end)
+  evaluations   {plan['evaluations']}, ~{plan['eval_seconds'] / 60:.1f} min off the clock (estimate)
+  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus first'}""")
+    if plan["warning"]:
+        print(plan["warning"], file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Command line
 
 def parse_args(argv=None) -> TrainConfig:
@@ -647,6 +907,10 @@ def parse_args(argv=None) -> TrainConfig:
 def main(argv=None):
     config = parse_args(argv)
     try:
+        if config.plan:
+            validate_config(config)
+            print_plan(plan_run(config), config)
+            return
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")

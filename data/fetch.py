@@ -98,8 +98,9 @@ def passes_warning(train_tokens: int, tokens_needed: float, max_passes: float = 
         return passes, None
     return passes, (f"WARNING: this run will consume ~{tokens_needed:,.0f} tokens but {corpus} holds "
                     f"{train_tokens:,} training tokens: ~{passes:.1f} passes over the same data (more than "
-                    f"{max_passes:g}). The model will see each document many times; use a bigger corpus "
-                    f"(--corpus c4 prepares as many shards as the budget needs) or a smaller budget.")
+                    f"{max_passes:g}). The model will see each document many times; use a bigger corpus (python "
+                    f"train.py ... --plan --corpus c4 prints the data.prepare command for as many C4 shards as the "
+                    f"budget needs) or a smaller budget.")
 
 
 # ----------------------------------------------------------------------------------------------------

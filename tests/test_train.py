@@ -192,13 +192,13 @@ def interrupt_at_forward(monkeypatch, evaluating: bool, at_call: int, times: int
     or of a training step: signals arrive at a known point, whatever the machine's speed."""
     real_autocast, calls = train_module.autocast, []
 
-    def autocast(device):
+    def autocast(device, precision="auto"):
         if torch.is_grad_enabled() != evaluating:  # evaluate() runs under no_grad
             calls.append(1)
             if len(calls) == at_call:
                 for _ in range(times):
                     os.kill(os.getpid(), signal.SIGINT)
-        return real_autocast(device)
+        return real_autocast(device, precision)
     monkeypatch.setattr(train_module, "autocast", autocast)
     return calls
 

@@ -1,0 +1,170 @@
+"""Fitting a run to the machine: precision and the fp16 gradient scaler, the compile fallback, the micro-batch
+search, --plan, and the budget's tokens and passes at start-up. The CUDA paths are forced on CPU."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_module
+from bench import random_batch
+from common import autocast, gradient_scaler, make_optimizer, training_precision
+from config import TrainConfig
+from data.loader import MLMBatches, TokenFile, data_tokenizer
+from model import CramBERT, preset_config, sparse_rows
+from train import apply_gradients, auto_micro_batch_size, fit_to_machine, plan_run, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_run(data_dir, out_dir, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data_dir), out_dir=str(out_dir), preset="tiny", seq_len=32, micro_batch_size=8,
+                    batch_tokens=512, budget_seconds=0, lr=3e-3, eval_rows=32, eval_interval=1.0, log_interval=1,
+                    progress_bar=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def rows_of(data_dir, seq_len: int = 32) -> int:
+    """Training rows in a prepared folder: one pass over them is rows x seq_len tokens ([CLS] included)."""
+    return MLMBatches(TokenFile(str(Path(data_dir) / "train.bin"), data_tokenizer(str(data_dir))), seq_len, 0.25).num_rows
+
+
+def records(out_dir, kind):
+    with open(Path(out_dir) / "log.jsonl") as f:
+        return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def test_precision_is_bf16_on_gpus_that_have_it_fp16_on_older_ones_fp32_on_cpu(monkeypatch):
+    asked = []
+
+    def bf16_supported(native: bool):
+        def is_bf16_supported(including_emulation=True):
+            asked.append(including_emulation)
+            return native
+        return is_bf16_supported
+
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported(True))
+    assert training_precision(cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported(False))
+    assert training_precision(cuda) == "fp16"  # a T4 or V100
+    assert asked == [False, False]  # emulated bf16 (slow) does not count
+    assert training_precision(torch.device("cpu")) == "fp32"
+    assert training_precision(cuda, "fp32") == "fp32" and training_precision(torch.device("cpu"), "fp16") == "fp16"
+    assert gradient_scaler(torch.device("cpu"), "fp16").is_enabled()
+    assert not gradient_scaler(torch.device("cpu"), "bf16").is_enabled()
+
+
+def test_fp16_with_the_gradient_scaler_trains(tiny_corpus, tmp_path):
+    summary = train(tiny_run(tiny_corpus, tmp_path, precision="fp16", max_steps=6, batch_tokens=256))
+    losses = [r["loss"] for r in records(tmp_path, "train")]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    assert summary["finished"] and records(tmp_path, "config")[0]["config"]["precision"] == "fp16"
+    scaler_state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["scaler"]
+    assert scaler_state["scale"] > 0  # saved, so a resumed run keeps the scale it had found
+
+
+def test_an_overflowing_fp16_gradient_skips_the_step_and_lowers_the_scale():
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+    cpu = torch.device("cpu")
+    scaler = gradient_scaler(cpu, "fp16")
+    input_ids, labels = random_batch(4, 32, 0.25, 256, cpu)
+
+    def scaled_backward():  # as train_step does it
+        with autocast(cpu, "fp16"):
+            _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(4, 32, 0.25))
+        scaler.scale(loss).backward()
+
+    scaled_backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    scale = scaler.get_scale()
+    next(p for p in model.parameters() if p.dim() == 2).grad[0, 0] = float("inf")
+    grad_norm = apply_gradients(model, optimizer, scaler, grad_clip=0.5)
+    assert not math.isfinite(grad_norm.item())
+    assert all(torch.equal(b, p) for b, p in zip(before, model.parameters()))  # skipped
+    assert scaler.get_scale() == scale / 2 and all(p.grad is None for p in model.parameters())
+    scaled_backward()
+    grad_norm = apply_gradients(model, optimizer, scaler, grad_clip=0.5)
+    assert math.isfinite(grad_norm.item())  # unscaled before clipping: the true norm, not 32768 times it
+    assert grad_norm.item() < 100 and not all(torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_a_failing_compile_falls_back_to_eager_with_one_line(tiny_corpus, tmp_path, monkeypatch, capsys):
+    def broken_compile(module):
+        def forward(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C compiler\nsecond line")
+        return forward
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    summary = train(tiny_run(tiny_corpus, tmp_path, compile=True, max_steps=2))
+    failures = [line for line in capsys.readouterr().out.splitlines() if "torch.compile failed" in line]
+    assert summary["finished"] and failures == [
+        "torch.compile failed (RuntimeError: InductorError: no working C compiler); training in eager mode instead "
+        "(--no-compile skips the attempt)"]
+
+
+def test_auto_micro_batch_halves_until_it_fits():
+    def fits_up_to(most: int, tried: list):
+        def fits(rows):
+            tried.append(rows)
+            if rows > most:
+                raise torch.OutOfMemoryError(f"CUDA out of memory: {rows} rows")
+        return fits
+
+    tried = []
+    assert auto_micro_batch_size(4096, fits_up_to(20, tried)) == 16 and tried == [128, 64, 32, 16]
+    tried = []  # a batch of 48 rows: only divisors, so accumulation keeps exactly --batch-tokens
+    assert auto_micro_batch_size(48, fits_up_to(20, tried)) == 12 and tried == [48, 24, 12]
+    with pytest.raises(ValueError, match="not even one row fits"):
+        auto_micro_batch_size(48, fits_up_to(0, []))
+
+
+def test_auto_flags_resolve_without_trials_on_cpu(capsys):
+    model = CramBERT(preset_config("tiny", max_seq_len=32))
+    config = TrainConfig(seq_len=32, batch_tokens=32 * 48, micro_batch_size="auto")
+    fitted = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
+    assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", False, 48)
+    assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
+
+
+def test_the_command_line_takes_auto_and_the_new_switches():
+    parse = train_module.parse_args
+    assert parse(["--recipe", "gpu"]).micro_batch_size == "auto" and parse(["--recipe", "gpu"]).compile is None
+    assert parse(["--micro-batch-size", "16"]).micro_batch_size == 16
+    assert parse(["--no-compile"]).compile is False and parse(["--compile"]).compile is True
+    assert parse(["--dry-run"]).plan and parse(["--plan", "--precision", "fp16"]).precision == "fp16"
+    with pytest.raises(SystemExit):
+        parse(["--precision", "fp8"])
+
+
+def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys):
+    config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True)
+    plan = plan_run(config)
+    assert plan["budget_tokens"] == pytest.approx(plan["tokens_per_second"] * 600)
+    assert plan["passes"] == pytest.approx(plan["budget_tokens"] / plan["corpus_tokens"])
+    assert plan["corpus_tokens"] == rows_of(tiny_corpus) * 32
+    wall = plan["training_seconds"] + plan["eval_seconds"]
+    assert plan["training_seconds"] == pytest.approx(600) and plan["checkpoints"] == math.floor(wall / 240) + 1
+    assert (plan["precision"], plan["compile"], plan["micro_batch_size"], plan["accumulation"]) == ("fp32", False, 8, 2)
+    capsys.readouterr()
+    train_module.main(["--recipe", "cpu", "--preset", "tiny", "--seq-len", "32", "--batch-tokens", "512",
+                       "--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path / "run"), "--minutes", "10", "--plan"])
+    out = capsys.readouterr()
+    for field in ("device        cpu x1", "precision     fp32", "compile       off", "micro-batch   8 rows x 2",
+                  "speed ", "budget        10 min: ~", "corpus        ", "passes ", "checkpoints   every 30 min",
+                  "expected end  "):
+        assert field in out.out
+    assert "WARNING" in out.err and "passes over the same data" in out.err  # 10 minutes repeat the tiny corpus
+    assert not (tmp_path / "run").exists()  # no checkpoint, no log: nothing was trained
+
+
+def test_start_up_logs_the_tokens_the_budget_consumes_and_warns_above_max_passes(tiny_corpus, tmp_path, capsys):
+    summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=4, max_passes=0.01))
+    logged = records(tmp_path, "config")[0]
+    assert logged["budget_tokens"] == summary["tokens"]  # a step budget: the batch schedule summed, exactly
+    assert logged["passes"] == pytest.approx(summary["tokens"] / (rows_of(tiny_corpus) * 32))
+    out = capsys.readouterr()
+    assert f"budget: 4 steps = ~{summary['tokens']:,} training tokens = " in out.out
+    assert "WARNING: this run will consume" in out.err and "(more than 0.01)" in out.err
