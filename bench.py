@@ -11,6 +11,7 @@ device in the same precision (common.measure_peak_flops): a measured peak, never
 """
 import argparse
 import multiprocessing
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +20,7 @@ import torch
 
 from common import autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
 from config import TrainConfig
-from model import CramBERT, flops_per_token, preset_config, sparse_rows
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 
 
 @dataclass
@@ -123,6 +124,55 @@ def benchmark(config: BenchConfig) -> list[dict]:
         with context.Pool(1) as pool:
             results.append(pool.apply(run_one, (kind, config)))
     return results
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measuring the machine for scaling.py's plan: achieved FLOP/s of a model shape, training memory
+
+def count_params(config: ModelConfig) -> int:
+    """model.num_params() without allocating the model: the blocks are identical, so build a one-block
+    model on the meta device (shapes, no storage) and add the remaining blocks' share."""
+    with torch.device("meta"):
+        model = CramBERT(replace(config, n_layer=1))
+    block = sum(p.numel() for p in model.encoder.blocks[0].parameters())
+    return model.num_params() + (config.n_layer - 1) * block
+
+
+def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
+                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
+    """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
+    gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
+    are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
+    in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
+    states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
+    C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
+    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
+    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
+    return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
+
+
+def available_memory_bytes(device: str) -> int:
+    """Free memory on a GPU; the machine's physical memory on a CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
+                                      micro_batch_size: int = 8, seq_len: int | None = None,
+                                      mask_rate: float = MASK_RATE) -> float:
+    """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
+    (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
+    seq_len = seq_len or config.max_seq_len
+    device = torch.device(device)
+    model = CramBERT(config).to(device)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
+    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
+    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
+                                   input_ids, labels, device, warmup=1, seconds=seconds)
+    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed
+
 
 
 def main(argv=None):
