@@ -144,6 +144,11 @@ RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
 # ----------------------------------------------------------------------------------------------------
 # Checking the settings before any data is prepared or the clock starts
 
+def head_fraction(config: TrainConfig) -> float:
+    """Share of positions the sparse head keeps: enough for the training and the validation masking."""
+    return max(config.mask_rate, config.eval_mask_rate)
+
+
 def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
     flag and the fix; returns notes to print (how --batch-tokens is rounded)."""

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -27,17 +27,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from bench import random_batch
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
-from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed, synchronize,
-                    training_precision)
-from config import AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, parse_train_args, validate_config
-from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
+from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
+from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, head_fraction, parse_train_args,
+                    validate_config)
+from data.fetch import CORPORA, passes_warning, shards_needed
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
 from grow import grow_model, growth_flops
+from machine import compile_with_fallback, fit_to_machine, measure_tokens_per_second
 from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
 from plot import plot_runs, read_log
 from policy import LearningLawPolicy, LearningLawPolicyConfig, policy_flops, weighted_mlm_loss
@@ -78,6 +78,15 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
 
 
+def announce_machine(config: TrainConfig, how: str, device, world_size: int):
+    """One log line: what machine.fit_to_machine decided."""
+    full_rows, micro_rows = batch_rows(config, 1.0, world_size), config.micro_batch_size * world_size
+    scaler_note = " with a gradient scaler" if config.precision == "fp16" else ""
+    print(f"machine: {device} x{world_size}, {config.precision}{scaler_note}, torch.compile "
+          f"{'on' if config.compile else 'off'}, micro-batch {config.micro_batch_size} rows ({how}) x "
+          f"{full_rows // micro_rows} accumulation steps x {world_size} = {full_rows * config.seq_len:,} tokens per full batch")
+
+
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps taken
@@ -106,133 +115,7 @@ class BudgetClock:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Fitting the run to the machine, before the clock starts: precision, micro-batch, compilation, speed
-
-def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
-    """One micro-step's forward and backward on random tokens (what the data costs, without reading any): the
-    micro-batch trial, the compile warm-up and the speed measurement. The caller drops the gradients, and the
-    optimizer never runs, so the weights are untouched."""
-    # ids below 256 exist in every vocabulary (the byte tokens come first), and their values cost nothing
-    input_ids, labels = random_batch(rows, config.seq_len, config.mask_rate, 256, device)
-    with autocast(device, config.precision):
-        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(rows, config.seq_len, head_fraction(config)))
-    loss.backward()
-
-
-def largest_divisor(number: int, at_most: int) -> int:
-    return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
-
-
-def auto_micro_batch_size(full_rows: int, fits) -> int:
-    """The largest micro-batch that fits: `fits(rows)` runs a trial and raises torch.OutOfMemoryError when it
-    does not. Tries the largest divisor of full_rows (a full batch's rows on one device) up to AUTO_MICRO_BATCH,
-    then the largest divisor up to half of the last try, and so on. A divisor, so that a whole number of
-    accumulation steps makes exactly the --batch-tokens batch: any other size would round the batch."""
-    rows = largest_divisor(full_rows, AUTO_MICRO_BATCH)
-    while True:
-        try:
-            fits(rows)
-            return rows
-        except torch.OutOfMemoryError:
-            pass  # retry outside the except block: the error's traceback holds the failed trial's tensors until it ends
-        if rows == 1:
-            raise ValueError("--micro-batch-size auto: not even one row fits in GPU memory; use a smaller --preset "
-                             "or --seq-len")
-        rows = largest_divisor(full_rows, rows // 2)
-
-
-def micro_batch_trial(raw_model: CramBERT, optimizer: torch.optim.Optimizer, config: TrainConfig, device):
-    """fits(rows) for auto_micro_batch_size: a forward and backward of `rows` rows, with AdamW's two moments
-    allocated too when the optimizer has none yet (it creates them at its first step, inside the budget)."""
-    def fits(rows: int):
-        raw_model.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()  # what the previous, failed trial held
-        moments = [] if optimizer.state else [torch.empty_like(p) for p in raw_model.parameters() for _ in range(2)]
-        try:
-            forward_backward(raw_model, config, device, rows)
-        finally:
-            del moments
-            raw_model.zero_grad(set_to_none=True)
-    return fits
-
-
-def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.optim.Optimizer, device,
-                   world_size: int, announce: bool = True) -> TrainConfig:
-    """The config with its machine-dependent flags decided: --precision, --compile (on CUDA unless given) and
-    --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
-    fewer). All processes take the smallest micro-batch any of them found, so they step together."""
-    precision = training_precision(device, config.precision)
-    compile_model = device.type == "cuda" if config.compile is None else config.compile
-    micro_batch_size, how = config.micro_batch_size, "given"
-    if micro_batch_size == "auto":
-        full_rows = max(1, round(config.batch_tokens / config.seq_len / world_size))
-        if device.type == "cuda":
-            config = replace(config, precision=precision)  # the trial runs in the training precision
-            with torch.random.fork_rng(devices=[device]):  # dropout draws numbers: the run's own must not move
-                micro_batch_size = auto_micro_batch_size(full_rows, micro_batch_trial(raw_model, optimizer, config, device))
-            how = "auto: the largest that fit"
-        else:
-            micro_batch_size, how = largest_divisor(full_rows, AUTO_MICRO_BATCH), "auto, not tried off CUDA"
-        if world_size > 1:
-            smallest = torch.tensor(micro_batch_size, device=device)
-            dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
-            micro_batch_size = int(smallest.item())
-    config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
-    if announce:
-        accumulation = batch_rows(config, 1.0, world_size) // (micro_batch_size * world_size)
-        print(f"machine: {device} x{world_size}, {precision}{' with a gradient scaler' if precision == 'fp16' else ''}, "
-              f"torch.compile {'on' if compile_model else 'off'}, micro-batch {micro_batch_size} rows ({how}) x "
-              f"{accumulation} accumulation steps x {world_size} = "
-              f"{batch_rows(config, 1.0, world_size) * config.seq_len:,} tokens per full batch")
-    return config
-
-
-def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> torch.nn.Module:
-    """torch.compile(raw_model), warmed up on one micro-batch before the clock starts. Compilation is lazy: a
-    missing C compiler or Triton, an unsupported GPU or a compiler bug surfaces at the first forward or backward,
-    so that is where we catch it, and fall back to eager mode with one log line rather than lose the run."""
-    compiled = torch.compile(raw_model)
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            forward_backward(compiled, config, device, config.micro_batch_size)
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as error:  # compilers fail in many ways: BackendCompilerFailed, RuntimeError, OSError, ...
-        first_line = (str(error).strip().splitlines() or [""])[0][:200]
-        print(f"torch.compile failed ({type(error).__name__}: {first_line}); training in eager mode instead "
-              f"(--no-compile skips the attempt)")
-        return raw_model
-    finally:
-        raw_model.zero_grad(set_to_none=True)
-    return compiled
-
-
-def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, device, world_size: int,
-                              steps: int = 3) -> float:
-    """Training tokens/s of all processes: `steps` timed forward and backward passes of one micro-batch after an
-    untimed one. The optimizer step is left out (it would move the weights); it is shared by the accumulation
-    steps of a batch, so this overestimates by a few percent at most on the GPU recipe, more with tiny batches."""
-    if isinstance(model, DistributedDataParallel):
-        model = model.module  # each process alone: no all-reduce inside the measurement
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        forward_backward(model, config, device, config.micro_batch_size)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            forward_backward(model, config, device, config.micro_batch_size)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
-    return steps * config.micro_batch_size * config.seq_len * world_size / seconds
-
-
-# ----------------------------------------------------------------------------------------------------
 # The training run
-
-def head_fraction(config: TrainConfig) -> float:
-    """Share of positions the sparse head keeps: enough for the training and the validation masking."""
-    return max(config.mask_rate, config.eval_mask_rate)
-
 
 def charged_flops_per_token(model: CramBERT, config: TrainConfig, policy: LearningLawPolicy | None) -> float:
     """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
@@ -548,7 +431,9 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         set_rng_states(checkpoint["rng"])
         if policy:
             policy.load_state_dict(checkpoint["policy"])
-    config = fit_to_machine(config, raw_model, optimizer, device, world_size, announce=rank == 0)  # before the clock
+    config, how = fit_to_machine(config, raw_model, optimizer, device, world_size)  # before the clock
+    if rank == 0:
+        announce_machine(config, how, device, world_size)
     val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
                                      config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
     reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
@@ -856,7 +741,7 @@ def plan_run(config: TrainConfig) -> dict:
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
     raw_model = CramBERT(model_config).to(device)
-    config = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size, announce=False)
+    config, _ = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size)
     model = wrap(raw_model, config, world_size, device)
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
     flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))

@@ -16,7 +16,6 @@ hash of their text (is_validation), so only documents it would train on are repl
 hash into validation is drawn again. `OUT.planted.json` lists the planted documents (their index in the output).
 """
 import argparse
-import json
 import os
 import random
 

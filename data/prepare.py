@@ -22,7 +22,6 @@ vocabulary is saved as OUT_DIR/tokenizer.bpe, and the token files' headers carry
 import argparse
 import glob
 import gzip
-import io
 import json
 import os
 import sys

@@ -1,6 +1,5 @@
 import gzip
 import json
-import shutil
 import subprocess
 import sys
 import zipfile

@@ -13,7 +13,8 @@ from common import autocast, gradient_scaler, make_optimizer, training_precision
 from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from train import apply_gradients, auto_micro_batch_size, fit_to_machine, plan_run, train
+from machine import auto_micro_batch_size, fit_to_machine
+from train import announce_machine, apply_gradients, plan_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,8 +125,9 @@ def test_auto_micro_batch_halves_until_it_fits():
 def test_auto_flags_resolve_without_trials_on_cpu(capsys):
     model = CramBERT(preset_config("tiny", max_seq_len=32))
     config = TrainConfig(seq_len=32, batch_tokens=32 * 48, micro_batch_size="auto")
-    fitted = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
+    fitted, how = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
     assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", False, 48)
+    announce_machine(fitted, how, torch.device("cpu"), world_size=1)
     assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
 
 

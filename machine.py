@@ -1,0 +1,133 @@
+"""
+Fit a training run to the machine it runs on, before the clock starts: precision, micro-batch, compilation,
+and the tokens/s a wall-clock budget will buy.
+
+Hardware is measured, not assumed: the micro-batch that fits is found by trying it (forward and backward,
+halving on out-of-memory), compilation is tried on one micro-batch and abandoned for eager mode when it fails,
+and the speed is timed. train.py calls fit_to_machine, compile_with_fallback and measure_tokens_per_second
+while it builds a run; `train.py --plan` calls them to say what a run would do without running it.
+"""
+import time
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from bench import random_batch
+from common import autocast, synchronize, training_precision
+from config import AUTO_MICRO_BATCH, TrainConfig, head_fraction
+from model import CramBERT, sparse_rows
+
+
+def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
+    """One micro-step's forward and backward on random tokens (what the data costs, without reading any): the
+    micro-batch trial, the compile warm-up and the speed measurement. The caller drops the gradients, and the
+    optimizer never runs, so the weights are untouched."""
+    # ids below 256 exist in every vocabulary (the byte tokens come first), and their values cost nothing
+    input_ids, labels = random_batch(rows, config.seq_len, config.mask_rate, 256, device)
+    with autocast(device, config.precision):
+        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(rows, config.seq_len, head_fraction(config)))
+    loss.backward()
+
+
+def largest_divisor(number: int, at_most: int) -> int:
+    return max(d for d in range(1, min(number, at_most) + 1) if number % d == 0)
+
+
+def auto_micro_batch_size(full_rows: int, fits) -> int:
+    """The largest micro-batch that fits: `fits(rows)` runs a trial and raises torch.OutOfMemoryError when it
+    does not. Tries the largest divisor of full_rows (a full batch's rows on one device) up to AUTO_MICRO_BATCH,
+    then the largest divisor up to half of the last try, and so on. A divisor, so that a whole number of
+    accumulation steps makes exactly the --batch-tokens batch: any other size would round the batch."""
+    rows = largest_divisor(full_rows, AUTO_MICRO_BATCH)
+    while True:
+        try:
+            fits(rows)
+            return rows
+        except torch.OutOfMemoryError:
+            pass  # retry outside the except block: the error's traceback holds the failed trial's tensors until it ends
+        if rows == 1:
+            raise ValueError("--micro-batch-size auto: not even one row fits in GPU memory; use a smaller --preset "
+                             "or --seq-len")
+        rows = largest_divisor(full_rows, rows // 2)
+
+
+def micro_batch_trial(raw_model: CramBERT, optimizer: torch.optim.Optimizer, config: TrainConfig, device):
+    """fits(rows) for auto_micro_batch_size: a forward and backward of `rows` rows, with AdamW's two moments
+    allocated too when the optimizer has none yet (it creates them at its first step, inside the budget)."""
+    def fits(rows: int):
+        raw_model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()  # what the previous, failed trial held
+        moments = [] if optimizer.state else [torch.empty_like(p) for p in raw_model.parameters() for _ in range(2)]
+        try:
+            forward_backward(raw_model, config, device, rows)
+        finally:
+            del moments
+            raw_model.zero_grad(set_to_none=True)
+    return fits
+
+
+def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.optim.Optimizer, device,
+                   world_size: int) -> tuple[TrainConfig, str]:
+    """The config with its machine-dependent flags decided: --precision, --compile (on CUDA unless given) and
+    --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
+    fewer). All processes take the smallest micro-batch any of them found, so they step together. Also returns
+    how the micro-batch was chosen, for the log."""
+    precision = training_precision(device, config.precision)
+    compile_model = device.type == "cuda" if config.compile is None else config.compile
+    micro_batch_size, how = config.micro_batch_size, "given"
+    if micro_batch_size == "auto":
+        full_rows = max(1, round(config.batch_tokens / config.seq_len / world_size))
+        if device.type == "cuda":
+            config = replace(config, precision=precision)  # the trial runs in the training precision
+            with torch.random.fork_rng(devices=[device]):  # dropout draws numbers: the run's own must not move
+                micro_batch_size = auto_micro_batch_size(full_rows, micro_batch_trial(raw_model, optimizer, config, device))
+            how = "auto: the largest that fit"
+        else:
+            micro_batch_size, how = largest_divisor(full_rows, AUTO_MICRO_BATCH), "auto, not tried off CUDA"
+        if world_size > 1:
+            smallest = torch.tensor(micro_batch_size, device=device)
+            dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+            micro_batch_size = int(smallest.item())
+    config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
+    return config, how
+
+
+def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> torch.nn.Module:
+    """torch.compile(raw_model), warmed up on one micro-batch before the clock starts. Compilation is lazy: a
+    missing C compiler or Triton, an unsupported GPU or a compiler bug surfaces at the first forward or backward,
+    so that is where we catch it, and fall back to eager mode with one log line rather than lose the run."""
+    compiled = torch.compile(raw_model)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            forward_backward(compiled, config, device, config.micro_batch_size)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # compilers fail in many ways: BackendCompilerFailed, RuntimeError, OSError, ...
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        print(f"torch.compile failed ({type(error).__name__}: {first_line}); training in eager mode instead "
+              f"(--no-compile skips the attempt)")
+        return raw_model
+    finally:
+        raw_model.zero_grad(set_to_none=True)
+    return compiled
+
+
+def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, device, world_size: int,
+                              steps: int = 3) -> float:
+    """Training tokens/s of all processes: `steps` timed forward and backward passes of one micro-batch after an
+    untimed one. The optimizer step is left out (it would move the weights); it is shared by the accumulation
+    steps of a batch, so this overestimates by a few percent at most on the GPU recipe, more with tiny batches."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module  # each process alone: no all-reduce inside the measurement
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            forward_backward(model, config, device, config.micro_batch_size)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    model.zero_grad(set_to_none=True)
+    return steps * config.micro_batch_size * config.seq_len * world_size / seconds
