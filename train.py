@@ -35,7 +35,7 @@ from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, 
 from data.fetch import CORPORA, passes_warning, shards_needed
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
 from data.prepare import PrepareConfig, prepare
-from data.tokenizer import Tokenizer
+from data.tokenizer import Tokenizer, embedding_rows
 from grow import grow_model, growth_flops
 from machine import compile_with_fallback, fit_to_machine, measure_tokens_per_second
 from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
@@ -703,11 +703,11 @@ def run_training(run: Run, stop: dict) -> dict:
 
 def planned_vocab_size(config: TrainConfig) -> int:
     """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
-    it will make (our own BPE is padded to a multiple of 64 like data.tokenizer.Tokenizer pads every vocabulary)."""
+    it will make (--vocab-size counts the special tokens, so it is the BPE's num_tokens)."""
     if os.path.isfile(os.path.join(config.data_dir, "train.bin")):
         return data_tokenizer(config.data_dir).vocab_size
     if config.vocab_size:
-        return (config.vocab_size + 63) // 64 * 64
+        return embedding_rows(config.vocab_size)
     return Tokenizer.from_spec(config.tokenizer).vocab_size
 
 

@@ -23,6 +23,11 @@ SPECIAL_NAMES = ("[CLS]", "[SEP]", "[MASK]", "[PAD]")
 VOCAB_SIZE_RANGE = (256 + len(SPECIAL_NAMES), 2 ** 16)
 
 
+def embedding_rows(num_tokens: int) -> int:
+    """The model's embedding rows for a vocabulary of num_tokens ids: the next multiple of 64, for fast matmuls."""
+    return (num_tokens + 63) // 64 * 64
+
+
 class Tokenizer:
     def __init__(self, encoding: tiktoken.Encoding, name: str, bpe_text: str | None = None):
         self.bpe, self.name = encoding, name
@@ -31,7 +36,7 @@ class Tokenizer:
         self.cls_id, self.sep_id, self.mask_id, self.pad_id = range(self.num_ordinary, self.num_ordinary + 4)
         self.special_ids = (self.cls_id, self.sep_id, self.mask_id, self.pad_id)
         self.num_tokens = self.num_ordinary + len(SPECIAL_NAMES)  # ids that can occur in data
-        self.vocab_size = (self.num_tokens + 63) // 64 * 64  # the model's embedding rows
+        self.vocab_size = embedding_rows(self.num_tokens)
 
     @classmethod
     def gpt2(cls) -> "Tokenizer":
