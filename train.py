@@ -117,16 +117,17 @@ class BudgetClock:
 # ----------------------------------------------------------------------------------------------------
 # The training run
 
-def charged_flops_per_token(model: CramBERT, config: TrainConfig, policy: LearningLawPolicy | None) -> float:
+def charged_flops_per_token(model: CramBERT, config: TrainConfig,
+                            policy_config: LearningLawPolicyConfig | None) -> float:
     """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
     (model.flops_per_token) plus, with --policy learning-law, the policy's own passes on each micro-batch (an
     extra forward, the head's double backward and the amortised desired-gradient refresh: policy.policy_flops)."""
     model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
-    if policy is None:
+    if policy_config is None:
         return model_flops
     micro_batch_tokens = config.micro_batch_size * config.seq_len
     return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, head_fraction(config),
-                                      policy.config) / micro_batch_tokens
+                                      policy_config) / micro_batch_tokens
 
 
 def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
@@ -441,7 +442,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     scaler = gradient_scaler(device, config.precision)
     if checkpoint and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])
-    flops_per_token = charged_flops_per_token(raw_model, config, policy)
+    flops_per_token = charged_flops_per_token(raw_model, config, policy.config if policy else None)
     peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
@@ -534,7 +535,7 @@ def grow_now(run: Run, elapsed: float, bar):
     run.model = wrap(run.raw_model, config, run.world_size, run.device)
     state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,  # LiGO's
                                 config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
-    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy)
+    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
     state.grown = True
     run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
              "from_params": small_params, "to_params": run.raw_model.num_params(),
@@ -744,7 +745,8 @@ def plan_run(config: TrainConfig) -> dict:
     config, _ = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size)
     model = wrap(raw_model, config, world_size, device)
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
-    flops_per_token = raw_model.flops_per_token(config.seq_len, head_fraction(config))
+    policy_config = LearningLawPolicyConfig() if config.policy == "learning-law" else None  # as build_run makes it
+    flops_per_token = charged_flops_per_token(raw_model, config, policy_config)
     tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
     training_seconds = tokens / tokens_per_second
     evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end

@@ -162,6 +162,13 @@ def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path
     assert not (tmp_path / "run").exists()  # no checkpoint, no log: nothing was trained
 
 
+def test_plan_charges_the_learning_law_policy_like_the_run_does(tiny_corpus, tmp_path):
+    # A FLOP budget buys fewer tokens with the policy: its extra forward and head double backward are charged.
+    uniform = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True))
+    reweighted = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True, policy="learning-law"))
+    assert reweighted["budget_tokens"] < 0.9 * uniform["budget_tokens"]
+
+
 def test_start_up_logs_the_tokens_the_budget_consumes_and_warns_above_max_passes(tiny_corpus, tmp_path, capsys):
     summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=4, max_passes=0.01))
     logged = records(tmp_path, "config")[0]
