@@ -78,7 +78,8 @@ def test_budgeted_run_ends_on_time_with_eval_off_the_clock(tiny_corpus, tmp_path
     # The run stops at the first step boundary past the budget: the step before ended inside it. Only what load
     # cannot change is asserted: how many steps fit in 3 s (and so the loss reached) is the machine's business.
     step_ends = [r["elapsed"] for r in records(tmp_path, "train")]
-    assert summary["finished"] and step_ends[-2] < 3.0 <= summary["elapsed_seconds"]
+    step_starts = [0.0] + step_ends  # a step starts where the one before ended: on a starved core one step may take 3 s
+    assert summary["finished"] and step_starts[len(step_ends) - 1] < 3.0 <= summary["elapsed_seconds"]
     assert step_ends[-1] <= summary["elapsed_seconds"] and summary["steps"] == len(step_ends)
     evals = records(tmp_path, "eval")  # at the start, at most once per tenth of the budget, and at the end
     assert evals[0]["step"] == 0 and evals[-1]["step"] == summary["steps"] and 2 <= len(evals) <= 12
