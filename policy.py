@@ -24,7 +24,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 from tqdm import tqdm
 
 from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
@@ -225,37 +224,28 @@ def acceleration_ratio(fit: CurveFit, steps: int) -> float | None:
 # contribution is far below the batch's (noise, or data the model already fits), the two properties of the
 # optimal policy the Law states. The step ε is set relative to the batch: ε = step_size / (B · std(c)).
 #
-# Cost. c needs each example's gradient dotted with the desired gradient. Over all parameters that is a
-# per-example backward. We restrict both gradients to the MLM head's transform (head_dense, head_norm): its
-# C×C weights see every example's final hidden states and the error signal from the vocabulary, so the
-# dot product there is a low-dimensional proxy ("last-layer gradient features"; on the tiny model its
-# correlation with the all-parameter contribution was 0.5-0.95 in our checks), and it is cheap:
-# the encoder runs once without building a graph (its weights are detached), and only the head is
-# differentiated, twice (contributions()). The desired-batch gradient is refreshed every refresh_every
-# calls and cached. Per call the overhead is one forward pass of the batch plus the head's double
-# backward: measured on CPU, 40% of a training step (forward, backward, AdamW) at the `base` size and
-# 100% at `mini`, where the 50k-word decoder dominates both. train.py counts it in the wall-clock budget and, by
-# policy_flops, in --max-flops.
-
-HEAD_PARAMETERS = ("head_dense.", "head_norm.")
+# Cost. c needs each example's gradient dotted with the desired gradient; over all parameters that is a
+# per-example backward. We restrict both gradients to the decoder, the last layer (the V×C output
+# projection, tied to the input embedding): "last-layer gradient features" are the standard cheap stand-in
+# for per-example gradients (Katharopoulos & Fleuret 2018, Sec. 3.3; Mirzasoleiman et al. 2020, CRAIG), and
+# the decoder's are the ones with a closed form. For a masked token t with decoder input h_t (C) and logits
+# z_t (V), ∂l_t/∂W = g_t h_t^T with g_t = softmax(z_t) − onehot(y_t). So with the desired batch's gradient
+# G = mean_s g_s h_s^T (V×C), an example's contribution is c_n = mean_{t∈n} g_t · (G h_t), made from the
+# logits and decoder inputs of the training forward pass itself (a forward hook keeps h): no extra forward
+# pass, no autograd. What is left per micro-batch is G h_t for its masked rows (one decoder-sized matmul,
+# ~1/3 of the head's training cost) and, every refresh_every calls, a no-grad forward pass of the desired
+# batch to recompute G. An earlier version (commit f894455) restricted the gradients to the head's C×C
+# transform instead, which needed its own forward pass and a double backward: ~2.6× the cost of a training
+# step on the CPU recipe, too much for any reweighting to pay back. train.py counts the policy's cost in the
+# wall-clock budget and, by policy_flops, in --max-flops.
 
 
 @dataclass
 class LearningLawPolicyConfig:
-    refresh_every: int = 50  # recompute the desired batch's head gradient every this many calls (it drifts slowly)
+    refresh_every: int = 100  # recompute the desired batch's decoder gradient every this many calls (it drifts slowly)
     step_size: float = 1.0  # ε in units of the uniform weight 1/B per std of the contributions: 1 zeroes examples ~1 std below
-    desired_batch_size: int = 64  # held-out sequences train.py draws for the desired batch (fixed for the run)
-
-
-def _split_head(model: CramBERT) -> dict:
-    """All parameters detached (no graph through the encoder), the head's made leaves that need grad."""
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    if not any(name.startswith(HEAD_PARAMETERS) for name in params):
-        raise ValueError("no head_dense/head_norm parameters: pass the unwrapped CramBERT (not DDP or compiled)")
-    for name in params:
-        if name.startswith(HEAD_PARAMETERS):
-            params[name] = params[name].requires_grad_()
-    return params
+    desired_batch_size: int = 32  # held-out sequences train.py draws for the desired batch (fixed for the run)
+    rank: int = 16  # keep G's top singular directions only (0 = all): G h_t then costs r·(V + C), not V·C, per row
 
 
 @contextlib.contextmanager
@@ -269,14 +259,12 @@ def evaluation_mode(model: CramBERT):
         model.train(was_training)
 
 
-def desired_head_gradient(model: CramBERT, desired_batch) -> dict:
-    """∇ of the desired batch's MLM loss with respect to the head's parameters."""
-    input_ids, attention_mask, labels = desired_batch
-    params = _split_head(model)
-    with evaluation_mode(model):
-        loss = functional_call(model, params, (input_ids, attention_mask, labels))[1]
-    head = [name for name in params if name.startswith(HEAD_PARAMETERS)]
-    return dict(zip(head, torch.autograd.grad(loss, [params[name] for name in head])))
+def head_rows(logits: torch.Tensor, labels: torch.Tensor, n_kept: int | None = None):
+    """(positions into the flattened (B, T) labels, logits as (rows, V)) for the logits CramBERT returns:
+    (B, T, V) from the dense head (a row per position), or (n_kept, V) from the sparse head."""
+    if logits.dim() == 3:
+        return torch.arange(labels.numel(), device=labels.device), logits.flatten(0, 1)
+    return sparse_positions(labels, n_kept), logits
 
 
 def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -285,10 +273,7 @@ def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     CramBERT returns: (B, T, V) from the dense head, or (n_kept, V) at sparse_positions(labels, n_kept) from
     the sparse head (pass the n_kept the model was given). labels: (B, T); weights: (B,) on the simplex."""
     B, T = labels.shape
-    if logits.dim() == 3:  # dense head: a row per position
-        positions, logits = torch.arange(B * T, device=labels.device), logits.flatten(0, 1)
-    else:
-        positions = sparse_positions(labels, n_kept)
+    positions, logits = head_rows(logits, labels, n_kept)
     labels = labels.flatten()[positions]
     token_loss = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="none")  # (rows,)
     example = positions // T  # which example each row belongs to
@@ -297,44 +282,72 @@ def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     return (weights * loss_sum / count.clamp(min=1)).sum()
 
 
-def example_alignment(model: CramBERT, batch, desired_batch=None, desired_gradient: dict | None = None,
-                      n_kept: int | None = None) -> torch.Tensor:
-    """Per-example contribution c_n = ∇L_desired · ∇l_n, both gradients restricted to the MLM head.
-    batch and desired_batch are (input_ids, attention_mask, labels); pass desired_gradient to reuse one.
-    n_kept: the sparse head's row count for batch (model.sparse_positions)."""
-    if desired_gradient is None:
-        desired_gradient = desired_head_gradient(model, desired_batch)
-    input_ids, attention_mask, labels = batch
+def logit_gradients(logits: torch.Tensor, labels: torch.Tensor, n_kept: int | None = None):
+    """Per labelled token: (g_t, example index, row of logits), g_t = ∂CE/∂z_t = softmax(z_t) − onehot(y_t).
+    logits as CramBERT returns them: (B, T, V) dense, or (n_kept, V) at sparse_positions(labels, n_kept)."""
+    T = labels.size(1)
+    positions, logits = head_rows(logits, labels, n_kept)
+    targets = labels.flatten()[positions]
+    rows = (targets != -100).nonzero().squeeze(1)  # logit rows that carry a label
+    g = torch.softmax(logits[rows].float(), dim=-1)
+    g[torch.arange(len(rows), device=g.device), targets[rows]] -= 1
+    return g, positions[rows] // T, rows
 
-    def weighted_loss(params, u):
-        logits = functional_call(model, params, (input_ids, attention_mask, labels), {"n_kept": n_kept})[0]
-        return weighted_mlm_loss(logits, labels, u, n_kept)
 
-    with evaluation_mode(model):
-        return contributions(weighted_loss, _split_head(model), desired_gradient, input_ids.size(0))
+def low_rank(G: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left (V, r), right (r, C)) with left @ right the best rank-r approximation of G (Eckart–Young: the top
+    singular directions); rank 0 or ≥ C keeps G whole as (G, I)."""
+    if rank == 0 or rank >= min(G.shape):
+        return G, torch.eye(G.size(1), device=G.device)
+    U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+    return U[:, :rank] * S[:rank], Vh[:rank]
+
+
+def decoder_contributions(logits: torch.Tensor, decoder_input: torch.Tensor, labels: torch.Tensor,
+                          desired_gradient: tuple[torch.Tensor, torch.Tensor], n_kept: int | None = None) -> torch.Tensor:
+    """(B,) c_n = ∇_W l_n · G for the decoder weight W, l_n the mean cross-entropy over example n's masked
+    tokens (as weighted_mlm_loss weighs it). decoder_input: the decoder's input rows matching logits' rows
+    ((B, T, C) or (n_kept, C)); desired_gradient: G ≈ left @ right, the factors of low_rank.
+    Per token g_t · (G h_t) = (leftᵀ g_t) · (right h_t) with leftᵀ g_t = leftᵀ softmax(z_t) − left[y_t]:
+    the V-wide g_t is never formed, which on a CPU is most of the cost."""
+    B, T = labels.shape
+    left, right = desired_gradient
+    positions, logits = head_rows(logits.detach(), labels, n_kept)
+    targets = labels.flatten()[positions]
+    labelled = (targets != -100).float()  # the sparse head's static count can include unlabelled rows
+    h = decoder_input.detach().reshape(-1, decoder_input.size(-1)).float()
+    projected_g = torch.softmax(logits.float(), dim=-1) @ left - left[targets.clamp(min=0)]  # (rows, r)
+    per_token = (projected_g * (h @ right.T)).sum(-1) * labelled
+    example = positions // T
+    total = torch.zeros(B, device=h.device).index_add_(0, example, per_token)
+    count = torch.zeros(B, device=h.device).index_add_(0, example, labelled)
+    return total / count.clamp(min=1)
 
 
 def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: float,
                  config: LearningLawPolicyConfig) -> float:
     """FLOPs one LearningLawPolicy.weights call adds to training on a micro-batch of `rows` sequences, the
-    desired gradient's refresh amortised over refresh_every calls. An estimate counted like model.flops_per_token
-    (matmuls only, 2 FLOPs per multiply-add; the head's rows are the sparse head's mask_rate share). It counts:
-      - the batch's forward pass in example_alignment: flops_per_token / 3 per token (no graph in the encoder);
-      - the head's double backward in contributions(): the first backward (create_graph) through the decoder and
-        head_dense's weight gradient, then that graph's backward to the example weights u, each about one
-        forward pass of the head (head_dense and the decoder): 2 head forwards per token;
-      - every refresh_every calls, the desired batch's forward pass and its head backward (1 head forward).
+    desired gradient's refresh amortised over refresh_every calls. Counted like model.flops_per_token (matmuls
+    only, 2 FLOPs per multiply-add; the decoder's rows are the sparse head's mask_rate share):
+      - g_t · G h_t for the batch's decoder rows through G's factors: 2·r·(C + V) per row (r = C when whole);
+      - every refresh_every calls, the desired batch's forward pass (flops_per_token / 3 per token) and
+        G = mean g_s h_s^T over its decoder rows (2·C·V per row).
     With the math attention backend torch's FlopCounterMode counts exactly this (tests/test_policy.py). Not
-    counted, as in flops_per_token: norms, softmax, the simplex projection."""
+    counted, as in flops_per_token: norms, the softmax, the SVD, the simplex projection."""
     C, V = model_config.n_embd, model_config.vocab_size
+    r = config.rank if 0 < config.rank < min(C, V) else C
+    decoder_rows = mask_rate if model_config.mlm_head == "sparse" else 1.0  # per token
     forward = flops_per_token(model_config, seq_len, mask_rate) / 3
-    head = 2 * (C * C + C * V) * (mask_rate if model_config.mlm_head == "sparse" else 1.0)
-    refresh = config.desired_batch_size * seq_len * (forward + head) / config.refresh_every
-    return rows * seq_len * (forward + 2 * head) + refresh
+    refresh = config.desired_batch_size * seq_len * (forward + 2 * C * V * decoder_rows) / config.refresh_every
+    return rows * seq_len * 2 * r * (C + V) * decoder_rows + refresh
 
 
 class LearningLawPolicy:
-    """Weights for each batch from the Learning Law, for train.py: loss = Σ_n w_n · mean-CE_n."""
+    """Weights for each batch from the Learning Law, for train.py: loss = Σ_n w_n · mean-CE_n.
+
+    Per micro-batch: logits, loss = model(...) as usual, then w = policy.weights(raw_model, logits, labels,
+    n_kept) and the loss becomes weighted_mlm_loss(logits, labels, w, n_kept). Call policy.watch(raw_model)
+    before the forward pass: it hooks the decoder's input (and moves the hook to a grown model)."""
 
     def __init__(self, config: LearningLawPolicyConfig, desired_batch):
         if config.refresh_every < 1 or config.step_size < 0:
@@ -342,19 +355,44 @@ class LearningLawPolicy:
         self.config = config
         self.desired_batch = tuple(desired_batch)  # (input_ids, attention_mask, labels), a fixed held-out batch
         self.calls = 0  # weights() calls so far: decides when the cached desired gradient is refreshed
-        self.desired_gradient = None  # cached ∇_head L_desired, from the last refresh
+        self.desired_gradient = None  # cached G = ∇_W L_desired (V, C) as low_rank's factors, from the last refresh
+        self.watched, self.hook, self.decoder_input = None, None, None
 
-    def weights(self, model: CramBERT, input_ids, attention_mask, labels, n_kept: int | None = None) -> torch.Tensor:
-        """(B,) weights on the simplex for this batch (n_kept: the sparse head's row count for it)."""
+    def watch(self, model: CramBERT):
+        """Keep the decoder's input (head_norm's output) of every forward pass of `model`."""
+        if self.watched is not model.head_norm:
+            if self.hook is not None:
+                self.hook.remove()
+            self.hook = model.head_norm.register_forward_hook(self._keep_decoder_input)
+            self.watched, self.decoder_input = model.head_norm, None
+
+    def _keep_decoder_input(self, module, inputs, output):
+        self.decoder_input = output.detach()
+
+    @torch.no_grad()
+    def refresh(self, model: CramBERT):
+        """G from a forward pass of the desired batch (no dropout noise, no draw from the training RNG)."""
+        self.watch(model)
+        device = model.decoder.weight.device
+        input_ids, attention_mask, labels = (None if x is None else x.to(device) for x in self.desired_batch)
+        with evaluation_mode(model):
+            logits = model(input_ids, attention_mask, labels)[0]
+        g, _, rows = logit_gradients(logits, labels)
+        h = self.decoder_input.reshape(-1, self.decoder_input.size(-1))[rows].float()
+        self.desired_gradient = low_rank(g.T @ h / len(rows), self.config.rank)
+
+    def weights(self, model: CramBERT, logits: torch.Tensor, labels: torch.Tensor,
+                n_kept: int | None = None) -> torch.Tensor:
+        """(B,) weights on the simplex for the batch whose forward pass through `model` just gave `logits`."""
+        if self.watched is not model.head_norm or self.decoder_input is None:
+            raise RuntimeError("call policy.watch(model) before the forward pass whose logits you pass")
+        decoder_input = self.decoder_input  # this batch's: a refresh below runs another forward pass
         if self.calls % self.config.refresh_every == 0 or self.desired_gradient is None:
-            device = input_ids.device
-            self.desired_gradient = desired_head_gradient(model, [None if x is None else x.to(device)
-                                                                  for x in self.desired_batch])
+            self.refresh(model)
         self.calls += 1
         # after a resume with map_location="cpu" the cached gradient may sit on another device (a no-op otherwise)
-        self.desired_gradient = {k: g.to(input_ids.device) for k, g in self.desired_gradient.items()}
-        c = example_alignment(model, (input_ids, attention_mask, labels), desired_gradient=self.desired_gradient,
-                              n_kept=n_kept)
+        self.desired_gradient = tuple(factor.to(logits.device) for factor in self.desired_gradient)
+        c = decoder_contributions(logits, decoder_input, labels, self.desired_gradient, n_kept)
         B = c.numel()
         scaled = c / c.std().clamp(min=1e-12) if B > 1 else torch.zeros_like(c)
         return project_to_simplex((1 + self.config.step_size * scaled) / B).detach()

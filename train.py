@@ -120,8 +120,8 @@ class BudgetClock:
 def charged_flops_per_token(model: CramBERT, config: TrainConfig,
                             policy_config: LearningLawPolicyConfig | None) -> float:
     """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
-    (model.flops_per_token) plus, with --policy learning-law, the policy's own passes on each micro-batch (an
-    extra forward, the head's double backward and the amortised desired-gradient refresh: policy.policy_flops)."""
+    (model.flops_per_token) plus, with --policy learning-law, the policy's own work on each micro-batch (a
+    decoder-sized product for the contributions and the amortised desired-gradient refresh: policy.policy_flops)."""
     model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
     if policy_config is None:
         return model_flops
@@ -423,6 +423,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     if config.policy == "learning-law":
         policy_config = LearningLawPolicyConfig()
         policy = LearningLawPolicy(policy_config, desired_batch(config, policy_config.desired_batch_size))
+        policy.watch(raw_model)  # before torch.compile traces the model, so the hook is part of the graph
     elif config.policy != "uniform":
         raise ValueError(f"unknown policy {config.policy!r}; choose uniform or learning-law")
     if checkpoint:
@@ -565,11 +566,12 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
         input_ids, labels = run.train_data.batch_at(run.train_data.epoch, start, config.micro_batch_size)
         input_ids, labels = input_ids.to(run.device), labels.to(run.device)
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
-        # The Learning Law policy weights this micro-batch's examples (uniform: plain mean); its cost is on the clock.
-        weights = run.policy.weights(run.raw_model, input_ids, None, labels, n_kept) if run.policy else None
+        if run.policy:
+            run.policy.watch(run.raw_model)  # keeps the decoder's input from the forward pass below (a no-op once hooked)
         with (nullcontext() if sync else model.no_sync()), autocast(run.device, config.precision):
             logits, loss = model(input_ids, labels=labels, n_kept=n_kept)
-            if weights is not None:
+            if run.policy:  # the Learning Law weights this micro-batch's examples (uniform: the plain mean above)
+                weights = run.policy.weights(run.raw_model, logits, labels, n_kept)
                 loss = weighted_mlm_loss(logits, labels, weights, n_kept)
         # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
         # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, sparse_rows
 from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
-                    contributions, desired_head_gradient, example_alignment, fit_learning_curves, law_check,
+                    contributions, decoder_contributions, fit_learning_curves, law_check, low_rank,
                     optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
 from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                           reproduction_config, transformer_task)
@@ -224,32 +224,82 @@ def test_weighted_loss_is_the_weighted_mean_of_per_example_losses():
         torch.testing.assert_close(weighted_mlm_loss(sparse_logits, labels, weights, n_kept), weighted)
 
 
-def test_example_alignment_matches_per_example_head_gradients():
-    model = tiny_model()
+def decoder_gradient_by_autograd(model, batch, weights, n_kept=None):
+    """The reference: ∇ of Σ_n w_n l_n with respect to a copy of the decoder weight, by autograd, from the
+    decoder inputs the policy's hook kept (the tied embedding's other role is left out, as the policy does)."""
+    policy = LearningLawPolicy(LearningLawPolicyConfig(), batch)
+    policy.watch(model)
+    input_ids, attention_mask, labels = batch
+    model(input_ids, attention_mask, labels, n_kept=n_kept)
+    W = model.decoder.weight.detach().clone().requires_grad_()
+    logits = policy.decoder_input @ W.T
+    return torch.autograd.grad(weighted_mlm_loss(logits, labels, weights, n_kept), W)[0]
+
+
+@pytest.mark.parametrize("mlm_head", ["sparse", "dense"])
+def test_decoder_contributions_match_per_example_gradients_by_autograd(mlm_head):
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16, mlm_head=mlm_head))
     batch, desired = tiny_mlm_batch(4, seed=1, noisy_rows=(3,)), tiny_mlm_batch(8, seed=2)
-    c = example_alignment(model, batch, desired)
-    head = dict(model.named_parameters())
-    G = desired_head_gradient(model, desired)
+    n_kept = sparse_rows(4, 16, 0.5) if mlm_head == "sparse" else None  # a static count with unlabelled extra rows
+    policy = LearningLawPolicy(LearningLawPolicyConfig(rank=0), desired)  # G whole
+    policy.watch(model)
+    policy.refresh(model)
+    G = decoder_gradient_by_autograd(model, desired, torch.ones(8) / 8)  # the desired loss is the mean over its rows
+    left, right = policy.desired_gradient
+    torch.testing.assert_close(left @ right, G, rtol=1e-4, atol=1e-7)
+    logits = model(*batch, n_kept=n_kept)[0]
+    c = decoder_contributions(logits, policy.decoder_input, batch[2], low_rank(G, 0), n_kept)
     for n in range(4):
         one_hot = torch.zeros(4)
         one_hot[n] = 1
-        loss = weighted_mlm_loss(model(*batch)[0], batch[2], one_hot)
-        grads = torch.autograd.grad(loss, [head[k] for k in G])
-        assert torch.isclose(c[n], sum((g * G[k]).sum() for g, k in zip(grads, G)), rtol=1e-4, atol=1e-9)
+        reference = (decoder_gradient_by_autograd(model, batch, one_hot, n_kept) * G).sum()
+        assert torch.isclose(c[n], reference, rtol=1e-4, atol=1e-9)
+
+
+def test_low_rank_desired_gradient_is_the_truncated_svd():
+    torch.manual_seed(0)
+    rank3 = torch.randn(40, 3) @ torch.randn(3, 12)
+    left, right = low_rank(rank3, 3)
+    assert left.shape == (40, 3) and right.shape == (3, 12)
+    torch.testing.assert_close(left @ right, rank3, rtol=1e-4, atol=1e-5)  # exact when G's rank is at most r
+    G = torch.randn(40, 12)
+    left, right = low_rank(G, 4)
+    S = torch.linalg.svdvals(G)
+    # Eckart–Young: the error of the best rank-4 approximation is the energy of the other singular values
+    torch.testing.assert_close((G - left @ right).norm() ** 2, S[4:].pow(2).sum(), rtol=1e-4, atol=1e-5)
+    whole_left, whole_right = low_rank(G, 0)
+    assert torch.equal(whole_left @ whole_right, G)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_policy_weights_are_on_the_simplex_and_downweight_noise(seed):
     model = tiny_model(seed)
     policy = LearningLawPolicy(LearningLawPolicyConfig(refresh_every=5), tiny_mlm_batch(32, seed=3 + seed))
+    policy.watch(model)
     input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=40 + seed, noisy_rows=(2, 9))
-    w = policy.weights(model, input_ids, attention_mask, labels)
+    logits = model(input_ids, attention_mask, labels)[0]
+    w = policy.weights(model, logits, labels)
     assert w.shape == (16,) and (w >= 0).all() and torch.isclose(w.sum(), torch.tensor(1.0))
     clean = torch.ones(16, dtype=torch.bool)
     clean[[2, 9]] = False
     assert w[~clean].max() < 0.5 * w[clean].mean()
-    loss = weighted_mlm_loss(model(input_ids, attention_mask, labels)[0], labels, w)  # what train.py will do
+    loss = weighted_mlm_loss(logits, labels, w)  # what train.py does
     assert torch.isfinite(loss)
+
+
+def test_policy_needs_the_forward_pass_it_weights():
+    model = tiny_model()
+    policy = LearningLawPolicy(LearningLawPolicyConfig(), tiny_mlm_batch(8, seed=3))
+    input_ids, attention_mask, labels = tiny_mlm_batch(4, seed=4)
+    with pytest.raises(RuntimeError, match="watch"):
+        policy.weights(model, model(input_ids, attention_mask, labels)[0], labels)
+    policy.watch(model)
+    grown = tiny_model(seed=1)  # e.g. the model after growth: the hook must follow it
+    policy.watch(grown)
+    assert policy.watched is grown.head_norm
+    model(input_ids, attention_mask, labels)  # the old model's forward no longer feeds the policy
+    assert policy.decoder_input is None
 
 
 def sgd_step(model, loss, lr=0.5):
@@ -263,9 +313,16 @@ def test_policy_state_dict_round_trip_resumes_exactly():
     model = tiny_model()
     config = LearningLawPolicyConfig(refresh_every=3, step_size=2.0)
     policy = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))
+    policy.watch(model)
+
+    def weights(policy, batch):
+        policy.watch(model)
+        logits = model(*batch)[0]
+        return logits, policy.weights(model, logits, batch[2])
     for step in range(2):  # the desired gradient cached at call 0 is now stale: resume must keep it
         batch = tiny_mlm_batch(8, seed=10 + step, noisy_rows=(1,))
-        sgd_step(model, weighted_mlm_loss(model(*batch)[0], batch[2], policy.weights(model, *batch)))
+        logits, w = weights(policy, batch)
+        sgd_step(model, weighted_mlm_loss(logits, batch[2], w))
     buffer = io.BytesIO()
     torch.save(policy.state_dict(), buffer)
     buffer.seek(0)
@@ -275,22 +332,28 @@ def test_policy_state_dict_round_trip_resumes_exactly():
     fresh = LearningLawPolicy(config, tiny_mlm_batch(16, seed=5))  # recomputes at its first call instead
     for step in range(3):  # calls 2 (cached gradient), 3 (refresh), 4
         batch = tiny_mlm_batch(8, seed=20 + step, noisy_rows=(1,))
-        expected = policy.weights(model, *batch)
-        assert torch.equal(resumed.weights(model, *batch), expected)
+        expected = weights(policy, batch)[1]
+        assert torch.equal(weights(resumed, batch)[1], expected)
         if step == 0:
-            assert not torch.allclose(fresh.weights(model, *batch), expected)
+            assert not torch.allclose(weights(fresh, batch)[1], expected)
 
 
-def test_policy_flop_estimate_matches_torch_flop_counter():
+@pytest.mark.parametrize("rank", [0, 4])
+def test_policy_flop_estimate_matches_torch_flop_counter(rank):
     # Two calls with refresh_every=2: one refreshes the desired gradient, one reuses it. The math attention backend
     # runs attention as matmuls the counter sees, as in the model's own FLOP test (tests/test_scaling.py).
     model_config = preset_config("tiny", vocab_size=64, max_seq_len=16)
     model = tiny_model()
-    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32)
+    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32, rank=rank)
     policy = LearningLawPolicy(config, tiny_mlm_batch(32, seed=3))  # 4 of 16 positions labelled: a rate of 0.25
+    policy.watch(model)
     input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=4)
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        for _ in range(2):
-            policy.weights(model, input_ids, attention_mask, labels, n_kept=sparse_rows(16, 16, 0.25))
+    n_kept = sparse_rows(16, 16, 0.25)
+    total = 0
+    for _ in range(2):
+        logits = model(input_ids, attention_mask, labels, n_kept=n_kept)[0]  # the training forward: not the policy's cost
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            policy.weights(model, logits, labels, n_kept=n_kept)
+        total += counter.get_total_flops()
     estimate = 2 * policy_flops(model_config, 16, 16, 0.25, config)
-    assert counter.get_total_flops() == pytest.approx(estimate, rel=1e-9)  # every matmul, counted exactly
+    assert total == pytest.approx(estimate, rel=1e-9)  # every matmul, counted exactly

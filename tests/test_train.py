@@ -346,19 +346,22 @@ def test_learning_law_policy_runs_saves_and_resumes(tiny_corpus, tmp_path):
 
 
 def test_max_flops_charges_the_learning_law_policys_own_passes(tiny_corpus, tmp_path):
-    # The policy's extra forward, head double backward and desired-gradient refresh count against --max-flops:
-    # on the same budget it trains on fewer tokens than uniform weighting.
+    # The policy's contribution product and desired-gradient refresh count against --max-flops: on a budget of
+    # K uniform steps, with K large enough for the policy's few per cent to cost a whole step, it trains on fewer
+    # tokens than uniform weighting, exactly as many steps as its charged FLOPs per token allow.
     model = CramBERT(preset_config("tiny", max_seq_len=32))
     per_token = model.flops_per_token(32, 0.25)
-    budget = 3 * 256 * per_token  # three uniform steps of one micro-batch
+    extra = policy_flops(model.config, 8, 32, 0.25, LearningLawPolicyConfig()) / (8 * 32)
+    uniform_steps = math.ceil(per_token / extra) + 1  # then the policy needs at least one step fewer
+    budget = uniform_steps * 256 * per_token
     settings = dict(max_flops=budget, batch_tokens=256, eval_rows=8, eval_interval=1.0)
     uniform = train(tiny_run(tiny_corpus, tmp_path / "uniform", **settings))
     policy = train(tiny_run(tiny_corpus, tmp_path / "policy", policy="learning-law", **settings))
-    extra = policy_flops(model.config, 8, 32, 0.25, LearningLawPolicyConfig()) / (8 * 32)
     assert records(tmp_path / "uniform", "config")[0]["flops_per_token"] == pytest.approx(per_token)
     assert records(tmp_path / "policy", "config")[0]["flops_per_token"] == pytest.approx(per_token + extra)
     assert policy["flops"] == pytest.approx(policy["tokens"] * (per_token + extra)) and policy["flops"] >= budget
-    assert uniform["tokens"] == 3 * 256 and policy["tokens"] < uniform["tokens"]
+    assert uniform["tokens"] == uniform_steps * 256
+    assert policy["tokens"] == math.ceil(budget / (256 * (per_token + extra))) * 256 < uniform["tokens"]
 
 
 def test_growing_inside_one_budget(tiny_corpus, tmp_path):
