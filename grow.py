@@ -10,8 +10,10 @@ writes every weight of the big model as a linear function of the small model's w
   - width (R_width): a matrix W (out x in) of the small model becomes B_out · W · B_inᵀ (the paper's
     Kronecker factorisation, (B_in ⊗ B_out) vec(W), never built), with (D_big x D_small) expansions tied per
     *dimension*: one pair for the residual stream, shared by the embeddings, every norm and every block's
-    input and output, and one pair per small layer for its attention width (its heads) and for its FFN inner
-    width (both halves of the gated FFN use the same one, so value unit i stays paired with gate unit i).
+    input and output, and per small layer: an output expansion each for Q, K and V (the paper learns them
+    separately; `shared_qkv` ties the three into one, this file's earlier choice), the input expansion of the
+    attention output o (paired with V's), and one pair for the FFN inner width (both halves of the gated FFN
+    use the same one, so value unit i stays paired with gate unit i).
   - depth (L_depth): big layer l = Σ_j w[l, j] · (small layer j at the big width), with its own
     mixing matrix w (L_big x L_small) per module kind: q, k, v, o, fc_in, fc_out, norm1, norm2.
 The baselines are this same operator with fixed, hand-chosen matrices:
@@ -103,7 +105,7 @@ class GrowthOperator(nn.Module):
     Its parameters are the expansions B and the mixings w; `depth` and `noise` choose the baseline it starts as."""
 
     def __init__(self, small: CramBERT, big_config: ModelConfig, depth: str = "stack", noise: float = 0.0,
-                 seed: int = 0, device="cpu"):
+                 seed: int = 0, device="cpu", shared_qkv: bool = False):
         super().__init__()
         self.small_config, self.big_config = small.config, big_config
         # Plain detached tensors: the small model is data to the operator, never trained by it.
@@ -117,10 +119,18 @@ class GrowthOperator(nn.Module):
                                   / math.sqrt(small_dim)).to(device)) for matrix in (copy, split)]
 
         self.residual_out, self.residual_in = expansion_pair(big_config.n_embd, small.config.n_embd)
-        # One pair per small layer: the width grows before the depth mixing. Attention width = heads x head dim.
-        attn = [expansion_pair(big_config.n_embd, small.config.n_embd) for _ in range(small.config.n_layer)]
-        ffn = [expansion_pair(big_config.ffn_hidden, small.config.ffn_hidden) for _ in range(small.config.n_layer)]
-        self.attn_out, self.attn_in = nn.ParameterList(p[0] for p in attn), nn.ParameterList(p[1] for p in attn)
+        # Per small layer: the width grows before the depth mixing. Attention width = heads x head dim. V's copy
+        # pairs with o's split (o reads V's units); Q and K get copies of their own unless shared_qkv ties all
+        # three to V's (one Parameter under three names: the optimizer sees it once).
+        layers = range(small.config.n_layer)
+        attn = [expansion_pair(big_config.n_embd, small.config.n_embd) for _ in layers]
+        ffn = [expansion_pair(big_config.ffn_hidden, small.config.ffn_hidden) for _ in layers]
+        self.v_out, self.attn_in = nn.ParameterList(p[0] for p in attn), nn.ParameterList(p[1] for p in attn)
+        if shared_qkv:
+            self.q_out = self.k_out = self.v_out
+        else:
+            self.q_out = nn.ParameterList(expansion_pair(big_config.n_embd, small.config.n_embd)[0] for _ in layers)
+            self.k_out = nn.ParameterList(expansion_pair(big_config.n_embd, small.config.n_embd)[0] for _ in layers)
         self.ffn_out, self.ffn_in = nn.ParameterList(p[0] for p in ffn), nn.ParameterList(p[1] for p in ffn)
         self.depth = nn.ParameterDict({kind: nn.Parameter(mixing.to(device)) for kind, mixing in
                                        depth_mixing(big_config.n_layer, small.config.n_layer, depth).items()})
@@ -137,9 +147,9 @@ class GrowthOperator(nn.Module):
                 grown["bias"] = expand(out_expansion, small[name + ".bias"])
             return grown
 
-        # Stacked row blocks (q|k|v, value|gate) get the same expansion each: a block-diagonal B_out.
+        # Stacked row blocks get a block-diagonal B_out: q|k|v their own expansions, value|gate the same one.
         halves = 2 if self.small_config.ffn == "glu" else 1
-        qkv = linear("attn.qkv", torch.block_diag(*[self.attn_out[j]] * 3), res_in)
+        qkv = linear("attn.qkv", torch.block_diag(self.q_out[j], self.k_out[j], self.v_out[j]), res_in)
         pieces = {kind: {part: tensor.chunk(3)[i] for part, tensor in qkv.items()} for i, kind in enumerate("qkv")}
         pieces["o"] = linear("attn.proj", res_out, self.attn_in[j])
         pieces["fc_in"] = linear("ffn.fc_in", torch.block_diag(*[self.ffn_out[j]] * halves), res_in)
@@ -226,7 +236,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
 
 def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, ligo_steps: int = 100,
                ligo_lr: float = 0.03, device="cpu", noise: float = 0.01, seed: int = 0,
-               progress_bar: bool = True, mask_rate: float = MASK_RATE) -> CramBERT:
+               progress_bar: bool = True, mask_rate: float = MASK_RATE, shared_qkv: bool = False) -> CramBERT:
     """A plain CramBERT with the small model's recipe at the target's sizes, grown by `method` (see METHODS).
     batches: batches(step) -> (input_ids, labels), or an iterator of them; only ligo trains on them."""
     if method not in METHODS:
@@ -246,7 +256,7 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
     # Exact baselines keep their copies tied in later training too unless something differs between them: with
     # no dropout, the sinusoidal position table (rebuilt at the new width, not copied) is what breaks the tie.
     operator = GrowthOperator(small, big_config, depth="identity" if method == "net2net" else "stack",
-                              noise=noise if method == "ligo" else 0.0, seed=seed, device=device)
+                              noise=noise if method == "ligo" else 0.0, seed=seed, device=device, shared_qkv=shared_qkv)
     if method == "ligo":
         train_operator(operator, batches, ligo_steps, ligo_lr, device, progress_bar, mask_rate)
     model = CramBERT(big_config).to(device)
@@ -306,6 +316,8 @@ def grow_command(argv):
                         help="share of tokens masked in the operator's batches (default: the source run's)")
     parser.add_argument("--noise", type=float, default=0.01,
                         help="LiGO's symmetry-breaking noise on the width copies (stack and net2net stay exact)")
+    parser.add_argument("--shared-qkv", action="store_true",
+                        help="one width expansion for Q, K and V per layer (default: one each, as in the paper)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise, the data order and the masking")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     args = parser.parse_args(argv)
@@ -318,7 +330,7 @@ def grow_command(argv):
         batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, mask_rate, args.batch_size,
                               args.seed)
     grown = grow_model(small, target, args.method, batches, args.ligo_steps, args.ligo_lr,
-                       resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate)
+                       resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate, shared_qkv=args.shared_qkv)
     save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer_from_checkpoint(source),
                                                growth={**vars(args), "from_config": asdict(small.config)}))
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "

@@ -202,6 +202,25 @@ def test_operator_training_lowers_the_loss_and_trains_only_the_operator():
     assert all(torch.equal(small.state_dict()[name], tensor) for name, tensor in small_before.items())
 
 
+def test_q_k_v_get_their_own_width_expansions_unless_shared():
+    # The paper learns Q, K and V's expansions separately; shared_qkv ties them into one Parameter. Both start as
+    # the same function (StackBERT's copy); trained, the separate ones move apart and the shared ones cannot.
+    small = perturbed_model(config())
+    big_config = grown_config(small.config, BIG)
+    separate, shared = GrowthOperator(small, big_config), GrowthOperator(small, big_config, shared_qkv=True)
+    for name, tensor in shared.materialise().items():
+        assert torch.equal(separate.materialise()[name], tensor), name
+    per_layer = BIG.n_embd * small.config.n_embd  # one expansion matrix per layer and kind
+    extra = sum(p.numel() for p in separate.parameters()) - sum(p.numel() for p in shared.parameters())
+    assert extra == 2 * small.config.n_layer * per_layer  # Q's and K's of every small layer
+    assert shared.q_out[0] is shared.v_out[0] and separate.q_out[0] is not separate.v_out[0]
+    generator = torch.Generator().manual_seed(0)
+    for operator in (separate, shared):
+        train_operator(operator, lambda step: copy_task_batch(16, 16, generator), steps=3, lr=0.03, progress_bar=False)
+    assert not torch.equal(separate.q_out[0], separate.k_out[0])
+    assert not torch.equal(separate.k_out[0], separate.v_out[0])
+
+
 def test_cli_grows_a_checkpoint_that_train_py_continues(tiny_corpus, tmp_path):
     # A tiny model grown by LiGO through the command line on the synthetic corpus, then pretrained on.
     torch.manual_seed(0)
