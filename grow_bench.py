@@ -4,13 +4,19 @@ training FLOPs for a big model trained from scratch and for the same model grown
 by each method of grow.py, every run on the same FLOP budget.
 
     python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench
+    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_seeds --seeds 0,1,2   # mean ± spread
+
+FLOPs saved is reported two ways. "Small charged": the small model's training counts against the grown runs,
+the fair account when the small model is trained for the purpose. "Small given": it does not, the paper's
+setting (Sec. 4: growth starts from an existing pretrained model); the operator's steps count in both.
 """
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
 from common import atomic_path, pyplot, write_json
@@ -35,8 +41,9 @@ class BenchConfig:
     big_flops: float = 3e12  # scratch's training FLOPs; every grown run stops at the same total
     small_fraction: float = 0.3  # share of big_flops spent pretraining the small model
     methods: tuple = ("stack", "net2net", "ligo")  # growth methods compared with scratch
-    ligo_steps: int = 5  # operator steps (the paper's 100 would outspend this whole budget)
+    ligo_steps: tuple = (100, 5)  # operator steps: a LiGO run for each ("ligo-100": the paper's count)
     ligo_rows: int = 8  # rows per operator step
+    shared_qkv: bool = False  # one width expansion for Q, K and V (default: one each, as in the paper)
     ligo_lr: float = 0.03  # operator step size (train_operator divides it by each matrix's fan-in)
     noise: float = 0.01  # LiGO's symmetry-breaking noise of the width copies (stack and net2net stay exact)
     seq_len: int = 64  # tokens per row
@@ -96,49 +103,87 @@ def bench(config: BenchConfig) -> dict:
     curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
     small_checkpoint = load_checkpoint(small_run["checkpoint"])
     small = model_from_checkpoint(small_checkpoint)
-    for method in config.methods:
+    mask_rate = trained_mask_rate(small_checkpoint)
+    variants = [(method, steps) for method in config.methods for steps in (config.ligo_steps if method == "ligo" else (0,))]
+    for method, steps in variants:
+        name = f"ligo-{steps}" if method == "ligo" else method
         start = time.perf_counter()
-        mask_rate = trained_mask_rate(small_checkpoint)
         batches = mlm_batches(config.data_dir, config.seq_len, mask_rate, config.ligo_rows, seed=config.seed + 2)
-        grown = grow_model(small, big_target, method, batches, config.ligo_steps, config.ligo_lr,
-                           noise=config.noise, seed=config.seed, progress_bar=False, mask_rate=mask_rate)
+        grown = grow_model(small, big_target, method, batches, steps, config.ligo_lr, noise=config.noise,
+                           seed=config.seed, progress_bar=False, mask_rate=mask_rate, shared_qkv=config.shared_qkv)
         seconds = small_run["elapsed_seconds"] + time.perf_counter() - start
-        spent = small_run["flops"] + growth_flops(small.config, big_target, method, config.ligo_steps,
+        spent = small_run["flops"] + growth_flops(small.config, big_target, method, steps,
                                                   config.ligo_rows * config.seq_len, config.seq_len, mask_rate)
-        path = os.path.join(config.out_dir, method, "grown.pt")
+        path = os.path.join(config.out_dir, name, "grown.pt")
         save_checkpoint(path, model_checkpoint(grown, data_tokenizer(config.data_dir), growth={"method": method}))
         if spent >= config.big_flops:
-            raise ValueError(f"{method}: the small model and the operator already spend {spent:.3g} FLOPs "
+            raise ValueError(f"{name}: the small model and the operator already spend {spent:.3g} FLOPs "
                              f">= big_flops; lower --small-fraction or --ligo-steps")
-        print(f"{method}: grown after {spent:.3g} FLOPs; training on for {config.big_flops - spent:.3g}")
+        print(f"{name}: grown after {spent:.3g} FLOPs; training on for {config.big_flops - spent:.3g}")
         # Another seed, so another row order and masking: with the small run's seed the grown model would
         # relearn the very examples the small one saw, which costs held-out loss instead of lowering it.
-        summary = run(method, config.big_flops - spent, init_from=path, seed=config.seed + 1)
-        curves[method] = eval_curve(summary["log"], spent, seconds)
+        summary = run(name, config.big_flops - spent, init_from=path, seed=config.seed + 1)
+        curves[name] = eval_curve(summary["log"], spent, seconds)
 
     target = curves["scratch"][-1]["val_loss"]
     total = {"flops": curves["scratch"][-1]["flops"], "seconds": curves["scratch"][-1]["seconds"]}
-    results = {"config": asdict(config), "scratch_final_loss": target, "curves": curves, "methods": {}}
-    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s")
-    print(f"{'method':>8} | {'grown loss':>10} | {'final loss':>10} | {'FLOPs to reach scratch':>22} | "
-          f"{'FLOPs saved':>11} | {'time saved':>10}")
-
-    def show(value, fmt, width):
-        return f"{'not reached' if value is None else format(value, fmt):>{width}}"
-    for method in config.methods:
-        row = {"final_loss": curves[method][-1]["val_loss"], "grown_loss": curves[method][0]["val_loss"]}
+    small_cost = {"flops": small_run["flops"], "seconds": small_run["elapsed_seconds"]}
+    results = {"config": asdict(config), "scratch_final_loss": target, "small_cost": small_cost, "curves": curves,
+               "methods": {}}
+    for name in curves.keys() - {"scratch", "small"}:
+        row = {"final_loss": curves[name][-1]["val_loss"], "grown_loss": curves[name][0]["val_loss"]}
         for axis in ("flops", "seconds"):
-            reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[method]], target)
+            reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[name]], target)
             row[f"{axis}_to_reach"] = reached
             row[f"{axis}_saved"] = None if reached is None else 1 - reached / total[axis]
-        results["methods"][method] = row
-        print(f"{method:>8} | {row['grown_loss']:10.4f} | {row['final_loss']:10.4f} | "
-              f"{show(row['flops_to_reach'], '.3g', 22)} | {show(row['flops_saved'], '.1%', 11)} | "
-              f"{show(row['seconds_saved'], '.1%', 10)}")
-    path = os.path.join(config.out_dir, "results.json")
-    write_json(path, results)
+            row[f"{axis}_saved_small_given"] = None if reached is None else 1 - (reached - small_cost[axis]) / total[axis]
+        results["methods"][name] = row
+    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s; "
+          f"the small model cost {small_cost['flops']:.3g} FLOPs")
+    print_table({name: {key: [value] for key, value in row.items()} for name, row in results["methods"].items()})
+    write_json(os.path.join(config.out_dir, "results.json"), results)
     plot(curves, os.path.join(config.out_dir, "curves.png"))
     return results
+
+
+COLUMNS = [("grown_loss", "grown loss", ".4f"), ("final_loss", "final loss", ".4f"),
+           ("flops_saved", "FLOPs saved (small charged)", ".1%"),
+           ("flops_saved_small_given", "FLOPs saved (small given)", ".1%"),
+           ("seconds_saved", "time saved (small charged)", ".1%")]
+
+
+def print_table(rows: dict[str, dict[str, list]]):
+    """A row per method; a cell is the mean of its values, ± their standard deviation when there are several
+    (seeds), with "(k/n reached)" when only k of n runs reached scratch's final loss."""
+    def cell(values, fmt):
+        if not values:
+            return "–"
+        reached = [v for v in values if v is not None]
+        if not reached:
+            return "not reached"
+        text = format(statistics.mean(reached), fmt)
+        if len(reached) > 1:
+            text += " ± " + format(statistics.stdev(reached), fmt)
+        return text + (f" ({len(reached)}/{len(values)} reached)" if len(reached) < len(values) else "")
+    print(" | ".join(["method"] + [title for _, title, _ in COLUMNS]))
+    for name in sorted(rows):
+        print(" | ".join([name] + [cell(rows[name][key], fmt) for key, _, fmt in COLUMNS]))
+
+
+def bench_seeds(config: BenchConfig, seeds: list[int]) -> dict:
+    """bench() once per seed (each in out_dir/seed-N: its own small model, scratch run and growth noise), then
+    the table of means ± standard deviations over the seeds, also written to out_dir/summary.json."""
+    per_seed = [bench(replace(config, seed=seed, out_dir=os.path.join(config.out_dir, f"seed-{seed}")))
+                for seed in seeds]
+    rows = {name: {key: [result["methods"][name][key] for result in per_seed] for key, _, _ in COLUMNS}
+            for name in per_seed[0]["methods"]}
+    rows["scratch"] = {key: [] for key, _, _ in COLUMNS}  # the reference: only its final loss is a number
+    rows["scratch"]["final_loss"] = [result["scratch_final_loss"] for result in per_seed]
+    print(f"\n{len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± standard deviation")
+    print_table(rows)
+    summary = {"seeds": seeds, "rows": rows}
+    write_json(os.path.join(config.out_dir, "summary.json"), summary)
+    return summary
 
 
 def plot(curves: dict, path: str):
@@ -180,7 +225,10 @@ def main(argv=None):
     parser.add_argument("--small-fraction", type=float, default=defaults.small_fraction, help="small model's share")
     parser.add_argument("--methods", type=lambda text: tuple(text.split(",")), default=defaults.methods,
                         help="comma-separated growth methods")
-    parser.add_argument("--ligo-steps", type=int, default=defaults.ligo_steps, help="operator steps")
+    parser.add_argument("--ligo-steps", type=lambda text: tuple(int(s) for s in text.split(",")),
+                        default=defaults.ligo_steps, help="operator steps, comma-separated: a LiGO run for each")
+    parser.add_argument("--shared-qkv", action="store_true",
+                        help="one width expansion for Q, K and V per layer (default: one each, as in the paper)")
     parser.add_argument("--ligo-rows", type=int, default=defaults.ligo_rows, help="rows per operator step")
     parser.add_argument("--ligo-lr", type=float, default=defaults.ligo_lr, help="operator step size")
     parser.add_argument("--noise", type=float, default=defaults.noise, help="LiGO's symmetry-breaking noise")
@@ -192,8 +240,16 @@ def main(argv=None):
     parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="held-out rows")
     parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget between evals")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
+    parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
+                        help="comma-separated seeds: the whole comparison once per seed, then mean ± spread")
+    args = vars(parser.parse_args(argv))
+    seeds = args.pop("seeds")
     try:
-        bench(BenchConfig(**vars(parser.parse_args(argv))))  # every flag is a BenchConfig field
+        config = BenchConfig(**args)  # every other flag is a BenchConfig field
+        if seeds:
+            bench_seeds(config, seeds)
+        else:
+            bench(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")
 

@@ -1,4 +1,9 @@
-from grow_bench import flops_to_reach
+import json
+
+import pytest
+
+import grow_bench
+from grow_bench import COLUMNS, BenchConfig, bench, bench_seeds, flops_to_reach, print_table
 
 
 def test_flops_to_reach_interpolates_a_loss_curve():
@@ -6,3 +11,47 @@ def test_flops_to_reach_interpolates_a_loss_curve():
     curve = [(0.0, 5.0), (10.0, 3.0), (20.0, 2.0)]
     assert flops_to_reach(curve, 4.0) == 5.0 and flops_to_reach(curve, 2.5) == 15.0
     assert flops_to_reach(curve, 1.0) is None and flops_to_reach(curve, 6.0) == 0.0
+
+
+def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
+    # The whole comparison at toy size: every method's row carries both accountings, which differ by exactly
+    # the small model's share of the budget; a LiGO run per operator step count, Q/K/V separate by default.
+    config = BenchConfig(data_dir=str(tiny_corpus), out_dir=str(tmp_path / "bench"), small="tiny",
+                         small_overrides={"n_head": 1, "n_layer": 1}, big="tiny",
+                         big_overrides={"n_layer": 2, "n_embd": 128, "n_head": 2, "intermediate_size": 256},
+                         big_flops=1.5e10, small_fraction=0.3, methods=("stack", "ligo"), ligo_steps=(2, 1),
+                         ligo_rows=2, seq_len=32, batch_tokens=128, micro_batch_size=4, eval_rows=8,
+                         eval_interval=0.5, seed=3)
+    results = bench(config)
+    assert set(results["methods"]) == {"stack", "ligo-2", "ligo-1"} and not results["config"]["shared_qkv"]
+    share = results["small_cost"]["flops"] / results["curves"]["scratch"][-1]["flops"]
+    assert 0.25 < share < 0.35
+    assert results["curves"]["ligo-2"][0]["flops"] > results["curves"]["ligo-1"][0]["flops"]  # operator steps count
+    for row in results["methods"].values():
+        if row["flops_saved"] is not None:
+            assert row["flops_saved_small_given"] == pytest.approx(row["flops_saved"] + share)
+    assert "FLOPs saved (small given)" in capsys.readouterr().out
+
+
+def test_bench_over_seeds_tables_mean_and_spread(monkeypatch, tmp_path):
+    # bench_seeds runs bench once per seed in a folder of its own and keeps every seed's value per method.
+    calls = []
+
+    def fake_bench(config):
+        calls.append((config.seed, config.out_dir))
+        return {"scratch_final_loss": 5.0 + config.seed,
+                "methods": {"ligo-100": {key: 0.1 * config.seed for key, _, _ in COLUMNS}}}
+    monkeypatch.setattr(grow_bench, "bench", fake_bench)
+    summary = bench_seeds(BenchConfig(out_dir=str(tmp_path)), [0, 1, 2])
+    assert calls == [(seed, str(tmp_path / f"seed-{seed}")) for seed in (0, 1, 2)]
+    assert summary["rows"]["scratch"]["final_loss"] == [5.0, 6.0, 7.0]
+    assert summary["rows"]["ligo-100"]["flops_saved"] == pytest.approx([0.0, 0.1, 0.2])
+    with open(tmp_path / "summary.json") as f:
+        assert json.load(f)["seeds"] == [0, 1, 2]
+
+
+def test_table_cells_are_mean_and_spread_over_the_runs_that_reached(capsys):
+    print_table({"a": {key: [0.1, 0.3, None] for key, _, _ in COLUMNS}, "b": {key: [] for key, _, _ in COLUMNS}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("a | 0.2000 ± 0.1414 (2/3 reached)") and "20.0% ± 14.1% (2/3 reached)" in lines[1]
+    assert lines[2] == "b | – | – | – | – | –"
