@@ -172,9 +172,16 @@ def print_table(rows: dict[str, dict[str, list]]):
 
 def bench_seeds(config: BenchConfig, seeds: list[int]) -> dict:
     """bench() once per seed (each in out_dir/seed-N: its own small model, scratch run and growth noise), then
-    the table of means ± standard deviations over the seeds, also written to out_dir/summary.json."""
-    per_seed = [bench(replace(config, seed=seed, out_dir=os.path.join(config.out_dir, f"seed-{seed}")))
-                for seed in seeds]
+    the table of means ± standard deviations over the seeds, also written to out_dir/summary.json. A seed whose
+    results.json exists is read instead of run again: seeds can run apart (one per core) and be tabled together."""
+    per_seed = []
+    for seed in seeds:
+        seed_dir = os.path.join(config.out_dir, f"seed-{seed}")
+        if os.path.isfile(os.path.join(seed_dir, "results.json")):
+            with open(os.path.join(seed_dir, "results.json")) as f:
+                per_seed.append(json.load(f))
+        else:
+            per_seed.append(bench(replace(config, seed=seed, out_dir=seed_dir)))
     rows = {name: {key: [result["methods"][name][key] for result in per_seed] for key, _, _ in COLUMNS}
             for name in per_seed[0]["methods"]}
     rows["scratch"] = {key: [] for key, _, _ in COLUMNS}  # the reference: only its final loss is a number

@@ -34,7 +34,8 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
 
 
 def test_bench_over_seeds_tables_mean_and_spread(monkeypatch, tmp_path):
-    # bench_seeds runs bench once per seed in a folder of its own and keeps every seed's value per method.
+    # bench_seeds runs bench once per seed in a folder of its own and keeps every seed's value per method;
+    # a seed with results already on disk is read instead.
     calls = []
 
     def fake_bench(config):
@@ -48,6 +49,12 @@ def test_bench_over_seeds_tables_mean_and_spread(monkeypatch, tmp_path):
     assert summary["rows"]["ligo-100"]["flops_saved"] == pytest.approx([0.0, 0.1, 0.2])
     with open(tmp_path / "summary.json") as f:
         assert json.load(f)["seeds"] == [0, 1, 2]
+    (tmp_path / "seed-1").mkdir()
+    with open(tmp_path / "seed-1" / "results.json", "w") as f:  # seed 1 ran elsewhere: read, not run again
+        json.dump({"scratch_final_loss": 9.0, "methods": {"ligo-100": {key: 0.5 for key, _, _ in COLUMNS}}}, f)
+    calls.clear()
+    again = bench_seeds(BenchConfig(out_dir=str(tmp_path)), [0, 1, 2])
+    assert [seed for seed, _ in calls] == [0, 2] and again["rows"]["scratch"]["final_loss"] == [5.0, 9.0, 7.0]
 
 
 def test_table_cells_are_mean_and_spread_over_the_runs_that_reached(capsys):
