@@ -167,8 +167,9 @@ class GrowthOperator(nn.Module):
         big["encoder.embedding.tok.weight"] = small["encoder.embedding.tok.weight"] @ res_out.T
         if config.pos_emb == "learned":
             big["encoder.embedding.pos.weight"] = small["encoder.embedding.pos.weight"] @ res_out.T
-        else:  # a scalar: the sinusoid table itself is rebuilt at the new width (see the module docstring)
+        elif config.pos_emb == "sinusoidal":  # a scalar: the sinusoid table itself is rebuilt at the new width
             big["encoder.embedding.pos_scale"] = small["encoder.embedding.pos_scale"].clone()
+        # rotary positions have no weights: they rotate each head's queries and keys, and heads keep their size
         for norm in ("encoder.embedding.norm", "encoder.final_norm"):  # post-LN has no final norm
             if norm + ".weight" in small:
                 for part in ("weight", "bias"):

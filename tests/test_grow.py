@@ -69,7 +69,8 @@ def test_every_grown_tensor_has_the_target_shape(method):
 @pytest.mark.parametrize("recipe, big_layers", [
     (dict(pos_emb="learned"), 4), (dict(pos_emb="learned", bias=True, ffn="gelu"), 4),
     (dict(pos_emb="learned", tie_embeddings=False, mlm_head="dense"), 4),
-    (dict(pos_emb="learned", norm_position="post"), 2)])  # post-LN: a norm after the residual, no identity block
+    (dict(pos_emb="learned", norm_position="post"), 2),  # post-LN: a norm after the residual, no identity block
+    (dict(pos_emb="rope"), 4)])  # rotary: no position weights, and each head keeps its size, so its rotation
 def test_net2net_preserves_the_function_at_integer_width_multiples(recipe, big_layers):
     # Residual 32 -> 64 (x2), heads 2 -> 4, FFN hidden 32 -> 80 (x2.5), layers 2 -> 4 as identity blocks.
     small = perturbed_model(config(**recipe))
