@@ -238,14 +238,26 @@ def acceleration_ratio(fit: CurveFit, steps: int) -> float | None:
 # transform instead, which needed its own forward pass and a double backward: ~2.6× the cost of a training
 # step on the CPU recipe, too much for any reweighting to pay back. train.py counts the policy's cost in the
 # wall-clock budget and, by policy_flops, in --max-flops.
+#
+# The loss score (the default). On a corpus with 40% shuffled-word documents (data/plant.py, BENCHMARKS.md),
+# contributions at this scale are too noisy to find the planted rows: after a 6-minute CPU run the exact
+# all-parameter c_n ranked a clean row above its shuffled copy in 62% of pairs and the decoder's c_n in 53% (it
+# mostly tracks how frequent the masked words are), while the example's own loss did in 99%. So the default
+# keeps the Law's property that noisy examples get weight 0 and finds them by their loss: an example whose loss
+# is more than loss_margin standard deviations above the desired batch's mean example loss is unlike the data we
+# want; the others share the batch equally. The losses come with the training forward pass, so only the refresh
+# costs anything. What no reweighting can do is save compute: a weight-0 row has been through the forward pass
+# and still goes through the backward (the batch is one tensor), and BENCHMARKS.md shows that is what limits it.
 
 
 @dataclass
 class LearningLawPolicyConfig:
-    refresh_every: int = 100  # recompute the desired batch's decoder gradient every this many calls (it drifts slowly)
-    step_size: float = 1.0  # ε in units of the uniform weight 1/B per std of the contributions: 1 zeroes examples ~1 std below
+    refresh_every: int = 100  # recompute the desired batch's losses (and G) every this many calls (they drift slowly)
+    step_size: float = 1.0  # "decoder": ε in units of 1/B per std of the contributions: 1 zeroes examples ~1 std below
     desired_batch_size: int = 32  # held-out sequences train.py draws for the desired batch (fixed for the run)
-    rank: int = 16  # keep G's top singular directions only (0 = all): G h_t then costs r·(V + C), not V·C, per row
+    rank: int = 16  # "decoder": keep G's top singular directions (0 = all): G h_t costs r·(V + C), not V·C, per row
+    score: str = "loss"  # "loss": drop examples whose loss is far above the desired batch's; "decoder": contributions
+    loss_margin: float = 1.5  # "loss": weight 0 above the desired batch's mean example loss + this many std
 
 
 @contextlib.contextmanager
@@ -267,11 +279,10 @@ def head_rows(logits: torch.Tensor, labels: torch.Tensor, n_kept: int | None = N
     return sparse_positions(labels, n_kept), logits
 
 
-def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                      n_kept: int | None = None) -> torch.Tensor:
-    """The policy's training loss Σ_n w_n · (mean cross-entropy over example n's masked tokens), from the logits
-    CramBERT returns: (B, T, V) from the dense head, or (n_kept, V) at sparse_positions(labels, n_kept) from
-    the sparse head (pass the n_kept the model was given). labels: (B, T); weights: (B,) on the simplex."""
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, n_kept: int | None = None) -> torch.Tensor:
+    """(B,) each example's mean cross-entropy over its masked tokens, from the logits CramBERT returns: (B, T, V)
+    from the dense head, or (n_kept, V) at sparse_positions(labels, n_kept) from the sparse head (pass the
+    n_kept the model was given). labels: (B, T)."""
     B, T = labels.shape
     positions, logits = head_rows(logits, labels, n_kept)
     labels = labels.flatten()[positions]
@@ -279,7 +290,13 @@ def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch
     example = positions // T  # which example each row belongs to
     loss_sum = torch.zeros(B, device=logits.device).index_add_(0, example, token_loss)
     count = torch.zeros(B, device=logits.device).index_add_(0, example, (labels != -100).float())
-    return (weights * loss_sum / count.clamp(min=1)).sum()
+    return loss_sum / count.clamp(min=1)
+
+
+def weighted_mlm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                      n_kept: int | None = None) -> torch.Tensor:
+    """The policy's training loss Σ_n w_n · l_n, l_n from example_losses; weights: (B,) on the simplex."""
+    return (weights * example_losses(logits, labels, n_kept)).sum()
 
 
 def logit_gradients(logits: torch.Tensor, labels: torch.Tensor, n_kept: int | None = None):
@@ -338,6 +355,8 @@ def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: 
     r = config.rank if 0 < config.rank < min(C, V) else C
     decoder_rows = mask_rate if model_config.mlm_head == "sparse" else 1.0  # per token
     forward = flops_per_token(model_config, seq_len, mask_rate) / 3
+    if config.score == "loss":  # the example losses come with the training forward pass: only the refresh costs
+        return config.desired_batch_size * seq_len * forward / config.refresh_every
     refresh = config.desired_batch_size * seq_len * (forward + 2 * C * V * decoder_rows) / config.refresh_every
     return rows * seq_len * 2 * r * (C + V) * decoder_rows + refresh
 
@@ -350,12 +369,13 @@ class LearningLawPolicy:
     before the forward pass: it hooks the decoder's input (and moves the hook to a grown model)."""
 
     def __init__(self, config: LearningLawPolicyConfig, desired_batch):
-        if config.refresh_every < 1 or config.step_size < 0:
-            raise ValueError(f"need refresh_every >= 1 and step_size >= 0, got {config}")
+        if config.refresh_every < 1 or config.step_size < 0 or config.score not in ("loss", "decoder"):
+            raise ValueError(f"need refresh_every >= 1, step_size >= 0 and score loss or decoder, got {config}")
         self.config = config
         self.desired_batch = tuple(desired_batch)  # (input_ids, attention_mask, labels), a fixed held-out batch
         self.calls = 0  # weights() calls so far: decides when the cached desired gradient is refreshed
         self.desired_gradient = None  # cached G = ∇_W L_desired (V, C) as low_rank's factors, from the last refresh
+        self.desired_losses = None  # (mean, std) of the desired batch's example losses, from the last refresh
         self.watched, self.hook, self.decoder_input = None, None, None
 
     def watch(self, model: CramBERT):
@@ -371,12 +391,17 @@ class LearningLawPolicy:
 
     @torch.no_grad()
     def refresh(self, model: CramBERT):
-        """G from a forward pass of the desired batch (no dropout noise, no draw from the training RNG)."""
+        """The desired batch's example-loss mean and std (and G for the decoder score) from a forward pass
+        (no dropout noise, no draw from the training RNG)."""
         self.watch(model)
         device = model.decoder.weight.device
         input_ids, attention_mask, labels = (None if x is None else x.to(device) for x in self.desired_batch)
         with evaluation_mode(model):
             logits = model(input_ids, attention_mask, labels)[0]
+        losses = example_losses(logits, labels)
+        self.desired_losses = torch.stack([losses.mean(), losses.std()])
+        if self.config.score == "loss":
+            return
         g, _, rows = logit_gradients(logits, labels)
         h = self.decoder_input.reshape(-1, self.decoder_input.size(-1))[rows].float()
         self.desired_gradient = low_rank(g.T @ h / len(rows), self.config.rank)
@@ -387,9 +412,14 @@ class LearningLawPolicy:
         if self.watched is not model.head_norm or self.decoder_input is None:
             raise RuntimeError("call policy.watch(model) before the forward pass whose logits you pass")
         decoder_input = self.decoder_input  # this batch's: a refresh below runs another forward pass
-        if self.calls % self.config.refresh_every == 0 or self.desired_gradient is None:
+        if self.calls % self.config.refresh_every == 0 or self.desired_losses is None:
             self.refresh(model)
         self.calls += 1
+        if self.config.score == "loss":
+            losses = example_losses(logits.detach(), labels, n_kept)
+            mean, std = self.desired_losses.to(losses.device)
+            kept = (losses <= mean + self.config.loss_margin * std).float()
+            return kept / kept.sum().clamp(min=1)
         # after a resume with map_location="cpu" the cached gradient may sit on another device (a no-op otherwise)
         self.desired_gradient = tuple(factor.to(logits.device) for factor in self.desired_gradient)
         c = decoder_contributions(logits, decoder_input, labels, self.desired_gradient, n_kept)
@@ -399,9 +429,9 @@ class LearningLawPolicy:
 
     def state_dict(self) -> dict:
         return {"config": asdict(self.config), "calls": self.calls, "desired_batch": self.desired_batch,
-                "desired_gradient": self.desired_gradient}
+                "desired_gradient": self.desired_gradient, "desired_losses": self.desired_losses}
 
     def load_state_dict(self, state: dict):
         self.config = LearningLawPolicyConfig(**state["config"])
         self.calls, self.desired_batch = state["calls"], tuple(state["desired_batch"])
-        self.desired_gradient = state["desired_gradient"]
+        self.desired_gradient, self.desired_losses = state["desired_gradient"], state["desired_losses"]

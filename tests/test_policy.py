@@ -242,7 +242,7 @@ def test_decoder_contributions_match_per_example_gradients_by_autograd(mlm_head)
     model = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16, mlm_head=mlm_head))
     batch, desired = tiny_mlm_batch(4, seed=1, noisy_rows=(3,)), tiny_mlm_batch(8, seed=2)
     n_kept = sparse_rows(4, 16, 0.5) if mlm_head == "sparse" else None  # a static count with unlabelled extra rows
-    policy = LearningLawPolicy(LearningLawPolicyConfig(rank=0), desired)  # G whole
+    policy = LearningLawPolicy(LearningLawPolicyConfig(rank=0, score="decoder"), desired)  # G whole
     policy.watch(model)
     policy.refresh(model)
     G = decoder_gradient_by_autograd(model, desired, torch.ones(8) / 8)  # the desired loss is the mean over its rows
@@ -272,10 +272,20 @@ def test_low_rank_desired_gradient_is_the_truncated_svd():
     assert torch.equal(whole_left @ whole_right, G)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_policy_weights_are_on_the_simplex_and_downweight_noise(seed):
+def trained_tiny_model(seed: int, steps: int = 30) -> CramBERT:
+    """A tiny model after a few SGD steps on clean rows: it now predicts the alphabet, so noisy rows stand out."""
     model = tiny_model(seed)
-    policy = LearningLawPolicy(LearningLawPolicyConfig(refresh_every=5), tiny_mlm_batch(32, seed=3 + seed))
+    for step in range(steps):
+        batch = tiny_mlm_batch(16, seed=1000 + step)
+        sgd_step(model, model(*batch)[1], lr=0.2)
+    return model
+
+
+@pytest.mark.parametrize("score", ["loss", "decoder"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_policy_weights_are_on_the_simplex_and_downweight_noise(score, seed):
+    model = trained_tiny_model(seed) if score == "loss" else tiny_model(seed)
+    policy = LearningLawPolicy(LearningLawPolicyConfig(refresh_every=5, score=score), tiny_mlm_batch(32, seed=3 + seed))
     policy.watch(model)
     input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=40 + seed, noisy_rows=(2, 9))
     logits = model(input_ids, attention_mask, labels)[0]
@@ -286,6 +296,26 @@ def test_policy_weights_are_on_the_simplex_and_downweight_noise(seed):
     assert w[~clean].max() < 0.5 * w[clean].mean()
     loss = weighted_mlm_loss(logits, labels, w)  # what train.py does
     assert torch.isfinite(loss)
+
+
+def test_loss_score_keeps_examples_within_the_margin_of_the_desired_losses_equally():
+    # The reference by hand: per-example cross-entropy, the desired batch's mean and std, weight 1/k for the k kept.
+    model = trained_tiny_model(0)
+    desired = tiny_mlm_batch(32, seed=5)
+    policy = LearningLawPolicy(LearningLawPolicyConfig(loss_margin=0.5), desired)
+    policy.watch(model)
+    input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=6, noisy_rows=(0, 5, 7))
+    logits = model(input_ids, attention_mask, labels)[0]
+    w = policy.weights(model, logits, labels)
+
+    def losses(batch):
+        with torch.no_grad():
+            out = model(batch[0], batch[1])[0]
+        return torch.stack([F.cross_entropy(out[i], batch[2][i], ignore_index=-100) for i in range(len(batch[0]))])
+    reference = losses(desired)
+    kept = losses((input_ids, attention_mask, labels)) <= reference.mean() + 0.5 * reference.std()
+    assert 0 < kept.sum() < 16 and not kept[[0, 5, 7]].any()
+    torch.testing.assert_close(w, kept.float() / kept.sum())
 
 
 def test_policy_needs_the_forward_pass_it_weights():
@@ -338,13 +368,13 @@ def test_policy_state_dict_round_trip_resumes_exactly():
             assert not torch.allclose(weights(fresh, batch)[1], expected)
 
 
-@pytest.mark.parametrize("rank", [0, 4])
-def test_policy_flop_estimate_matches_torch_flop_counter(rank):
+@pytest.mark.parametrize("score, rank", [("decoder", 0), ("decoder", 4), ("loss", 0)])
+def test_policy_flop_estimate_matches_torch_flop_counter(score, rank):
     # Two calls with refresh_every=2: one refreshes the desired gradient, one reuses it. The math attention backend
     # runs attention as matmuls the counter sees, as in the model's own FLOP test (tests/test_scaling.py).
     model_config = preset_config("tiny", vocab_size=64, max_seq_len=16)
     model = tiny_model()
-    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32, rank=rank)
+    config = LearningLawPolicyConfig(refresh_every=2, desired_batch_size=32, rank=rank, score=score)
     policy = LearningLawPolicy(config, tiny_mlm_batch(32, seed=3))  # 4 of 16 positions labelled: a rate of 0.25
     policy.watch(model)
     input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=4)

@@ -338,7 +338,7 @@ def test_learning_law_policy_runs_saves_and_resumes(tiny_corpus, tmp_path):
     full = train(tiny_run(tiny_corpus, tmp_path / "full", **settings))
     train(tiny_run(tiny_corpus, tmp_path / "split", stop_after_steps=2, **settings))
     saved = load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["policy"]
-    assert saved["calls"] > 0 and saved["desired_gradient"] is not None
+    assert saved["calls"] > 0 and saved["desired_losses"] is not None
     resumed = train(tiny_run(tiny_corpus, tmp_path / "split", resume=True, **settings))
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
     assert load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["policy"]["calls"] == \
