@@ -4,10 +4,10 @@ or, for a named multi-shard corpus, one file per shard, OUT_DIR/train-00000.bin,
 
     python -m data.prepare --corpus c4 --max-train-tokens 1e9 --out-dir data/cache/c4  # C4 shards until 1 B tokens
     python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
-    python -m data.prepare --out-dir data/cache/wikitext103                         # downloads WikiText-103
+    python -m data.prepare --corpus wikitext103 --out-dir data/cache/wikitext103    # downloads WikiText-103
     python -m data.prepare --corpus ../shared/data/wiki --vocab-size 16384 --out-dir data/cache/wiki16k  # own BPE
 
-The corpus is the name of a public corpus in data/fetch.py (c4 or wikitext103), a file, a folder
+The corpus is the name of a public corpus in data/fetch.py (c4, the default, or wikitext103), a file, a folder
 (searched recursively), a glob, or a URL (http(s):// or file://). Text files (.txt, .raw, optionally .gz) hold
 documents separated by a blank line; .jsonl and .json.gz files (C4's shards) hold one {"text": ...}
 document per line. A multi-shard corpus is fetched and tokenised shard by shard, the next shard
@@ -47,15 +47,16 @@ from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, da
                          parts_present, read_meta)
 from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 
-# The default public corpus: WikiText-103 raw (Merity et al. 2016), ~100M words of Wikipedia's good and
-# featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
-DEFAULT_CORPUS_URL = "https://wikitext.smerity.com/wikitext-103-raw-v1.zip"
+# The default corpus: English C4 (data/fetch.py's registry: 1024 shards, ODC-By 1.0), big enough for any budget
+# here, fetched shard by shard, only as many shards as asked for. WikiText-103 stays available by name
+# (--corpus wikitext103). Override with --corpus or $CRAMLM_CORPUS (offline: a local folder of text).
+DEFAULT_CORPUS = "c4"
 TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's shards are JSON lines despite the name
 
 
 def default_corpus() -> str:
-    return os.environ.get("CRAMLM_CORPUS", DEFAULT_CORPUS_URL)
+    return os.environ.get("CRAMLM_CORPUS", DEFAULT_CORPUS)
 
 
 @dataclass
@@ -481,7 +482,7 @@ def main(argv=None):
     defaults = PrepareConfig()
     parser.add_argument("--corpus", default=defaults.corpus,
                         help=f"a named public corpus ({', '.join(CORPORA)}), or a file, folder, glob or URL of the "
-                             f"text (default: $CRAMLM_CORPUS or WikiText-103)")
+                             f"text (default: $CRAMLM_CORPUS or c4)")
     parser.add_argument("--out-dir", default=defaults.out_dir,
                         help="where the token files go: train.bin (or one train-NNNNN.bin per shard of c4) and val.bin")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")

@@ -7,9 +7,12 @@ import json
 import socket
 import threading
 import time
+import zipfile
 
 import pytest
 
+import train as train_module
+from conftest import synthetic_documents
 from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
                         train_tokens_to_prepare)
 from data.loader import PartedBatches, TokenFile
@@ -254,3 +257,19 @@ def test_passes_warning_is_loud_only_beyond_max_passes():
     assert passes == pytest.approx(83.33, abs=0.01)
     assert warning.startswith("WARNING") and "~83.3 passes" in warning and "data/cache/wikitext103" in warning
 
+
+def test_the_default_corpus_is_c4_and_wikitext103_stays_available_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRAMLM_CORPUS", raising=False)
+    assert PrepareConfig().corpus == "c4" and train_module.parse_args(["--recipe", "gpu"]).corpus == "c4"
+    assert train_module.parse_args(["--corpus", "wikitext103"]).corpus == "wikitext103"
+    monkeypatch.setenv("CRAMLM_CORPUS", "../shared/data/wiki")  # the offline override still wins
+    assert PrepareConfig().corpus == "../shared/data/wiki"
+    # WikiText-103 by name: its one zip in the real layout (a file:// copy here), prepared whole into train.bin
+    with zipfile.ZipFile(tmp_path / "wikitext-103-raw-v1.zip", "w") as archive:
+        archive.writestr("wikitext-103-raw/wiki.train.raw", "\n\n".join(synthetic_documents(100)) + "\n")
+    monkeypatch.setitem(CORPORA, "wikitext103", dataclasses.replace(
+        CORPORA["wikitext103"], url_pattern=(tmp_path / "wikitext-103-raw-v1.zip").as_uri()))
+    stats = prepare(PrepareConfig(corpus="wikitext103", out_dir=str(tmp_path / "out"), download_dir=str(tmp_path / "dl"),
+                                  val_fraction=0.1, num_threads=1))
+    assert stats["documents"] == 100
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == ["train.bin", "val.bin"]
