@@ -471,10 +471,10 @@ class BackgroundPreparation:
         self.stopping = True
         if self.process.is_alive():
             self.process.terminate()
-            self.process.join(timeout=60)
-            if self.process.is_alive():  # stuck in a system call: kill it (.tmp names are never read anyway)
-                self.process.kill()
-        self.watcher.join()
+        self.watcher.join(timeout=60)  # the watcher alone joins the process: one waiter per child
+        if self.watcher.is_alive():  # stuck in a system call: kill it (.tmp names are never read anyway)
+            self.process.kill()
+            self.watcher.join()
 
 
 def main(argv=None):
