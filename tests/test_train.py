@@ -431,3 +431,21 @@ def test_a_c4_run_trains_on_part_0_while_the_other_parts_are_prepared_in_the_bac
     assert load_checkpoint(summary["checkpoint"])["data"] == {"epoch": 0, "part": 1, "cursor": 40 * 16 - rows_of_part_0,
                                                               "seed": 0}
     assert multiprocessing.active_children() == []  # the preparer did not outlive train()
+
+
+def test_a_run_in_a_folder_with_parts_missing_resumes_their_preparation_with_its_target(tmp_path, monkeypatch, capsys):
+    fake_c4(tmp_path, monkeypatch, documents_per_shard=300)
+    monkeypatch.chdir(tmp_path)
+    # an earlier run that stopped after part 0 of a 2-shard target (20 480 tokens)
+    prepare(PrepareConfig(corpus="c4", out_dir=str(tmp_path / "tokens"), max_train_tokens=20_480, max_tokens_per_char=0),
+            max_parts=1)
+    # this run's own budget would need one shard (15 360 tokens at 2 passes): the folder's target wins, unmeasured.
+    # 30 steps of 16 rows read past part 0's ~375 rows, so the run waits for part 1 if it is not there yet.
+    summary = train(tiny_run(tmp_path / "tokens", tmp_path / "run", corpus="c4", max_steps=30, batch_ramp=False,
+                             eval_rows=2, eval_interval=1.0, device="cpu", max_tokens_per_char=0))
+    out = capsys.readouterr().out
+    assert "preparing the other parts of" in out and "budget ~" not in out and summary["steps"] == 30
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+    assert meta["config"]["max_train_tokens"] == 20_480 and multiprocessing.active_children() == []
+    assert load_checkpoint(summary["checkpoint"])["data"]["part"] == 1
