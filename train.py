@@ -764,8 +764,8 @@ def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
         if parts_missing(config.data_dir):
             target = read_meta(config.data_dir)["config"]["max_train_tokens"]
             rows = max(rows, rows_of(target))
-            corpus = (f"{config.data_dir} ({len(files)} part(s) prepared so far, the rest in the background up to "
-                      f"{target:,} training tokens)")
+            corpus = (f"{config.data_dir} ({len(files)} part(s) prepared so far, the rest in the background"
+                      f"{f' up to {target:,} training tokens' if target else ''})")
     elif config.corpus in CORPORA:
         named = CORPORA[config.corpus]
         shards, stream_tokens = 1, named.tokens_per_shard  # a single-file corpus is prepared whole

@@ -230,10 +230,12 @@ class PartedBatches:
     def __init__(self, data_dir: str, tokenizer: Tokenizer, seq_len: int, mask_rate: float, seed: int = 0):
         self.data_dir, self.tokenizer, self.seq_len, self.mask_rate, self.seed = data_dir, tokenizer, seq_len, mask_rate, seed
         self.epoch, self.part, self.cursor = 0, 0, 0  # the next unread row: pass, part, row in that part's order
-        self._parts = {}  # part index -> its MLMBatches, opened when first read
+        self._parts = {}  # part index -> its MLMBatches, opened when read (two at most)
 
     def _rows(self, part: int) -> MLMBatches:
         if part not in self._parts:
+            if len(self._parts) == 2:  # keep the part being read and the next: a C4 part's row order alone is ~10 MB
+                del self._parts[next(iter(self._parts))]  # the one opened first
             self._parts[part] = MLMBatches(TokenFile(part_path(self.data_dir, part), self.tokenizer), self.seq_len,
                                            self.mask_rate, seed=seed_from(self.seed, part))
         return self._parts[part]
