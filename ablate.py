@@ -24,6 +24,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from common import pyplot, write_json
+from data.loader import is_prepared
 from data.prepare import PrepareConfig, default_corpus, prepare
 from config import TrainConfig
 from train import train
@@ -69,7 +70,7 @@ def prepare_data(config: AblationConfig) -> dict:
     filtered validation file, so every variant is judged on the same held-out documents."""
     folders = {0.3: os.path.join(config.data_dir, "filtered"), 0.0: os.path.join(config.data_dir, "unfiltered")}
     for threshold, folder in folders.items():
-        if not os.path.isfile(os.path.join(folder, "train.bin")):
+        if not is_prepared(folder):
             prepare(PrepareConfig(corpus=config.corpus, out_dir=folder, max_tokens_per_char=threshold,
                                   max_train_tokens=config.max_train_tokens, val_fraction=config.val_fraction))
     shutil.copyfile(os.path.join(folders[0.3], "val.bin"), os.path.join(folders[0.0], "val.bin"))

@@ -39,12 +39,14 @@ def flag(default, help: str, group: str = "", **argparse_options):
 
 @dataclass
 class TrainConfig:
-    data_dir: str = flag("data/cache/default", "folder with train.bin / val.bin (prepared from --corpus if missing)",
-                         group="data")
-    corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: file, folder, glob or URL "
-                                       "(default $CRAMLM_CORPUS or WikiText-103)")
-    max_passes: float = flag(2.0, "passes over the prepared corpus the budget may make before a loud warning "
-                                  "(repeating data a couple of times costs little: Muennighoff et al. 2023)")
+    data_dir: str = flag("data/cache/default", "folder with the token files (train.bin or train-NNNNN.bin parts, "
+                                               "val.bin), prepared from --corpus if missing", group="data")
+    corpus: str = flag(default_corpus, "text prepared into --data-dir when it is empty: c4 (English C4, fetched shard by "
+                                       "shard, as many shards as the budget needs for --max-passes), wikitext103, or "
+                                       "a local file, folder, glob or URL (default $CRAMLM_CORPUS or c4)")
+    max_passes: float = flag(2.0, "passes over the prepared corpus the budget may make: c4 is prepared for at most "
+                                  "this many, and any corpus repeated more often gets a loud warning (repeating data "
+                                  "a couple of times costs little: Muennighoff et al. 2023)")
     seq_len: int = flag(128, "tokens per row, [CLS] included")
     mask_rate: float = flag(0.25, "share of tokens masked and predicted (cramming: 0.25; BERT: 0.15)")
     eval_mask_rate: float = flag(0.25, "masking of the fixed validation set (kept equal across runs to compare losses)")

@@ -33,7 +33,6 @@ share of the embedding (token rows and sinusoids both grow by sqrt(k) in norm). 
 """
 import argparse
 import math
-import os
 import sys
 from dataclasses import asdict, replace
 
@@ -44,7 +43,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from data.loader import MLMBatches, TokenFile, data_tokenizer
+from data.loader import data_tokenizer, training_batches
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint, tokenizer_from_checkpoint
 from common import autocast, gradient_scaler, resolve_device, training_precision
@@ -292,9 +291,9 @@ def trained_mask_rate(checkpoint: dict) -> float:
 
 
 def mlm_batches(data_dir: str, seq_len: int, mask_rate: float, rows: int, seed: int):
-    """batches(step) -> (input_ids, labels): consecutive slices of one shuffled pass over train.bin."""
-    data = MLMBatches(TokenFile(os.path.join(data_dir, "train.bin"), data_tokenizer(data_dir)), seq_len, mask_rate, seed=seed)
-    return lambda step: data.batch_at(0, step * rows, rows)
+    """batches(step) -> (input_ids, labels): consecutive slices of a shuffled pass over the training tokens."""
+    data = training_batches(data_dir, data_tokenizer(data_dir), seq_len, mask_rate, seed=seed)
+    return lambda step: data.batch_after(step * rows, rows)
 
 
 # ----------------------------------------------------------------------------------------------------

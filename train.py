@@ -1,7 +1,7 @@
 """
 Pretrain a crammed BERT with masked language modelling inside a wall-clock budget.
 
-    python train.py --hours 24                                   # prepares the default corpus on first use
+    python train.py --hours 24                                   # prepares as much C4 as the budget needs on first use
     python train.py --minutes 5 --preset mini --corpus ../shared/data/wiki/enwiki-2015-00.txt.gz
     torchrun --nproc_per_node=8 train.py --hours 24              # data parallel on 8 GPUs
 
@@ -32,9 +32,10 @@ from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, releas
 from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
 from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, head_fraction, parse_train_args,
                     validate_config)
-from data.fetch import CORPORA, passes_warning, shards_needed
-from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens, validation_batches
-from data.prepare import PrepareConfig, prepare
+from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
+from data.loader import (MLMBatches, PartedBatches, TokenFile, data_tokenizer, is_prepared, mask_tokens, parts_missing,
+                         read_meta, train_token_files, training_batches, validation_batches)
+from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
 from data.tokenizer import Tokenizer, embedding_rows
 from grow import grow_model, growth_flops
 from machine import compile_with_fallback, fit_to_machine, measure_tokens_per_second
@@ -155,13 +156,14 @@ def requested_model_config(config: TrainConfig, device: torch.device, rank: int,
     return ModelConfig(**{**asdict(planned[0]), **overrides})
 
 
-def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBatches, device) -> CramBERT:
+def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBatches | PartedBatches,
+                    device) -> CramBERT:
     """Swap the small model for a grown one (grow.py). LiGO trains its operator on the next training rows,
     the same rows on every process, so all processes grow the same model."""
-    rows, epoch, cursor = config.micro_batch_size, train_data.epoch, train_data.cursor
+    rows = config.micro_batch_size
 
     def batches(step):
-        input_ids, labels = train_data.batch_at(epoch, cursor + step * rows, rows)
+        input_ids, labels = train_data.batch_after(step * rows, rows)
         return input_ids.to(device), labels.to(device)
 
     grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
@@ -192,26 +194,56 @@ def desired_batch(config: TrainConfig, rows: int):
     return input_ids, None, labels
 
 
-def ensure_prepared(config: TrainConfig, rank: int):
-    """Prepare the corpus into data_dir on first use (rank 0 only; the others wait)."""
-    if rank == 0 and not os.path.isfile(os.path.join(config.data_dir, "train.bin")):
-        print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
+def ensure_prepared(config: TrainConfig, rank: int, world_size: int, device) -> BackgroundPreparation | None:
+    """Prepare --data-dir on first use (rank 0; the others wait). A local corpus is prepared whole. A named
+    multi-shard corpus (c4) is sized to the budget: the run's model is built, fitted and timed first, as --plan
+    does, and the tokens the budget will consume over --max-passes are prepared, one part per shard: part 0 (with
+    val.bin and the tokenizer) now, the rest by a background process while training runs, so a day's run does
+    not spend its first hour downloading. Returns that process (rank 0, while parts are missing), else None."""
+    meta = read_meta(config.data_dir)
+    if meta and meta["config"]["max_tokens_per_char"] != config.max_tokens_per_char:  # the filter is part of the recipe
+        raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={meta['config']['max_tokens_per_char']}, "
+                         f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    needed = not is_prepared(config.data_dir)
+    if dist.is_initialized():
+        dist.barrier()  # every process has looked before rank 0 writes
+    prepare_config = PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, tokenizer=config.tokenizer,
+                                   max_tokens_per_char=config.max_tokens_per_char, vocab_size=config.vocab_size)
+    if needed and is_sharded(config.corpus):  # every process measures: fitting may wrap the model in DDP
+        prepare_config.max_train_tokens = budget_target(config, rank, world_size, device)
+    preparer = None
+    if rank == 0 and (needed or parts_missing(config.data_dir)):
+        if needed:
+            print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
+        else:  # parts an earlier run left unwritten: resume its preparation, with its settings and token target
+            prepare_config = PrepareConfig(**meta["config"])
         try:
-            prepare(PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, max_tokens_per_char=config.max_tokens_per_char,
-                                  tokenizer=config.tokenizer, vocab_size=config.vocab_size))
+            prepare(prepare_config, max_parts=1)  # all of a local corpus; part 0 of a sharded one
         except (FileNotFoundError, RuntimeError) as error:
             raise FileNotFoundError(
                 f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
                 f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
+        if parts_missing(config.data_dir):
+            preparer = BackgroundPreparation(prepare_config)
+            print(f"preparing the other parts of {config.data_dir} in the background (pid {preparer.process.pid}, "
+                  f"output in {preparer.log_path})")
     if dist.is_initialized():
         dist.barrier()
-    meta_path = os.path.join(config.data_dir, "meta.json")
-    if os.path.isfile(meta_path):  # the filter is part of the recipe: refuse data prepared with another one
-        with open(meta_path) as f:
-            prepared_filter = json.load(f)["config"]["max_tokens_per_char"]
-        if prepared_filter != config.max_tokens_per_char:
-            raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared_filter}, "
-                             f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    return preparer
+
+
+def budget_target(config: TrainConfig, rank: int, world_size: int, device) -> int:
+    """Training tokens to prepare of a named multi-shard corpus: what the budget consumes (measured_budget),
+    over --max-passes, said in one log line."""
+    tokens, tokens_per_second = measured_budget(config, rank, world_size, device)[:2]
+    target = train_tokens_to_prepare(tokens, config.max_passes)
+    named = CORPORA[config.corpus]
+    shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+    if rank == 0:
+        speed = f" at {tokens_per_second:,.0f} tokens/s" if config.budget_seconds else f" ({describe_budget(config)})"
+        print(f"budget ~{tokens:,.0f} tokens{speed}: preparing {target:,} tokens of {named.name} (~{shards} shards, "
+              f"~{shards * named.download_bytes_per_shard / 1e9:.1f} GB) for ≤ {config.max_passes:g} passes")
+    return target
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -310,9 +342,13 @@ def train(config: TrainConfig) -> dict:
     lock = claim_out_dir(config.out_dir, config.resume, config.overwrite) if rank == 0 else None
     stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
     previous_handlers = install_stop_handlers(stop, announce=rank == 0)
+    preparer = None  # the background process writing the corpus's later parts, if any
     try:
+        preparer = ensure_prepared(config, rank, world_size, device)
         return run_training(build_run(config, rank, world_size, device), stop)
     finally:
+        if preparer:  # training ended, failed or was interrupted: the preparer goes with it
+            preparer.stop()
         restore_handlers(previous_handlers)
         if lock:
             release_out_dir(lock)
@@ -352,7 +388,7 @@ class Run:
     world_size: int
     device: torch.device
     tokenizer: Tokenizer
-    train_data: MLMBatches  # the training rows, in a resumable order
+    train_data: MLMBatches | PartedBatches  # the training rows, in a resumable order (train.bin, or parts)
     val_batches: list  # the fixed validation set
     reference: dict  # the unigram line and bytes of the validation set (reference_metrics)
     raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
@@ -397,10 +433,8 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
     if checkpoint:
         check_resume(config, checkpoint, checkpoint_path)
-    ensure_prepared(config, rank)
-    tokenizer = data_tokenizer(config.data_dir)
-    train_file = TokenFile(os.path.join(config.data_dir, "train.bin"), tokenizer)
-    train_data = MLMBatches(train_file, config.seq_len, config.mask_rate, seed=config.seed)
+    tokenizer = data_tokenizer(config.data_dir)  # train() has prepared data_dir (ensure_prepared)
+    train_data = training_batches(config.data_dir, tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
@@ -438,7 +472,10 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
         announce_machine(config, how, device, world_size)
     val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
                                      config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
-    reference = reference_metrics(val_batches, unigram_log_probs(train_file.tokens, tokenizer.vocab_size),
+    # The unigram line counts train.bin, or part 0 of a folder in parts: the parts present grow while a run
+    # trains, and the reference must be the same at every start and resume (a shard's ~0.17 B tokens is plenty).
+    first_train_file = train_token_files(config.data_dir, tokenizer)[0]
+    reference = reference_metrics(val_batches, unigram_log_probs(first_train_file.tokens, tokenizer.vocab_size),
                                   byte_lengths(tokenizer, tokenizer.vocab_size))
     scaler = gradient_scaler(device, config.precision)
     if checkpoint and checkpoint.get("scaler"):
@@ -484,8 +521,8 @@ def log_start(run: Run):
     budget's warning also on stderr, where it survives a redirected log)."""
     raw_model, reference, config = run.raw_model, run.reference, run.config
     tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
-    tokens_a_pass, train_path = run.train_data.num_rows * config.seq_len, os.path.join(config.data_dir, "train.bin")
-    passes, warning = passes_warning(tokens_a_pass, tokens, config.max_passes, train_path)
+    outlook = corpus_outlook(config, tokens)
+    passes, warning = outlook["passes"], outlook["warning"]
     run.log({"kind": "config", "config": asdict(run.config), "model_config": asdict(raw_model.config),
              "budget_tokens": tokens, "passes": passes, "measured_tokens_per_second": run.tokens_per_second,
              "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
@@ -497,7 +534,7 @@ def log_start(run: Run):
               f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
               f"tokenizer {run.tokenizer.name}, unigram line {reference['unigram_loss']:.3f} nats")
         print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {passes:.2f} passes over "
-              f"{train_path} ({tokens_a_pass:,} tokens a pass; --max-passes {config.max_passes:g})")
+              f"{outlook['corpus']} (--max-passes {config.max_passes:g})")
         if warning:
             print(warning, file=sys.stderr)
 
@@ -562,8 +599,8 @@ def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Ten
             break
         # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
         # same global batch gives the same gradients whatever the number of processes.
-        start = run.train_data.cursor + (micro_step * world_size + rank) * config.micro_batch_size
-        input_ids, labels = run.train_data.batch_at(run.train_data.epoch, start, config.micro_batch_size)
+        offset = (micro_step * world_size + rank) * config.micro_batch_size
+        input_ids, labels = run.train_data.batch_after(offset, config.micro_batch_size)
         input_ids, labels = input_ids.to(run.device), labels.to(run.device)
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
         if run.policy:
@@ -707,7 +744,7 @@ def run_training(run: Run, stop: dict) -> dict:
 def planned_vocab_size(config: TrainConfig) -> int:
     """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
     it will make (--vocab-size counts the special tokens, so it is the BPE's num_tokens)."""
-    if os.path.isfile(os.path.join(config.data_dir, "train.bin")):
+    if is_prepared(config.data_dir):
         return data_tokenizer(config.data_dir).vocab_size
     if config.vocab_size:
         return embedding_rows(config.vocab_size)
@@ -715,18 +752,32 @@ def planned_vocab_size(config: TrainConfig) -> int:
 
 
 def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
-    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared, estimated from
-    data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
-    train_path = os.path.join(config.data_dir, "train.bin")
-    if os.path.isfile(train_path):
-        rows = MLMBatches(TokenFile(train_path, data_tokenizer(config.data_dir)), config.seq_len, config.mask_rate).num_rows
-        corpus, prepared = train_path, True
+    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared (while parts are
+    still being written, the preparation's target stands in for them: the parts end at or just past it),
+    estimated from data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
+    def rows_of(stream_tokens: float) -> int:  # whole rows of seq_len - 1 tokens, as MLMBatches cuts them
+        return int(stream_tokens // (config.seq_len - 1))
+
+    if is_prepared(config.data_dir):
+        files = train_token_files(config.data_dir, data_tokenizer(config.data_dir))
+        rows, prepared = sum(rows_of(file.num_tokens) for file in files), True
+        corpus = config.data_dir if len(files) == 1 and files[0].path.endswith("train.bin") else \
+            f"{config.data_dir} ({len(files)} part(s))"
+        if parts_missing(config.data_dir):
+            target = read_meta(config.data_dir)["config"]["max_train_tokens"]
+            rows = max(rows, rows_of(target))
+            corpus = (f"{config.data_dir} ({len(files)} part(s) prepared so far, the rest in the background"
+                      f"{f' up to {target:,} training tokens' if target else ''})")
     elif config.corpus in CORPORA:
         named = CORPORA[config.corpus]
-        rows = int(named.tokens_per_shard / (config.seq_len - 1))  # train.py prepares one shard (data.prepare.resolve_inputs)
-        shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
-        corpus, prepared = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
-                            f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"), False
+        shards, stream_tokens = 1, named.tokens_per_shard  # a single-file corpus is prepared whole
+        if named.num_shards > 1:  # as many whole shards as the budget needs (ensure_prepared)
+            shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+            stream_tokens = min(train_tokens_to_prepare(tokens, config.max_passes), named.num_shards * named.tokens_per_shard)
+        rows, prepared = rows_of(stream_tokens), False
+        corpus = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
+                  f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"
+                  f"{'; part 0 before training, the rest in the background' if shards > 1 else ''}")
     else:
         return {"prepared": False, "corpus_tokens": None, "passes": None, "warning": None,
                 "corpus": f"{config.corpus}, not prepared in {config.data_dir} yet: counted once tokenised, when the "
@@ -736,10 +787,10 @@ def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
             "corpus": f"{corpus}: {rows * config.seq_len:,} tokens a pass"}
 
 
-def plan_run(config: TrainConfig) -> dict:
-    """`train.py ... --plan`: builds the model, fits it to the machine (precision, compile, micro-batch) and
-    times a few forward and backward passes on random tokens. Prepares no data, trains nothing, writes nothing."""
-    rank, world_size, device = setup_distributed(config.device)
+def measured_budget(config: TrainConfig, rank: int, world_size: int, device) -> tuple:
+    """Build the run's model, fit it to the machine (precision, compile, micro-batch) and time a few forward and
+    backward passes on random tokens: (training tokens the budget consumes, tokens/s, the fitted config, the
+    model, flops per token). What --plan reports, and what sizes a corpus prepared for the run (budget_target)."""
     torch.manual_seed(config.seed)
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
@@ -750,6 +801,14 @@ def plan_run(config: TrainConfig) -> dict:
     policy_config = LearningLawPolicyConfig() if config.policy == "learning-law" else None  # as build_run makes it
     flops_per_token = charged_flops_per_token(raw_model, config, policy_config)
     tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
+    return tokens, tokens_per_second, config, raw_model, flops_per_token
+
+
+def plan_run(config: TrainConfig) -> dict:
+    """`train.py ... --plan`: builds the model, fits it to the machine and times it (measured_budget). Prepares no
+    data, trains nothing, writes nothing."""
+    rank, world_size, device = setup_distributed(config.device)
+    tokens, tokens_per_second, config, raw_model, _ = measured_budget(config, rank, world_size, device)
     training_seconds = tokens / tokens_per_second
     evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
     eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
@@ -781,7 +840,7 @@ def print_plan(plan: dict, config: TrainConfig):
   passes        {passes}
   checkpoints   every {plan['checkpoint_minutes']:g} min: ~{plan['checkpoints']} (the last at the end)
   evaluations   {plan['evaluations']}, ~{plan['eval_seconds'] / 60:.1f} min off the clock (estimate)
-  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus first'}""")
+  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus (a sharded one: its part 0) first'}""")
     if plan["warning"]:
         print(plan["warning"], file=sys.stderr)
 

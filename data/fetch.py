@@ -5,13 +5,14 @@ Named public corpora, and the downloads behind them: resumable, verified, stream
     python -m data.prepare --corpus wikitext103 --out-dir data/cache/wikitext103
 
 A named corpus is a list of shard URLs. data/prepare.py walks them in order with `local_files`, which
-downloads the next shard in a background thread while the current one is tokenised, and stops as soon as
-the training file holds --max-train-tokens: only the shards a budget consumes are ever fetched.
+downloads the next shard in a background thread while the current one is tokenised into its own training
+file (a part), and stops after the shard that brings the parts to --max-train-tokens: only the shards a
+budget consumes are ever fetched. c4 is the default corpus of data/prepare.py and train.py.
 
-How many tokens to prepare for a budget: train.py knows (or measures) how many tokens the run will
-consume; `train_tokens_to_prepare` turns that into a target with at most `max_passes` passes (default 2:
-repeating data a couple of times costs little, Muennighoff et al. 2023, "Scaling Data-Constrained
-Language Models"), `shards_needed` says roughly how many shards (and gigabytes) that is, and
+How many tokens to prepare for a budget: train.py measures (or counts) how many tokens the run will
+consume before it prepares C4; `train_tokens_to_prepare` turns that into a target with at most `max_passes`
+passes (default 2: repeating data a couple of times costs little, Muennighoff et al. 2023, "Scaling
+Data-Constrained Language Models"), `shards_needed` says roughly how many shards (and gigabytes) that is, and
 `passes_warning` is the loud line to log when a prepared corpus, named or local, is too small for the budget.
 
 Every download goes to PATH.part and is renamed to PATH only once complete and verified, so nothing
@@ -98,9 +99,9 @@ def passes_warning(train_tokens: int, tokens_needed: float, max_passes: float = 
         return passes, None
     return passes, (f"WARNING: this run will consume ~{tokens_needed:,.0f} tokens but {corpus} holds "
                     f"{train_tokens:,} training tokens: ~{passes:.1f} passes over the same data (more than "
-                    f"{max_passes:g}). The model will see each document many times; use a bigger corpus (python "
-                    f"train.py ... --plan --corpus c4 prints the data.prepare command for as many C4 shards as the "
-                    f"budget needs) or a smaller budget.")
+                    f"{max_passes:g}). The model will see each document many times; use a bigger corpus (--corpus c4, "
+                    f"the default, prepares as many C4 shards as the budget needs in an empty --data-dir) or a "
+                    f"smaller budget.")
 
 
 # ----------------------------------------------------------------------------------------------------

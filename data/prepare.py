@@ -1,18 +1,21 @@
 """
-Turn a text corpus into the token files train.py reads: OUT_DIR/train.bin and OUT_DIR/val.bin.
+Turn a text corpus into the token files train.py reads: OUT_DIR/val.bin and the training tokens, OUT_DIR/train.bin
+or, for a named multi-shard corpus, one file per shard, OUT_DIR/train-00000.bin, train-00001.bin, ...
 
-    python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
-    python -m data.prepare --out-dir data/cache/wikitext103                         # downloads WikiText-103
     python -m data.prepare --corpus c4 --max-train-tokens 1e9 --out-dir data/cache/c4  # C4 shards until 1 B tokens
+    python -m data.prepare --corpus ../shared/data/wiki --out-dir data/cache/wiki   # local files, offline
+    python -m data.prepare --corpus wikitext103 --out-dir data/cache/wikitext103    # downloads WikiText-103
     python -m data.prepare --corpus ../shared/data/wiki --vocab-size 16384 --out-dir data/cache/wiki16k  # own BPE
 
-The corpus is a file, a folder (searched recursively), a glob, a URL (http(s):// or file://), or the name
-of a public corpus in data/fetch.py (c4, wikitext103). Text files (.txt, .raw, optionally .gz) hold
+The corpus is the name of a public corpus in data/fetch.py (c4, the default, or wikitext103), a file, a folder
+(searched recursively), a glob, or a URL (http(s):// or file://). Text files (.txt, .raw, optionally .gz) hold
 documents separated by a blank line; .jsonl and .json.gz files (C4's shards) hold one {"text": ...}
 document per line. A multi-shard corpus is fetched and tokenised shard by shard, the next shard
-downloading while this one is tokenised, and only until --max-train-tokens is reached. Documents are
-tokenised in chunks with tiktoken's multi-threaded batch encoder and streamed to disk, so memory stays
-bounded whatever the corpus size; each document is followed by [SEP], which is how cramming packs
+downloading while this one is tokenised, into one training file ("part") per shard, and only until
+--max-train-tokens is reached; a preparation interrupted part-way resumes at the first missing part, which is
+how train.py writes the parts after the first in a background process while it trains (prepare_parts).
+Documents are tokenised in chunks with tiktoken's multi-threaded batch encoder and streamed to disk, so
+memory stays bounded whatever the corpus size; each document is followed by [SEP], which is how cramming packs
 documents into fixed-length rows.
 
 The tokenizer is GPT-2's (--tokenizer gpt2, the default), a .bpe file (--tokenizer PATH), or our own
@@ -23,36 +26,43 @@ import argparse
 import glob
 import gzip
 import json
+import multiprocessing
 import os
+import signal
 import sys
+import threading
+import traceback
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from tqdm import tqdm
 
-from common import atomic_path
+from common import atomic_path, write_json
 from data.bpe import count_words, save_bpe, train_bpe
 from data.fetch import CORPORA, fetch, is_url, local_files, local_name
-from data.loader import BPE_FILE, HEADER, TOKEN_DTYPE, pack_header
+from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, pack_header, part_path,
+                         parts_present, read_meta)
 from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 
-# The default public corpus: WikiText-103 raw (Merity et al. 2016), ~100M words of Wikipedia's good and
-# featured articles, one zip reachable with the standard library alone. Override with --corpus or CRAMLM_CORPUS.
-DEFAULT_CORPUS_URL = "https://wikitext.smerity.com/wikitext-103-raw-v1.zip"
+# The default corpus: English C4 (data/fetch.py's registry: 1024 shards, ODC-By 1.0), big enough for any budget
+# here, fetched shard by shard, only as many shards as asked for. WikiText-103 stays available by name
+# (--corpus wikitext103). Override with --corpus or $CRAMLM_CORPUS (offline: a local folder of text).
+DEFAULT_CORPUS = "c4"
 TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's shards are JSON lines despite the name
 
 
 def default_corpus() -> str:
-    return os.environ.get("CRAMLM_CORPUS", DEFAULT_CORPUS_URL)
+    return os.environ.get("CRAMLM_CORPUS", DEFAULT_CORPUS)
 
 
 @dataclass
 class PrepareConfig:
-    corpus: str = field(default_factory=default_corpus)  # file, folder, glob or URL
-    out_dir: str = "data/cache/default"  # where train.bin and val.bin are written
+    corpus: str = field(default_factory=default_corpus)  # a named corpus (c4, wikitext103), file, folder, glob or URL
+    out_dir: str = "data/cache/default"  # where the token files (train.bin or train-NNNNN.bin, val.bin) are written
     val_fraction: float = 0.005  # share of documents held out for validation, chosen by a hash of their text
     max_tokens_per_char: float = 0.3  # cramming's filter: drop documents that compress badly under the tokenizer; 0 = off
     max_train_tokens: int = 0  # stop once the training file holds this many tokens (0 = the whole corpus)
@@ -63,6 +73,7 @@ class PrepareConfig:
     download_dir: str = "data/cache/downloads"  # where a URL corpus is saved (and unzipped)
     docs_per_chunk: int = 512  # documents tokenised together: bounds memory, keeps every core busy
     num_threads: int = os.cpu_count() or 1  # tiktoken encoder threads
+    progress: bool = True  # tqdm bars (off in the background preparer, whose output is a log file)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -251,9 +262,55 @@ def make_tokenizer(config: PrepareConfig, paths: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def prepare(config: PrepareConfig) -> dict:
-    """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json)."""
+def write_tokens(documents, tokenizer: Tokenizer, writers: dict, stats: dict, config: PrepareConfig, stop_at: int = 0):
+    """Tokenise documents in chunks (tiktoken's batch encoder on all threads), drop those cramming's filter
+    rejects, and append each, followed by [SEP], to writers[its split]; a split without a writer is left out
+    (the later parts of a sharded corpus write no validation). Counts into stats; stops once
+    stats["train_tokens"] reaches stop_at (0 = never)."""
+    bar = tqdm(desc="prepare", unit=" docs", disable=not config.progress)
+    try:
+        for chunk in chunks(documents, config.docs_per_chunk):
+            for document, ids in zip(chunk, tokenizer.encode_batch(chunk, num_threads=config.num_threads)):
+                stats["documents"] += 1
+                if config.max_tokens_per_char and len(ids) > config.max_tokens_per_char * len(document):
+                    stats["dropped_documents"] += 1
+                    continue
+                split = "val" if is_validation(document, config.val_fraction) else "train"
+                if split in writers:
+                    writers[split].write(np.array(ids + [tokenizer.sep_id]))
+                    stats[f"{split}_tokens"] += len(ids) + 1
+            bar.update(len(chunk))
+            bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
+            if stop_at and stats["train_tokens"] >= stop_at:
+                return
+    finally:
+        bar.close()
+
+
+def check_splits(stats: dict, config: PrepareConfig, inputs: list[str]):
+    """Both splits must hold tokens; if one is empty, say why (no text, the filter, too few documents)."""
+    if stats["val_tokens"] and stats["train_tokens"]:
+        return
+    if stats["documents"] == 0:
+        raise ValueError(f"{config.corpus}: no text in {', '.join(inputs)} (empty, or blank lines only): "
+                         f"point --corpus at the text")
+    if stats["dropped_documents"] == stats["documents"]:
+        raise ValueError(f"{config.corpus}: the --max-tokens-per-char {config.max_tokens_per_char} filter dropped all "
+                         f"{stats['documents']} documents: raise it, or 0 turns it off")
+    raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
+
+
+def is_sharded(corpus: str) -> bool:
+    """A named corpus of many shards (c4): prepared into one training file per shard (prepare_parts)."""
+    return corpus in CORPORA and CORPORA[corpus].num_shards > 1
+
+
+def prepare(config: PrepareConfig, max_parts: int = 0) -> dict:
+    """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json).
+    A named multi-shard corpus is written as parts instead, one per shard (prepare_parts; max_parts goes there)."""
     paths = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
+    if is_sharded(config.corpus):
+        return prepare_parts(config, paths, max_parts)
     os.makedirs(config.out_dir, exist_ok=True)
     # train.bin is what train.py takes as "prepared": remove an old one now and write the new one last, so a
     # failure part-way (a full disk, Ctrl-C) never leaves it beside a val.bin or meta.json of another preparation.
@@ -263,67 +320,171 @@ def prepare(config: PrepareConfig) -> dict:
     writers = {split: TokenWriter(os.path.join(config.out_dir, f"{split}.bin"), tokenizer) for split in ("train", "val")}
     stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
     # shard by shard: a URL is downloaded (the next one in the background) when the documents reach it
-    files, used = local_files(paths, config.download_dir), []
+    files, used = local_files(paths, config.download_dir, config.progress), []
 
     def documents_of_each_file():
         for path in files:
             used.append(path)  # meta.json lists the files read, not every shard a target might have reached
             yield from iter_documents(path)
-    documents = documents_of_each_file()
-    bar = tqdm(desc="prepare", unit=" docs")
     try:
-        for chunk in chunks(documents, config.docs_per_chunk):
-            for document, ids in zip(chunk, tokenizer.encode_batch(chunk, num_threads=config.num_threads)):
-                stats["documents"] += 1
-                if config.max_tokens_per_char and len(ids) > config.max_tokens_per_char * len(document):
-                    stats["dropped_documents"] += 1
-                    continue
-                split = "val" if is_validation(document, config.val_fraction) else "train"
-                writers[split].write(np.array(ids + [tokenizer.sep_id]))
-                stats[f"{split}_tokens"] += len(ids) + 1
-            bar.update(len(chunk))
-            bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
-            if config.max_train_tokens and stats["train_tokens"] >= config.max_train_tokens:
-                break
+        write_tokens(documents_of_each_file(), tokenizer, writers, stats, config, stop_at=config.max_train_tokens)
+        check_splits(stats, config, used)
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
     finally:
-        bar.close()
         files.close()  # stops a next-shard download in flight once the target is reached (its .part is kept)
-    if stats["val_tokens"] == 0 or stats["train_tokens"] == 0:
-        for writer in writers.values():
-            writer.abort()
-        if stats["documents"] == 0:
-            raise ValueError(f"{config.corpus}: no text in {', '.join(used)} (empty, or blank lines only): "
-                             f"point --corpus at the text")
-        if stats["dropped_documents"] == stats["documents"]:
-            raise ValueError(f"{config.corpus}: the --max-tokens-per-char {config.max_tokens_per_char} filter dropped all "
-                             f"{stats['documents']} documents: raise it, or 0 turns it off")
-        raise ValueError(f"{config.corpus}: {stats} leaves an empty split; use more text or change --val-fraction")
-    meta_path = os.path.join(config.out_dir, "meta.json")
+    meta_path = os.path.join(config.out_dir, META_FILE)
     try:
         writers["val"].close()
-        with open(meta_path + ".tmp", "w") as f:  # temp + rename: a half-written meta.json is never read
-            json.dump({**stats, "config": asdict(config), "inputs": used}, f, indent=2)
-        os.replace(meta_path + ".tmp", meta_path)
+        write_json(meta_path, {**stats, "config": asdict(config), "inputs": used})  # temp + rename: never half-written
     except BaseException:
         writers["train"].abort()
-        if os.path.exists(meta_path + ".tmp"):
-            os.remove(meta_path + ".tmp")
         raise
     writers["train"].close()  # last: its presence means the whole preparation finished
     return stats
+
+
+# ----------------------------------------------------------------------------------------------------
+# A multi-shard corpus: one training file per shard, the later ones written while training runs
+
+# what a folder's tokens depend on: a preparation resumed in a folder must use the same values
+TOKEN_SETTINGS = ("corpus", "val_fraction", "max_tokens_per_char", "tokenizer", "vocab_size", "bpe_train_chars")
+
+
+def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int = 0) -> dict:
+    """One training file per shard: part 0 (out_dir/train-00000.bin) from shard 0, with val.bin and the tokenizer
+    (our own BPE is learned from shard 0's documents), then part 1 from shard 1, ..., whole shards, until the parts
+    hold config.max_train_tokens. Later shards write no validation: their held-out documents (the same hash) are
+    dropped, so val.bin stays shard 0's and no held-out document is ever trained on.
+
+    Parts already present are kept (an interrupted preparation resumes at the first missing part, with the
+    folder's tokenizer); max_parts > 0 stops once parts 0 .. max_parts-1 exist (train.py writes part 0 itself and
+    the rest in the background). Each part is written as .tmp and renamed when whole, so a reader never sees half
+    a part. meta.json says "complete": false until the end, when it lists the final parts. Returns counts:
+    documents of this call, train_tokens of all the parts."""
+    os.makedirs(config.out_dir, exist_ok=True)
+    meta_path = os.path.join(config.out_dir, META_FILE)
+    if os.path.isfile(part_path(config.out_dir, 0)):
+        previous = (read_meta(config.out_dir) or {}).get("config", {})
+        differ = [f"{name}={previous[name]!r}" for name in TOKEN_SETTINGS if previous.get(name, getattr(config, name))
+                  != getattr(config, name)]
+        if differ:
+            raise ValueError(f"{config.out_dir} holds parts prepared with {', '.join(differ)}: prepare into another "
+                             f"--out-dir, or delete its train-*.bin to start again")
+        tokenizer = data_tokenizer(config.out_dir)
+    else:
+        if os.path.exists(os.path.join(config.out_dir, "train.bin")):  # another preparation's: it would win (is_prepared)
+            os.remove(os.path.join(config.out_dir, "train.bin"))
+        tokenizer = make_tokenizer(config, shard_urls[:1])
+    write_json(meta_path, {"complete": False, "parts": None, "config": asdict(config)})
+    stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
+
+    def target_reached() -> bool:
+        return bool(config.max_train_tokens) and stats["train_tokens"] >= config.max_train_tokens
+    count = 0  # parts present, or written
+    while count < len(shard_urls) and os.path.isfile(part_path(config.out_dir, count)) and not target_reached():
+        stats["train_tokens"] += TokenFile(part_path(config.out_dir, count), tokenizer).num_tokens
+        count += 1
+    end = min(len(shard_urls), max_parts) if max_parts else len(shard_urls)
+    files = local_files(shard_urls[count:end] if not target_reached() else [], config.download_dir, config.progress)
+    try:
+        for path in files:
+            writers = {"train": TokenWriter(part_path(config.out_dir, count), tokenizer)}
+            if count == 0:
+                writers["val"] = TokenWriter(os.path.join(config.out_dir, "val.bin"), tokenizer)
+            tokens_before = stats["train_tokens"]
+            try:
+                write_tokens(iter_documents(path), tokenizer, writers, stats, config)
+                if count == 0:
+                    check_splits(stats, config, [path])
+                for split in ("val", "train"):  # the part last: its name is what readers wait for
+                    if split in writers:
+                        writers[split].close()
+            except BaseException:
+                for writer in writers.values():
+                    writer.abort()
+                raise
+            print(f"part {count}: {stats['train_tokens'] - tokens_before:,} training tokens from {os.path.basename(path)}",
+                  flush=True)
+            count += 1
+            if target_reached():
+                break
+    finally:
+        files.close()
+    stats["val_tokens"] = TokenFile(os.path.join(config.out_dir, "val.bin"), tokenizer).num_tokens
+    if target_reached() or count == len(shard_urls):
+        parts = [os.path.basename(part_path(config.out_dir, index)) for index in range(count)]
+        write_json(meta_path, {**stats, "complete": True, "parts": parts, "config": asdict(config),
+                               "inputs": shard_urls[:count]})
+    return stats
+
+
+def prepare_in_background(config: PrepareConfig, shard_urls: list[str], log_path: str):
+    """The body of the background preparer (BackgroundPreparation), its output going to log_path. Ctrl-C is for
+    the training process, which then stops us, so SIGINT is ignored here; SIGTERM becomes SystemExit, so the part
+    being written is deleted (TokenWriter.abort) and the shard's download keeps its .part to resume."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
+        try:
+            prepare_parts(config, shard_urls)
+        except Exception:
+            traceback.print_exc()
+            sys.exit(1)
+
+
+class BackgroundPreparation:
+    """prepare_parts of the parts still missing, in a process of its own started with "spawn" (a fresh
+    interpreter: no copy of the training process's CUDA state or threads), with its output in OUT_DIR/prepare.log.
+    train.py starts it on rank 0 once part 0 exists, and stops it when training ends, fails or is interrupted.
+
+    A watcher thread waits for the process to exit. If it exits without completing the folder (an error, a kill),
+    the watcher lists the parts present as final in meta.json, so that readers on every process stop waiting
+    for more, and says so loudly: training goes on with the parts there are, repeating them sooner."""
+
+    def __init__(self, config: PrepareConfig):
+        self.config, self.log_path, self.stopping = config, os.path.join(config.out_dir, "prepare.log"), False
+        shard_urls = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=prepare_in_background, args=(replace(config, progress=False), shard_urls, self.log_path),
+            name="cramlm-prepare", daemon=True)  # daemon: never outlives the training process
+        self.process.start()
+        self.watcher = threading.Thread(target=self.watch, daemon=True)
+        self.watcher.start()
+
+    def watch(self):
+        self.process.join()
+        meta = read_meta(self.config.out_dir) or {}
+        if self.stopping or meta.get("complete"):
+            return
+        parts = [os.path.basename(part_path(self.config.out_dir, index)) for index in range(parts_present(self.config.out_dir))]
+        error = f"the background preparer exited with code {self.process.exitcode} (its output: {self.log_path})"
+        write_json(os.path.join(self.config.out_dir, META_FILE), {**meta, "parts": parts, "error": error})
+        print(f"WARNING: {error} before {self.config.out_dir} held its {self.config.max_train_tokens:,} training "
+              f"tokens: training goes on with the {len(parts)} part(s) prepared, so it repeats them sooner. The next "
+              f"run in this folder resumes the preparation.", file=sys.stderr, flush=True)
+
+    def stop(self):
+        """Terminate the process (the part in progress is deleted, see prepare_in_background) and wait for it."""
+        self.stopping = True
+        if self.process.is_alive():
+            self.process.terminate()
+        self.watcher.join(timeout=60)  # the watcher alone joins the process: one waiter per child
+        if self.watcher.is_alive():  # stuck in a system call: kill it (.tmp names are never read anyway)
+            self.process.kill()
+            self.watcher.join()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = PrepareConfig()
     parser.add_argument("--corpus", default=defaults.corpus,
-                        help=f"file, folder, glob or URL of the text, or a named public corpus ({', '.join(CORPORA)}) "
-                             f"(default: $CRAMLM_CORPUS or WikiText-103)")
-    parser.add_argument("--out-dir", default=defaults.out_dir, help="where train.bin / val.bin go")
+                        help=f"a named public corpus ({', '.join(CORPORA)}), or a file, folder, glob or URL of the "
+                             f"text (default: $CRAMLM_CORPUS or c4)")
+    parser.add_argument("--out-dir", default=defaults.out_dir,
+                        help="where the token files go: train.bin (or one train-NNNNN.bin per shard of c4) and val.bin")
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")
     parser.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
                         help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")

@@ -1,4 +1,7 @@
 """Shared fixtures: a tiny synthetic corpus the tests build themselves, and the path to the real data."""
+import dataclasses
+import gzip
+import json
 import os
 import random
 import sys
@@ -14,7 +17,8 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken").is_dir(
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_DATA / "tiktoken")
 
 import torch  # noqa: E402
-from data.prepare import PrepareConfig, prepare  # noqa: E402  (after the path and cache are set)
+from data.fetch import CORPORA  # noqa: E402  (after the path and cache are set)
+from data.prepare import PrepareConfig, prepare  # noqa: E402
 
 
 @pytest.fixture
@@ -67,3 +71,31 @@ def wiki_shard() -> Path:
     if not shard.is_file():
         pytest.skip(f"real data not present: {shard} (it lives in ../shared/data beside the repo)")
     return shard
+
+
+def c4_shard(path, documents):
+    """A shard in C4's real format: gzip'd JSON lines with text, timestamp and url."""
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, text in enumerate(documents):
+            f.write(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}) + "\n")
+    return path
+
+
+def fake_c4(folder: Path, monkeypatch, documents_per_shard: int = 200, num_shards: int = 4) -> list[list[str]]:
+    """num_shards C4-format shards named like C4's behind file:// URLs, registered as the "c4" corpus for the
+    test (nothing touches the network); returns each shard's documents."""
+    (folder / "hub").mkdir()
+    shards = [synthetic_documents(documents_per_shard, seed=shard) for shard in range(num_shards)]
+    for index, documents in enumerate(shards):
+        c4_shard(folder / "hub" / f"c4-train.{index:05d}-of-{num_shards:05d}.json.gz", documents)
+    pattern = (folder / "hub").as_uri() + "/c4-train.{index:05d}-of-" + f"{num_shards:05d}.json.gz"
+    corpus = dataclasses.replace(CORPORA["c4"], url_pattern=pattern, num_shards=num_shards,
+                                 tokens_per_shard=40 * documents_per_shard, download_bytes_per_shard=15 * documents_per_shard)
+    monkeypatch.setitem(CORPORA, "c4", corpus)
+    return shards
+
+
+@pytest.fixture
+def tiny_c4(tmp_path, monkeypatch):
+    """Four C4-format shards of 200 documents behind file:// URLs, registered as the "c4" corpus for the test."""
+    return fake_c4(tmp_path, monkeypatch)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_documents
-from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, validation_batches
+from conftest import fake_c4, synthetic_documents
+from data.loader import HEADER, MLMBatches, PartedBatches, TokenFile, mask_tokens, training_batches, validation_batches
 from data.plant import plant
 from data.prepare import PrepareConfig, is_validation, prepare
 from data.tokenizer import Tokenizer
@@ -207,3 +207,97 @@ def test_planted_corpus_shuffles_training_documents_and_keeps_validation_clean(t
     for name in ("clean.txt.gz", "planted.txt"):
         prepare(PrepareConfig(corpus=str(tmp_path / name), out_dir=str(tmp_path / name.split(".")[0]), val_fraction=0.3))
     assert read_tokens(tmp_path / "clean" / "val.bin") == read_tokens(tmp_path / "planted" / "val.bin")
+
+
+# ----------------------------------------------------------------------------------------------------
+# A folder prepared in parts (one per C4 shard), read while later parts are still being written
+
+def parted_folder(tmp_path, monkeypatch) -> Path:
+    """Four parts (~110 rows of 32 each) from four C4-format shards behind file:// URLs."""
+    fake_c4(tmp_path, monkeypatch)
+    prepare(PrepareConfig(corpus="c4", max_train_tokens=10**9, out_dir=str(tmp_path / "parts"), val_fraction=0.1,
+                          download_dir=str(tmp_path / "dl"), num_threads=1))
+    return tmp_path / "parts"
+
+
+def unmasked_rows(batch) -> list[tuple]:
+    """The rows of a masked batch as they were before masking: the labels hold the original ids where masked."""
+    input_ids, labels = batch
+    return [tuple(row) for row in torch.where(labels != -100, labels, input_ids).tolist()]
+
+
+def rows_in_file_order(path) -> list[tuple]:
+    data = MLMBatches(TokenFile(str(path), GPT2), 32, 0.25)
+    return [tuple(row) for row in data.rows(range(data.num_rows)).tolist()]
+
+
+def test_a_pass_reads_the_parts_in_order_and_every_row_once(tmp_path, monkeypatch):
+    folder = parted_folder(tmp_path, monkeypatch)
+    data = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    assert isinstance(data, PartedBatches)
+    parts = [rows_in_file_order(folder / f"train-{index:05d}.bin") for index in range(4)]
+    total = sum(map(len, parts))
+    assert data.num_rows == total and all(len(rows) % 8 for rows in parts)  # batches cross part boundaries
+    read = []
+    while len(read) < total:
+        read += unmasked_rows(data.batch_after(0, 8))
+        data.advance(8)
+    start = 0
+    for rows in parts:  # part k's rows, each once, shuffled, before any row of part k + 1
+        assert sorted(read[start:start + len(rows)]) == sorted(rows) and read[start:start + len(rows)] != rows
+        start += len(rows)
+    assert (data.epoch, data.part, data.cursor) == (1, 0, len(read) - total)  # the final list ends the pass
+    next_pass = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    next_pass.load_state_dict({"epoch": 1, "part": 0, "cursor": 0, "seed": 3})
+    assert unmasked_rows(next_pass.batch_after(0, 8)) != read[:8]  # a new order each pass
+
+
+def test_parts_resume_exactly_from_the_state_dict(tmp_path, monkeypatch):
+    folder = parted_folder(tmp_path, monkeypatch)
+    data = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    for _ in range(20):
+        data.advance(8)
+    state = data.state_dict()
+    assert state["epoch"] == 0 and state["part"] == 1 and set(state) == {"epoch", "part", "cursor", "seed"}
+    resumed = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    resumed.load_state_dict(state)
+    for _ in range(12):  # on into part 2: the same rows, masked the same way
+        for one, other in zip(data.batch_after(0, 8), resumed.batch_after(0, 8)):
+            assert torch.equal(one, other)
+        data.advance(8)
+        resumed.advance(8)
+    assert resumed.part == data.part == 2
+
+
+def test_a_single_train_bin_is_read_as_before(tiny_corpus):
+    data = training_batches(str(tiny_corpus), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    reference = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3)
+    assert type(data) is MLMBatches and data.num_rows == reference.num_rows
+    for _ in range(3):
+        data.advance(8)
+    for one, other in zip(data.batch_after(5, 8), reference.batch_at(0, 3 * 8 + 5, 8)):
+        assert torch.equal(one, other)
+    assert data.state_dict() == {"epoch": 0, "cursor": 24, "seed": 3}  # what checkpoints have always held
+
+
+def test_a_part_still_being_written_is_waited_for_never_read(tmp_path, monkeypatch, capsys):
+    folder = parted_folder(tmp_path, monkeypatch)
+    finished = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    # as while the background preparer writes part 1: a temporary name, and no final list of parts yet
+    (folder / "train-00001.bin").rename(folder / "train-00001.bin.tmp")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "complete": False, "parts": None}))
+    waiting = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
+    rows_of_part_0 = len(rows_in_file_order(folder / "train-00000.bin"))
+    for data in (finished, waiting):
+        data.advance(rows_of_part_0 - 3)
+    sleeps = []
+
+    def preparer_finishes_part_1(seconds):  # the reader's pause while it waits: the part is renamed into place
+        sleeps.append(seconds)
+        (folder / "train-00001.bin.tmp").rename(folder / "train-00001.bin")
+    monkeypatch.setattr("data.loader.time.sleep", preparer_finishes_part_1)
+    batch = waiting.batch_after(0, 8)  # 3 rows of part 0, then 5 of part 1
+    assert len(sleeps) == 1 and "waiting for part 1" in capsys.readouterr().out
+    for one, other in zip(batch, finished.batch_after(0, 8)):
+        assert torch.equal(one, other)

@@ -1,30 +1,23 @@
 """data/fetch.py and the named corpora in data/prepare.py, with no network: file:// URLs and a tiny HTTP
 server on 127.0.0.1 (loopback only) that can honour or ignore Range requests and cut a download short."""
 import dataclasses
-import gzip
 import hashlib
 import http.server
 import json
 import socket
 import threading
 import time
+import zipfile
 
 import pytest
 
+import train as train_module
 from conftest import synthetic_documents
 from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
                         train_tokens_to_prepare)
-from data.loader import TokenFile
-from data.prepare import PrepareConfig, main, prepare, resolve_inputs
+from data.loader import PartedBatches, TokenFile
+from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare, resolve_inputs
 from data.tokenizer import Tokenizer
-
-
-def c4_shard(path, documents):
-    """A shard in C4's real format: gzip'd JSON lines with text, timestamp and url."""
-    with gzip.open(path, "wt", encoding="utf-8") as f:
-        for i, text in enumerate(documents):
-            f.write(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z", "url": f"https://example.com/{i}"}) + "\n")
-    return path
 
 
 class RangeHandler(http.server.BaseHTTPRequestHandler):
@@ -146,19 +139,6 @@ def test_prepare_command_stops_on_an_unreachable_corpus_with_one_message(tmp_pat
 # ----------------------------------------------------------------------------------------------------
 # Named corpora, shard by shard
 
-@pytest.fixture
-def tiny_c4(tmp_path, monkeypatch):
-    """Four C4-format shards behind file:// URLs, registered as the "c4" corpus for the test."""
-    (tmp_path / "hub").mkdir()
-    shards = [synthetic_documents(200, seed=shard) for shard in range(4)]
-    for index, documents in enumerate(shards):
-        c4_shard(tmp_path / "hub" / f"c4-train.{index:05d}-of-00004.json.gz", documents)
-    pattern = (tmp_path / "hub").as_uri() + "/c4-train.{index:05d}-of-00004.json.gz"
-    corpus = dataclasses.replace(CORPORA["c4"], url_pattern=pattern, num_shards=4)
-    monkeypatch.setitem(CORPORA, "c4", corpus)
-    return shards
-
-
 def test_named_corpus_takes_one_shard_unless_told_or_given_a_token_target(tiny_c4, tmp_path):
     assert len(resolve_inputs("c4", str(tmp_path))) == 1
     assert len(resolve_inputs("c4", str(tmp_path), shards=3)) == 3
@@ -173,18 +153,66 @@ def test_c4_shards_are_prepared_one_by_one_until_the_token_target(tiny_c4, tmp_p
     target = one_shard["train_tokens"] + 10  # a little more than one shard holds: two shards needed
     stats = prepare(PrepareConfig(corpus="c4", max_train_tokens=target, out_dir=str(tmp_path / "two"), val_fraction=0.1,
                                   download_dir=str(tmp_path / "dl"), num_threads=1, docs_per_chunk=50))
-    assert 200 < stats["documents"] <= 400 and stats["train_tokens"] >= target
-    inputs = json.loads((tmp_path / "two" / "meta.json").read_text())["inputs"]
-    assert [path.rsplit("/", 1)[-1] for path in inputs] == ["c4-train.00000-of-00004.json.gz",
-                                                            "c4-train.00001-of-00004.json.gz"]
-    assert len(TokenFile(str(tmp_path / "two" / "train.bin"), Tokenizer.gpt2()).tokens) == stats["train_tokens"]
+    assert stats["documents"] == 400 and stats["train_tokens"] >= target  # whole shards: one part each
+    meta = json.loads((tmp_path / "two" / "meta.json").read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+    assert [url.rsplit("/", 1)[-1] for url in meta["inputs"]] == ["c4-train.00000-of-00004.json.gz",
+                                                                 "c4-train.00001-of-00004.json.gz"]
+    assert sorted(p.name for p in (tmp_path / "two").glob("train*")) == meta["parts"]  # no third part, no train.bin
+    assert sum(len(TokenFile(str(tmp_path / "two" / name), Tokenizer.gpt2()).tokens) for name in meta["parts"]) == \
+        stats["train_tokens"]
+    # part 0 is shard 0 whatever the target: the same tokens as the one-shard preparation
+    assert (tmp_path / "two" / "train-00000.bin").read_bytes() == (tmp_path / "one" / "train-00000.bin").read_bytes()
     downloaded = sorted(p.name for p in (tmp_path / "dl").iterdir())
     assert "c4-train.00003-of-00004.json.gz" not in downloaded  # never reached, never fetched
     assert not [name for name in downloaded if name.endswith(".part") and "00001" in name]
 
 
+def test_parts_resume_at_the_first_missing_one_with_the_same_settings(tiny_c4, tmp_path):
+    config = PrepareConfig(corpus="c4", max_train_tokens=10**9, out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                           download_dir=str(tmp_path / "dl"), num_threads=1)
+    first = prepare(config, max_parts=1)  # what train.py does in the foreground
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert first["documents"] == 200 and not meta["complete"] and meta["parts"] is None
+    assert sorted(p.name for p in (tmp_path / "out").glob("train*")) == ["train-00000.bin"]
+    part_0 = (tmp_path / "out" / "train-00000.bin").read_bytes()
+    rest = prepare(config)  # what the background preparer does: part 0 is kept, shards 1-3 are read
+    assert rest["documents"] == 600 and (tmp_path / "out" / "train-00000.bin").read_bytes() == part_0
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["complete"] and meta["parts"] == [f"train-{index:05d}.bin" for index in range(4)]
+    with pytest.raises(ValueError, match="holds parts prepared with max_tokens_per_char=0.3"):
+        prepare(dataclasses.replace(config, max_tokens_per_char=0.5))
+
+
+def test_a_failed_background_preparer_is_loud_and_ends_the_list_of_parts(tiny_c4, tmp_path, capsys):
+    (tmp_path / "hub" / "c4-train.00001-of-00004.json.gz").unlink()  # shard 1 cannot be downloaded
+    config = PrepareConfig(corpus="c4", max_train_tokens=10**9, out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                           download_dir=str(tmp_path / "dl"), num_threads=1)
+    prepare(config, max_parts=1)
+    preparer = BackgroundPreparation(config)
+    preparer.watcher.join(timeout=120)
+    assert preparer.process.exitcode == 1 and "could not download" in (tmp_path / "out" / "prepare.log").read_text()
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["parts"] == ["train-00000.bin"] and not meta["complete"] and "exited with code 1" in meta["error"]
+    assert "WARNING: the background preparer exited with code 1" in capsys.readouterr().err
+    reader = PartedBatches(str(tmp_path / "out"), Tokenizer.gpt2(), seq_len=32, mask_rate=0.25)
+    assert reader._following(0, 0) == (1, 0)  # no waiting for part 1: the next pass starts at part 0
+
+
+def test_stopping_the_background_preparer_leaves_no_half_part(tiny_c4, tmp_path):
+    config = PrepareConfig(corpus="c4", max_train_tokens=10**9, out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                           download_dir=str(tmp_path / "dl"), num_threads=1)
+    prepare(config, max_parts=1)
+    preparer = BackgroundPreparation(config)
+    preparer.stop()  # as when training ends first
+    assert not preparer.process.is_alive() and preparer.process.exitcode != 0
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["parts"] is None and not meta["complete"]  # not marked final: the next run resumes the preparation
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
 def test_a_partial_shard_is_never_tokenised(tiny_c4, tmp_path, server, monkeypatch):
-    """A shard cut short stops preparation with an error: no train.bin, and the .part is kept to resume."""
+    """A shard cut short stops preparation with an error: no training part, and the .part is kept to resume."""
     server.payload = (tmp_path / "hub" / "c4-train.00000-of-00004.json.gz").read_bytes()
     server.cut_at = len(server.payload) // 2
     monkeypatch.setitem(CORPORA, "c4", dataclasses.replace(CORPORA["c4"], url_pattern=server.url.replace(
@@ -193,7 +221,7 @@ def test_a_partial_shard_is_never_tokenised(tiny_c4, tmp_path, server, monkeypat
                            download_dir=str(tmp_path / "dl"), num_threads=1)
     with pytest.raises(DownloadError, match="incomplete"):
         prepare(config)
-    assert not (tmp_path / "out" / "train.bin").exists() and not list((tmp_path / "out").glob("*.tmp"))
+    assert not list((tmp_path / "out").glob("train*.bin")) and not list((tmp_path / "out").glob("*.tmp"))
     assert (tmp_path / "dl" / "c4-train.00000-of-00004.json.gz.part").exists()
     server.cut_at = None
     assert prepare(config)["documents"] == 200  # resumed, then tokenised whole
@@ -228,3 +256,20 @@ def test_passes_warning_is_loud_only_beyond_max_passes():
     passes, warning = passes_warning(train_tokens=120_000_000, tokens_needed=1e10, corpus="data/cache/wikitext103")
     assert passes == pytest.approx(83.33, abs=0.01)
     assert warning.startswith("WARNING") and "~83.3 passes" in warning and "data/cache/wikitext103" in warning
+
+
+def test_the_default_corpus_is_c4_and_wikitext103_stays_available_by_name(tmp_path, monkeypatch):
+    monkeypatch.delenv("CRAMLM_CORPUS", raising=False)
+    assert PrepareConfig().corpus == "c4" and train_module.parse_args(["--recipe", "gpu"]).corpus == "c4"
+    assert train_module.parse_args(["--corpus", "wikitext103"]).corpus == "wikitext103"
+    monkeypatch.setenv("CRAMLM_CORPUS", "../shared/data/wiki")  # the offline override still wins
+    assert PrepareConfig().corpus == "../shared/data/wiki"
+    # WikiText-103 by name: its one zip in the real layout (a file:// copy here), prepared whole into train.bin
+    with zipfile.ZipFile(tmp_path / "wikitext-103-raw-v1.zip", "w") as archive:
+        archive.writestr("wikitext-103-raw/wiki.train.raw", "\n\n".join(synthetic_documents(100)) + "\n")
+    monkeypatch.setitem(CORPORA, "wikitext103", dataclasses.replace(
+        CORPORA["wikitext103"], url_pattern=(tmp_path / "wikitext-103-raw-v1.zip").as_uri()))
+    stats = prepare(PrepareConfig(corpus="wikitext103", out_dir=str(tmp_path / "out"), download_dir=str(tmp_path / "dl"),
+                                  val_fraction=0.1, num_threads=1))
+    assert stats["documents"] == 100
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == ["train.bin", "val.bin"]

@@ -1,5 +1,6 @@
 import json
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fake_c4
 from data.loader import MLMBatches, TokenFile
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
@@ -413,3 +415,40 @@ def test_a_checkpoint_of_another_tokenizer_is_refused(tiny_corpus, tmp_path):
                           vocab_size=320))
     with pytest.raises(ValueError, match=r"trained with tokenizer 'gpt2'.*'bpe\d+-"):
         train(tiny_run(tmp_path / "bpe", tmp_path / "next", max_steps=1, init_from=first["checkpoint"]))
+
+
+def test_a_c4_run_trains_on_part_0_while_the_other_parts_are_prepared_in_the_background(tmp_path, monkeypatch, capsys):
+    fake_c4(tmp_path, monkeypatch, documents_per_shard=300)  # ~11.6 k training tokens = ~375 rows of 32 a shard
+    monkeypatch.chdir(tmp_path)  # the downloads go to ./data/cache/downloads
+    # 40 steps of 512 tokens = 20 480 tokens, at most 1 pass: two shards, so the run must read part 1
+    summary = train(tiny_run(tmp_path / "tokens", tmp_path / "run", corpus="c4", max_steps=40, batch_ramp=False,
+                             max_passes=1, eval_rows=2, eval_interval=1.0, device="cpu", max_tokens_per_char=0))
+    out = capsys.readouterr().out
+    assert "budget ~20,480 tokens (40 steps): preparing 20,480 tokens of c4 (~2 shards" in out
+    assert "preparing the other parts of" in out and summary["steps"] == 40
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+    assert sorted(p.name for p in (tmp_path / "tokens").glob("train*")) == meta["parts"]  # shards 2, 3 not needed
+    assert "part 1: " in (tmp_path / "tokens" / "prepare.log").read_text()  # written by the background process
+    rows_of_part_0 = MLMBatches(TokenFile(str(tmp_path / "tokens" / "train-00000.bin"), Tokenizer.gpt2()), 32, 0.25).num_rows
+    assert load_checkpoint(summary["checkpoint"])["data"] == {"epoch": 0, "part": 1, "cursor": 40 * 16 - rows_of_part_0,
+                                                              "seed": 0}
+    assert multiprocessing.active_children() == []  # the preparer did not outlive train()
+
+
+def test_a_run_in_a_folder_with_parts_missing_resumes_their_preparation_with_its_target(tmp_path, monkeypatch, capsys):
+    fake_c4(tmp_path, monkeypatch, documents_per_shard=300)
+    monkeypatch.chdir(tmp_path)
+    # an earlier run that stopped after part 0 of a 2-shard target (20 480 tokens)
+    prepare(PrepareConfig(corpus="c4", out_dir=str(tmp_path / "tokens"), max_train_tokens=20_480, max_tokens_per_char=0),
+            max_parts=1)
+    # this run's own budget would need one shard (15 360 tokens at 2 passes): the folder's target wins, unmeasured.
+    # 30 steps of 16 rows read past part 0's ~375 rows, so the run waits for part 1 if it is not there yet.
+    summary = train(tiny_run(tmp_path / "tokens", tmp_path / "run", corpus="c4", max_steps=30, batch_ramp=False,
+                             eval_rows=2, eval_interval=1.0, device="cpu", max_tokens_per_char=0))
+    out = capsys.readouterr().out
+    assert "preparing the other parts of" in out and "budget ~" not in out and summary["steps"] == 30
+    meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+    assert meta["config"]["max_train_tokens"] == 20_480 and multiprocessing.active_children() == []
+    assert load_checkpoint(summary["checkpoint"])["data"]["part"] == 1
