@@ -14,6 +14,7 @@ from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
 from machine import auto_micro_batch_size, fit_to_machine
+from policy import LearningLawPolicyConfig, policy_flops
 from train import announce_machine, apply_gradients, plan_run, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,11 +163,18 @@ def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path
     assert not (tmp_path / "run").exists()  # no checkpoint, no log: nothing was trained
 
 
-def test_plan_charges_the_learning_law_policy_like_the_run_does(tiny_corpus, tmp_path):
-    # A FLOP budget buys fewer tokens with the policy: its extra forward and head double backward are charged.
+@pytest.mark.parametrize("score", ["loss", "decoder"])
+def test_plan_charges_the_learning_law_policy_like_the_run_does(tiny_corpus, tmp_path, monkeypatch, score):
+    # A FLOP budget buys fewer tokens with the policy: its own work (policy.policy_flops) is charged per token,
+    # whichever score the policy uses.
+    monkeypatch.setattr(train_module, "LearningLawPolicyConfig", lambda: LearningLawPolicyConfig(score=score))
     uniform = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True))
     reweighted = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True, policy="learning-law"))
-    assert reweighted["budget_tokens"] < 0.9 * uniform["budget_tokens"]
+    model = CramBERT(preset_config("tiny", vocab_size=data_tokenizer(tiny_corpus).vocab_size, max_seq_len=32))
+    per_token = model.flops_per_token(32, 0.25)
+    extra = policy_flops(model.config, 8, 32, 0.25, LearningLawPolicyConfig(score=score)) / (8 * 32)
+    assert reweighted["budget_tokens"] == pytest.approx(uniform["budget_tokens"] * per_token / (per_token + extra), rel=1e-3)
+    assert reweighted["budget_tokens"] < uniform["budget_tokens"]
 
 
 def test_start_up_logs_the_tokens_the_budget_consumes_and_warns_above_max_passes(tiny_corpus, tmp_path, capsys):
