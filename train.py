@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -483,6 +483,8 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     flops_per_token = charged_flops_per_token(raw_model, config, policy.config if policy else None)
     peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
     model = wrap(raw_model, config, world_size, device)
+    if config.compile and getattr(model, "module", model) is raw_model:  # compiling failed: eager from now on,
+        config = replace(config, compile=False)  # and a growth later does not try (and fail) again
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
