@@ -12,8 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
-# tiktoken needs its GPT-2 files; offline they come from the shared folder (CI sets this too).
-if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken").is_dir():
+# tiktoken needs its GPT-2 files; offline they come from the shared folder. CI sets the variable to a relative
+# path, which some tests would break by changing directory (a spawned background preparer would then look for
+# the files elsewhere and fail offline): made absolute here, once, before any test runs.
+if "TIKTOKEN_CACHE_DIR" in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = os.path.abspath(os.environ["TIKTOKEN_CACHE_DIR"])
+elif (SHARED_DATA / "tiktoken").is_dir():
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_DATA / "tiktoken")
 
 import torch  # noqa: E402
