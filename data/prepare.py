@@ -43,8 +43,8 @@ from tqdm import tqdm
 from common import atomic_path, write_json
 from data.bpe import count_words, save_bpe, train_bpe
 from data.fetch import CORPORA, fetch, is_url, local_files, local_name
-from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, pack_header, part_path,
-                         parts_present, read_meta)
+from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, final_parts, pack_header,
+                         part_path, parts_present, read_meta)
 from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 
 # The default corpus: English C4 (data/fetch.py's registry: 1024 shards, ODC-By 1.0), big enough for any budget
@@ -446,9 +446,9 @@ class BackgroundPreparation:
 
     def __init__(self, config: PrepareConfig):
         self.config, self.log_path, self.stopping = config, os.path.join(config.out_dir, "prepare.log"), False
-        shard_urls = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
+        self.shard_urls = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
         self.process = multiprocessing.get_context("spawn").Process(
-            target=prepare_in_background, args=(replace(config, progress=False), shard_urls, self.log_path),
+            target=prepare_in_background, args=(replace(config, progress=False), self.shard_urls, self.log_path),
             name="cramlm-prepare", daemon=True)  # daemon: never outlives the training process
         self.process.start()
         self.watcher = threading.Thread(target=self.watch, daemon=True)
@@ -467,7 +467,8 @@ class BackgroundPreparation:
               f"run in this folder resumes the preparation.", file=sys.stderr, flush=True)
 
     def stop(self):
-        """Terminate the process (the part in progress is deleted, see prepare_in_background) and wait for it."""
+        """Terminate the process (the part in progress is deleted, see prepare_in_background), wait for it, and
+        settle meta.json from the parts on disk."""
         self.stopping = True
         if self.process.is_alive():
             self.process.terminate()
@@ -475,6 +476,12 @@ class BackgroundPreparation:
         if self.watcher.is_alive():  # stuck in a system call: kill it (.tmp names are never read anyway)
             self.process.kill()
             self.watcher.join()
+        if final_parts(self.config.out_dir) is None:
+            # The stop can land after the last part's rename and before meta.json says "complete" (a busy machine
+            # makes that window wide). prepare_parts over the parts present downloads nothing and marks the folder
+            # complete exactly when they already reach the target, so the next run does not resume for nothing.
+            prepare_parts(replace(self.config, progress=False), self.shard_urls,
+                          max_parts=parts_present(self.config.out_dir))
 
 
 def main(argv=None):

@@ -211,6 +211,21 @@ def test_stopping_the_background_preparer_leaves_no_half_part(tiny_c4, tmp_path)
     assert not list((tmp_path / "out").glob("*.tmp"))
 
 
+def test_a_preparer_stopped_after_its_last_part_leaves_the_folder_complete(tiny_c4, tmp_path):
+    """The stop can land between the last part's rename and meta.json's "complete": stop() settles it."""
+    config = PrepareConfig(corpus="c4", shards=2, out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                           download_dir=str(tmp_path / "dl"), num_threads=1)
+    prepare(config)
+    meta_path = tmp_path / "out" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+    meta_path.write_text(json.dumps({**meta, "complete": False, "parts": None}))  # what such a stop leaves
+    preparer = BackgroundPreparation(config)
+    preparer.stop()  # at once: the process has not even imported its modules yet
+    meta = json.loads(meta_path.read_text())
+    assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
+
+
 def test_a_partial_shard_is_never_tokenised(tiny_c4, tmp_path, server, monkeypatch):
     """A shard cut short stops preparation with an error: no training part, and the .part is kept to resume."""
     server.payload = (tmp_path / "hub" / "c4-train.00000-of-00004.json.gz").read_bytes()
