@@ -105,7 +105,8 @@ class TrainConfig:
     seed: int = flag(0, "seed for weights, data order and masking")
     progress_bar: bool = flag(True, "a tqdm bar of the budget (log lines print either way)")
     policy: str = flag("uniform", "per-example data weights: uniform, or a practical Learning-Law policy (Gu et "
-                                  "al. 2024) that drops examples whose loss is far above the desired set's (policy.py)", group="data policy (policy.py) and growth (grow.py)",
+                                  "al. 2024) that drops examples whose loss is far above the desired set's",
+                       group="data policy (policy.py) and growth (grow.py)",
                        choices=("uniform", "learning-law"))
     grow_at: float = flag(0.0, "grow the model at this budget fraction (0 = never)")
     grow_to: str = flag("", "preset to grow into (with --grow-at)")
