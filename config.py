@@ -4,6 +4,7 @@ command line leaves out, the checks every setting passes before any data is prep
 and the command line built from them.
 """
 import argparse
+import math
 import os
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +25,11 @@ AUTO_MICRO_BATCH = 128
 def rows_or_auto(text: str) -> int | str:
     """--micro-batch-size's type: a number of rows, or "auto"."""
     return "auto" if text == "auto" else int(text)
+
+
+def keep_minutes(config) -> list[float]:
+    """--keep-minutes "0,15,60" as [0.0, 15.0, 60.0], sorted (a ValueError on anything but numbers)."""
+    return sorted(float(text) for text in config.keep_minutes.split(",") if text.strip())
 
 
 def flag(default, help: str, group: str = "", **argparse_options):
@@ -91,14 +97,18 @@ class TrainConfig:
     eval_rows: int = flag(1024, "rows of val.bin in the fixed validation set")
     log_interval: int = flag(10, "optimizer steps between log lines")
     checkpoint_minutes: float = flag(30.0, "wall-clock minutes between checkpoints")
+    keep_minutes: str = flag("", "keep a copy of the checkpoint, evaluated, when the budget clock passes each of "
+                                 "these minutes (e.g. 0,15,30,60,120,180 -> ckpt-15min.pt, ...): downstream scores "
+                                 "against pretraining compute from one run")
     resume: bool = flag(False, "continue the run in --out-dir from its checkpoint")
     overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
                                   "(deletes it and its log)")
     device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     precision: str = flag("auto", "autocast precision. auto: bf16 on GPUs that have it, fp16 with a gradient scaler on "
-                                  "older ones (T4, V100), fp32 on CPU", choices=PRECISIONS)
-    compile: bool | None = flag(None, "torch.compile the model (default: on CUDA, off elsewhere; eager mode, with one "
-                                      "log line, if compilation fails)")
+                                  "older ones (T4, V100); on a CPU bf16 where its bf16 matmuls measure faster than "
+                                  "fp32 (native), else fp32", choices=PRECISIONS)
+    compile: bool | None = flag(None, "torch.compile the model (default: on CUDA; on CPU for wall-clock budgets of 5 "
+                                      "minutes or more; eager mode, with one log line, if compilation fails)")
     plan: bool = flag(False, "print what the run will do (device, precision, micro-batch, measured tokens/s, tokens "
                              "and passes over the corpus, checkpoints, end time) and exit without training",
                       aliases=("--dry-run",))
@@ -220,6 +230,12 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
     check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
     check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
+    try:
+        kept = keep_minutes(config)
+    except ValueError:
+        kept = [-1.0]
+    check(all(math.isfinite(m) and m >= 0 for m in kept),
+          f"--keep-minutes {config.keep_minutes!r}: give minutes >= 0 separated by commas, e.g. 0,15,30,60")
     check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
     check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
     check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")

@@ -29,16 +29,17 @@ from tqdm import tqdm
 
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
-from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, head_fraction, parse_train_args,
-                    validate_config)
+from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, precision_note,
+                    setup_distributed)
+from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, head_fraction, keep_minutes,
+                    parse_train_args, validate_config)
 from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
 from data.loader import (MLMBatches, PartedBatches, TokenFile, data_tokenizer, is_prepared, mask_tokens, parts_missing,
                          read_meta, train_token_files, training_batches, validation_batches)
 from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
 from data.tokenizer import Tokenizer, embedding_rows
 from grow import grow_model, growth_flops
-from machine import compile_with_fallback, fit_to_machine, measure_tokens_per_second
+from machine import CPU_COMPILE_MIN_BUDGET_SECONDS, compile_with_fallback, fit_to_machine, measure_tokens_per_second
 from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
 from plot import plot_runs, read_log
 from policy import LearningLawPolicy, LearningLawPolicyConfig, policy_flops, weighted_mlm_loss
@@ -82,8 +83,8 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
 def announce_machine(config: TrainConfig, how: str, device, world_size: int):
     """One log line: what machine.fit_to_machine decided."""
     full_rows, micro_rows = batch_rows(config, 1.0, world_size), config.micro_batch_size * world_size
-    scaler_note = " with a gradient scaler" if config.precision == "fp16" else ""
-    print(f"machine: {device} x{world_size}, {config.precision}{scaler_note}, torch.compile "
+    scaler_note = " with a gradient scaler" if config.precision == "fp16" else precision_note(device, config.precision)
+    print(f"machine: {device} x{world_size} ({torch.get_num_threads()} threads each), {config.precision}{scaler_note}, torch.compile "
           f"{'on' if config.compile else 'off'}, micro-batch {config.micro_batch_size} rows ({how}) x "
           f"{full_rows // micro_rows} accumulation steps x {world_size} = {full_rows * config.seq_len:,} tokens per full batch")
 
@@ -419,8 +420,8 @@ class Run:
                      s.flops / config.max_flops if config.max_flops else 0.0]
         return max(fractions)
 
-    def save(self):
-        save_checkpoint(self.checkpoint_path, model_checkpoint(
+    def save(self, path: str | None = None):
+        save_checkpoint(path or self.checkpoint_path, model_checkpoint(
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
             loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
             policy=self.policy.state_dict() if self.policy else None))
@@ -564,6 +565,15 @@ def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
     return True
 
 
+def keep_copy(run: Run, minutes: float, bar):
+    """--keep-minutes: a copy of the checkpoint as ckpt-{minutes}min.pt beside ckpt.pt, just evaluated (the log
+    holds its held-out loss), for scoring downstream later (blimp.py, glue_eval.py)."""
+    path = os.path.join(run.config.out_dir, f"ckpt-{minutes:g}min.pt")
+    run.save(path)
+    run.log({"kind": "kept", "step": run.state.step, "elapsed": run.state.elapsed, "minutes": minutes, "path": path})
+    bar.write(f"step {run.state.step:6d} | kept {path} ({minutes:g} min of budget)")
+
+
 def grow_now(run: Run, elapsed: float, bar):
     """--grow-at: swap the small model for a grown one (grow.py), with a fresh optimizer and wrapper. LiGO
     trains its operator on the next training rows, the same rows on every process, so all processes grow
@@ -685,6 +695,7 @@ def run_training(run: Run, stop: dict) -> dict:
     log_start(run)
     bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
     clock, step_log = BudgetClock(state.elapsed), StepLog()
+    keep_marks = [m for m in keep_minutes(config) if m * 60 >= state.elapsed]  # a resumed run has kept the earlier ones
     last_checkpoint, steps_this_session = time.monotonic(), 0
     clock.start()
     while True:
@@ -695,11 +706,16 @@ def run_training(run: Run, stop: dict) -> dict:
             dist.all_reduce(shared, op=dist.ReduceOp.MAX)
             state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
         progress = run.progress()
-        if progress >= state.next_eval or progress >= 1.0:  # evaluation is off the clock
+        keep_now = bool(keep_marks) and state.elapsed >= keep_marks[0] * 60  # --keep-minutes: evaluate and copy
+        if progress >= state.next_eval or progress >= 1.0 or keep_now:  # evaluation is off the clock
             clock.stop()
             if not evaluate_now(run, progress, interrupted, bar):  # Ctrl-C during the evaluation
                 stop_requested = True
                 break
+            if keep_now:
+                minutes = keep_marks.pop(0)
+                if is_main:
+                    keep_copy(run, minutes, bar)
             clock.start()
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
@@ -792,31 +808,35 @@ def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
 def measured_budget(config: TrainConfig, rank: int, world_size: int, device) -> tuple:
     """Build the run's model, fit it to the machine (precision, compile, micro-batch) and time a few forward and
     backward passes on random tokens: (training tokens the budget consumes, tokens/s, the fitted config, the
-    model, flops per token). What --plan reports, and what sizes a corpus prepared for the run (budget_target)."""
+    model, flops per token, seconds spent compiling). What --plan reports, and what sizes a corpus prepared for the run (budget_target)."""
     torch.manual_seed(config.seed)
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
     raw_model = CramBERT(model_config).to(device)
     config, _ = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size)
-    model = wrap(raw_model, config, world_size, device)
+    compile_start = time.perf_counter()
+    model = wrap(raw_model, config, world_size, device)  # compiles (and warms up) with --compile
+    compile_seconds = time.perf_counter() - compile_start if config.compile else 0.0
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
     policy_config = LearningLawPolicyConfig() if config.policy == "learning-law" else None  # as build_run makes it
     flops_per_token = charged_flops_per_token(raw_model, config, policy_config)
     tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
-    return tokens, tokens_per_second, config, raw_model, flops_per_token
+    return tokens, tokens_per_second, config, raw_model, flops_per_token, compile_seconds
 
 
 def plan_run(config: TrainConfig) -> dict:
     """`train.py ... --plan`: builds the model, fits it to the machine and times it (measured_budget). Prepares no
     data, trains nothing, writes nothing."""
     rank, world_size, device = setup_distributed(config.device)
-    tokens, tokens_per_second, config, raw_model, _ = measured_budget(config, rank, world_size, device)
+    tokens, tokens_per_second, config, raw_model, _, compile_seconds = measured_budget(config, rank, world_size, device)
     training_seconds = tokens / tokens_per_second
     evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
     eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
     wall_seconds = training_seconds + eval_seconds
     full_batch_rows = batch_rows(config, 1.0, world_size)
-    return {"device": f"{device} x{world_size}", "precision": config.precision, "compile": config.compile,
+    return {"device": f"{device} x{world_size}", "threads": torch.get_num_threads(), "precision": config.precision,
+            "precision_note": precision_note(device, config.precision), "compile": config.compile,
+            "compile_seconds": compile_seconds,
             "micro_batch_size": config.micro_batch_size,
             "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
             "batch_tokens": full_batch_rows * config.seq_len, "params": raw_model.num_params(),
@@ -830,10 +850,13 @@ def plan_run(config: TrainConfig) -> dict:
 def print_plan(plan: dict, config: TrainConfig):
     passes = "unknown until prepared" if plan["passes"] is None else \
         f"{plan['passes']:.2f} (at most {config.max_passes:g} wanted: --max-passes)"
+    compile_text = f"on: compiling and warming up took {plan['compile_seconds']:.0f} s, before the clock" \
+        if plan["compile"] else "off" + ("" if config.compile is False else
+                                          f" (CPU budgets under {CPU_COMPILE_MIN_BUDGET_SECONDS // 60} min run eager)")
     print(f"""plan (nothing is trained or written):
-  device        {plan['device']}
-  precision     {plan['precision']}{' with a gradient scaler' if plan['precision'] == 'fp16' else ''}
-  compile       {'on' if plan['compile'] else 'off'}
+  device        {plan['device']} ({plan['threads']} threads each)
+  precision     {plan['precision']}{' with a gradient scaler' if plan['precision'] == 'fp16' else plan['precision_note']}
+  compile       {compile_text}
   micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
   model         {plan['params'] / 1e6:.1f}M parameters
   speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)

@@ -9,11 +9,12 @@ import torch
 
 import train as train_module
 from bench import random_batch
-from common import autocast, gradient_scaler, make_optimizer, training_precision
+import common
+from common import autocast, gradient_scaler, make_optimizer, precision_note, training_precision
 from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from machine import auto_micro_batch_size, fit_to_machine
+from machine import auto_micro_batch_size, compile_by_default, fit_to_machine
 from policy import LearningLawPolicyConfig, policy_flops
 from train import announce_machine, apply_gradients, plan_run, train
 
@@ -52,7 +53,12 @@ def test_precision_is_bf16_on_gpus_that_have_it_fp16_on_older_ones_fp32_on_cpu(m
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported(False))
     assert training_precision(cuda) == "fp16"  # a T4 or V100
     assert asked == [False, False]  # emulated bf16 (slow) does not count
-    assert training_precision(torch.device("cpu")) == "fp32"
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(common, "cpu_bf16_matmul_speedup", lambda: 2.2)  # AVX512-BF16 / AMX: measured ~2x
+    assert training_precision(cpu) == "bf16" and "2.2x fp32's speed on this CPU: native" in precision_note(cpu, "bf16")
+    monkeypatch.setattr(common, "cpu_bf16_matmul_speedup", lambda: 0.6)  # emulated: slower than fp32
+    assert training_precision(cpu) == "fp32" and precision_note(cpu, "fp32").endswith("emulated)")
+    assert precision_note(cpu, "bf16").endswith("emulated, slow)")  # --precision bf16 forced: still runs, says so
     assert training_precision(cuda, "fp32") == "fp32" and training_precision(torch.device("cpu"), "fp16") == "fp16"
     assert gradient_scaler(torch.device("cpu"), "fp16").is_enabled()
     assert not gradient_scaler(torch.device("cpu"), "bf16").is_enabled()
@@ -109,6 +115,21 @@ def test_a_failing_compile_falls_back_to_eager_with_one_line(tiny_corpus, tmp_pa
         "(--no-compile skips the attempt)"]
 
 
+def test_the_compiled_path_gives_eagers_losses_and_bf16_stays_close(tiny_corpus, tmp_path, monkeypatch):
+    # No test runs inductor (its C++ build takes a minute); aot_eager traces the model with dynamo and AOT
+    # autograd exactly as inductor's input is traced, then runs the captured graphs eagerly.
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend="aot_eager"))
+    losses = {}
+    for name, overrides in {"eager": {}, "compiled": {"compile": True}, "bf16": {"precision": "bf16"}}.items():
+        summary = train(tiny_run(tiny_corpus, tmp_path / name, max_steps=4, **overrides))
+        assert summary["finished"]
+        losses[name] = [record["loss"] for record in records(tmp_path / name, "train")]
+    assert len(losses["eager"]) == 4 and losses["eager"][-1] < losses["eager"][0]
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    assert losses["bf16"] == pytest.approx(losses["eager"], rel=0.02)  # bf16 keeps 8 bits of mantissa
+
+
 def test_auto_micro_batch_halves_until_it_fits():
     def fits_up_to(most: int, tried: list):
         def fits(rows):
@@ -125,11 +146,21 @@ def test_auto_micro_batch_halves_until_it_fits():
         auto_micro_batch_size(48, fits_up_to(0, []))
 
 
+def test_compile_is_on_by_default_on_cuda_and_for_cpu_budgets_that_repay_it():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert compile_by_default(TrainConfig(budget_seconds=0, max_steps=10), cuda)
+    assert compile_by_default(TrainConfig(budget_seconds=600), cpu)  # a 10-minute CPU run compiles
+    assert not compile_by_default(TrainConfig(budget_seconds=60), cpu)  # a 1-minute one would mostly wait
+    assert not compile_by_default(TrainConfig(budget_seconds=0, max_steps=10_000), cpu)  # steps/FLOPs: tests, sweeps
+    assert not compile_by_default(TrainConfig(budget_seconds=3600), torch.device("mps"))
+
+
 def test_auto_flags_resolve_without_trials_on_cpu(capsys):
     model = CramBERT(preset_config("tiny", max_seq_len=32))
     config = TrainConfig(seq_len=32, batch_tokens=32 * 48, micro_batch_size="auto")
     fitted, how = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
-    assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", False, 48)
+    # TrainConfig's default budget is 24 hours: long enough for compile_by_default to compile on a CPU
+    assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", True, 48)
     announce_machine(fitted, how, torch.device("cpu"), world_size=1)
     assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
 
@@ -145,7 +176,8 @@ def test_the_command_line_takes_auto_and_the_new_switches():
 
 
 def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys):
-    config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True)
+    config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True,
+                      compile=False)  # no test compiles: the suite must stay fast
     plan = plan_run(config)
     assert plan["budget_tokens"] == pytest.approx(plan["tokens_per_second"] * 600)
     assert plan["passes"] == pytest.approx(plan["budget_tokens"] / plan["corpus_tokens"])
@@ -155,7 +187,8 @@ def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path
     assert (plan["precision"], plan["compile"], plan["micro_batch_size"], plan["accumulation"]) == ("fp32", False, 8, 2)
     capsys.readouterr()
     train_module.main(["--recipe", "cpu", "--preset", "tiny", "--seq-len", "32", "--batch-tokens", "512",
-                       "--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path / "run"), "--minutes", "10", "--plan"])
+                       "--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path / "run"), "--minutes", "10", "--plan",
+                       "--no-compile"])
     out = capsys.readouterr()
     for field in ("device        cpu x1", "precision     fp32", "compile       off", "micro-batch   8 rows x 2",
                   "speed ", "budget        10 min: ~", "corpus        ", "passes ", "checkpoints   every 30 min",
