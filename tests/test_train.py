@@ -91,6 +91,20 @@ def test_budgeted_run_ends_on_time_with_eval_off_the_clock(tiny_corpus, tmp_path
     assert checkpoint["loop"]["step"] == summary["steps"] and checkpoint["train_config"]["budget_seconds"] == 3.0
 
 
+def test_keep_minutes_keeps_evaluated_copies_once_across_a_resume(tiny_corpus, tmp_path):
+    # 0 is kept before the first step; 1e-6 minutes at the first step boundary past it; 1000 never
+    config = tiny_run(tiny_corpus, tmp_path, max_steps=6, eval_interval=1.0, keep_minutes="1e-6,0,1000")
+    train(train_module.replace(config, stop_after_steps=3))
+    first_copy = (tmp_path / "ckpt-1e-06min.pt").read_bytes()
+    summary = train(train_module.replace(config, resume=True))
+    kept = records(tmp_path, "kept")
+    assert summary["finished"] and [(r["minutes"], r["step"]) for r in kept] == [(0, 0), (1e-6, 1)]  # not again
+    assert (tmp_path / "ckpt-1e-06min.pt").read_bytes() == first_copy and not (tmp_path / "ckpt-1000min.pt").exists()
+    for record in kept:  # each copy is the run's whole state at that step, with its held-out loss in the log
+        assert load_checkpoint(record["path"])["loop"]["step"] == record["step"]
+        assert record["step"] in {r["step"] for r in records(tmp_path, "eval")}
+
+
 def test_resume_continues_exactly(tiny_corpus, tmp_path):
     full = train(tiny_run(tiny_corpus, tmp_path / "full", max_steps=8))
     train(tiny_run(tiny_corpus, tmp_path / "split", max_steps=8, stop_after_steps=4))
@@ -254,6 +268,8 @@ def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, 
     (["--preset", "tiny", "--grow-at", "0.5", "--grow-to", "mini"], "--grow-to mini from --preset tiny: the head dim"),
     (["--grow-at", "0.5"], "--grow-at needs --grow-to"),
     (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
+    (["--keep-minutes", "15,x"], "--keep-minutes '15,x': give minutes >= 0"),
+    (["--keep-minutes", "-5"], "--keep-minutes '-5': give minutes >= 0"),
 ])
 def test_bad_flags_are_refused_before_any_data_is_prepared(tmp_path, flags, message):
     # --data-dir is empty and --corpus absent: reaching data preparation would fail with another message
