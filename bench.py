@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from common import autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize
+from common import (PRECISIONS, autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize,
+                    training_precision)
 from config import TrainConfig
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 
@@ -34,6 +35,8 @@ class BenchConfig:
     vocab_size: int = 50304  # embedding rows: GPT-2's padded 50 304, or our own BPE's (e.g. 16384, the CPU recipe)
     device: str = "auto"  # auto, cuda or cpu
     compile: bool = False  # torch.compile both models
+    precision: str = "auto"  # autocast precision (common.training_precision): auto, bf16, fp16 or fp32
+    threads: int = 0  # CPU threads for the timed process (0: torch's default, one per core)
 
 
 def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: int, device):
@@ -67,11 +70,11 @@ def build(kind: str, config: BenchConfig, device):
 
 
 def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1, steps: int = 0,
-                  seconds: float = 0.0) -> tuple[int, float]:
+                  seconds: float = 0.0, precision: str = "auto") -> tuple[int, float]:
     """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
     Returns (timed steps, their seconds). Also used by scaling.py to measure achieved FLOP/s."""
     def step():
-        with autocast(device):
+        with autocast(device, precision):
             loss = loss_fn(input_ids, labels)
         loss.backward()
         optimizer.step()
@@ -93,6 +96,8 @@ def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1
 def run_one(kind: str, config: BenchConfig) -> dict:
     """Time `steps` training steps of one model; called in a fresh process."""
     device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(0)
     model, loss_fn, model_flops_per_token = build(kind, config, device)
     model.to(device).train()
@@ -100,12 +105,14 @@ def run_one(kind: str, config: BenchConfig) -> dict:
     step_fn = torch.compile(loss_fn) if config.compile else loss_fn
     input_ids, labels = random_batch(config.micro_batch_size, config.seq_len, config.mask_rate,
                                      model.config.vocab_size, device)
-    steps, seconds = time_training(step_fn, optimizer, input_ids, labels, device, config.warmup, config.steps)
+    steps, seconds = time_training(step_fn, optimizer, input_ids, labels, device, config.warmup, config.steps,
+                                   precision=config.precision)
     tokens_per_second = steps * config.micro_batch_size * config.seq_len / seconds
     peak_memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
-    peak_flops = measure_peak_flops(device)
-    return {"model": kind, "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+    precision = training_precision(device, config.precision)
+    peak_flops = measure_peak_flops(device, precision=precision)
+    return {"model": kind, "precision": precision, "compile": config.compile, "threads": torch.get_num_threads(), "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "tokens_per_second": tokens_per_second, "peak_memory_gb": peak_memory / 1e9,
             "mfu": tokens_per_second * model_flops_per_token / peak_flops, "peak_tflops": peak_flops / 1e12,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
@@ -123,6 +130,19 @@ def benchmark(config: BenchConfig) -> list[dict]:
     for kind in kinds:
         with context.Pool(1) as pool:
             results.append(pool.apply(run_one, (kind, config)))
+    return results
+
+
+def cpu_table(config: BenchConfig) -> list[dict]:
+    """--cpu-table: every CPU variant of the training step, one after another, each model in a fresh process:
+    eager and compiled, fp32 and bf16 autocast, on 1 thread and on every core. What `--precision auto` and
+    `--compile`'s default choose on a CPU comes from this trade-off (machine.py, common.py)."""
+    results = []
+    for threads in sorted({1, torch.get_num_threads()}):
+        for compile_model in (False, True):
+            for precision in ("fp32", "bf16"):
+                variant = replace(config, device="cpu", threads=threads, compile=compile_model, precision=precision)
+                results += benchmark(variant)
     return results
 
 
@@ -187,13 +207,22 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed warm-up steps")
     parser.add_argument("--device", default=defaults.device, help="auto, cuda or cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models")
-    config = BenchConfig(**{k: v for k, v in vars(parser.parse_args(argv)).items()})
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="autocast precision (auto: as train.py decides for this device)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="CPU threads (0: one per core)")
+    parser.add_argument("--cpu-table", action="store_true",
+                        help="every CPU variant: eager/compiled x fp32/bf16 x 1 thread/all cores, both models")
+    args = parser.parse_args(argv)
+    run_table = args.cpu_table
+    del args.cpu_table
+    config = BenchConfig(**vars(args))
     print(f"config: {asdict(config)}")
-    results = benchmark(config)
-    print("\n| model | params | tokens/s | peak memory (GB) | MFU | device (measured peak TFLOP/s) |")
-    print("|---|---|---|---|---|---|")
+    results = cpu_table(config) if run_table else benchmark(config)
+    print("\n| model | threads | precision | compile | params | tokens/s | peak memory (GB) | MFU | device (measured peak TFLOP/s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['tokens_per_second']:,.0f} | {r['peak_memory_gb']:.2f} "
+        print(f"| {r['model']} | {r['threads']} | {r['precision']} | {'on' if r['compile'] else 'off'} | "
+              f"{r['params'] / 1e6:.1f}M | {r['tokens_per_second']:,.0f} | {r['peak_memory_gb']:.2f} "
               f"| {r['mfu']:.1%} | {r['device']} ({r['peak_tflops']:.2f}) |")
     if len(results) == 2:
         print(f"\ncramlm / hf-bert tokens/s: {results[0]['tokens_per_second'] / results[1]['tokens_per_second']:.2f}x")

@@ -129,8 +129,11 @@ def make_optimizer(model: torch.nn.Module, config) -> torch.optim.AdamW:
     parameters = {id(p): p for p in model.parameters()}.values()  # a tied matrix once
     groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                             fused=torch.cuda.is_available() and next(model.parameters()).is_cuda)
+    # fused: one kernel for the whole update (CUDA since torch 2.0, CPU since 2.4) instead of a handful of
+    # element-wise passes over every parameter; on the CPU recipe's 2.8 M parameters that is most of the step's
+    # non-model time. MPS keeps the default.
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused)
 
 
 # ----------------------------------------------------------------------------------------------------
