@@ -13,9 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glue_eval  # noqa: E402
-from glue_eval import (TASKS, FinetuneConfig, GlueDataError, accuracy, average_ranks, build_classifier,  # noqa: E402
-                       evaluate, f1_score, finetune_task, glue_average, learning_rate, load_examples,
-                       matthews_corrcoef, pearson, read_tsv, spearman, subsample)
+from glue_eval import (FinetuneConfig, accuracy, average_ranks, build_classifier, evaluate, f1_score,  # noqa: E402
+                       finetune_task, glue_average, learning_rate, matthews_corrcoef, pearson, spearman)
+from data.glue import TASKS, GlueDataError, load_examples, read_tsv, subsample, task_files  # noqa: E402
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
 from checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
@@ -301,6 +301,6 @@ def test_real_glue_row_counts():
     # QNLI and MNLI have no training set here, so they are skipped rather than crashing
     for name in ("qnli", "mnli", "qqp"):
         with pytest.raises(FileNotFoundError):
-            glue_eval.task_files(TASKS[name], REAL_GLUE)
+            task_files(TASKS[name], REAL_GLUE)
     scores = load_examples(TASKS["stsb"], REAL_GLUE / "STS-B" / "dev.tsv")[2]
     assert min(scores) == 0.0 and max(scores) == 5.0
