@@ -13,8 +13,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glue_eval  # noqa: E402
-from glue_eval import (FinetuneConfig, accuracy, average_ranks, build_classifier, evaluate, f1_score,  # noqa: E402
-                       finetune_task, glue_average, learning_rate, matthews_corrcoef, pearson, spearman)
+from glue_eval import (accuracy, average_ranks, compare_arms, compute_metrics, difference, f1_score,  # noqa: E402
+                       matthews_corrcoef, pearson, spearman)
+from finetune import FinetuneConfig, build_classifier, finetune_task, learning_rate, predict  # noqa: E402
 from data.glue import TASKS, GlueDataError, load_examples, read_tsv, subsample, task_files  # noqa: E402
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
@@ -72,8 +73,8 @@ def test_spearman_averages_tied_ranks():
 
 
 def test_glue_average_means_metrics_within_a_task_first():
-    results = {"cola": {"mcc": 40.0}, "mrpc": {"f1": 90.0, "accuracy": 80.0}}
-    assert glue_average(results) == pytest.approx((40 + 85) / 2)
+    tasks = {"cola": {"arm": {"per_seed": {"mcc": [40.0]}}}, "mrpc": {"arm": {"per_seed": {"f1": [90.0], "accuracy": [80.0]}}}}
+    assert compare_arms(tasks, ["arm"])["average"]["arm"]["mean"] == pytest.approx((40 + 85) / 2)
 
 
 def test_learning_rate_schedule():
@@ -180,7 +181,7 @@ def test_finetune_learns_a_classification_task(tokenizer):
                           tokenizer=tokenizer, progress=False)
     assert not model.training
     majority = max(np.mean(dev[2]), 1 - np.mean(dev[2]))
-    metrics = evaluate(model, TASKS["sst2"], dev, FAST, tokenizer=tokenizer)
+    metrics = compute_metrics(TASKS["sst2"], predict(model, dev[0], dev[1], FAST, tokenizer=tokenizer), dev[2])
     assert metrics["accuracy"] >= 0.9 > majority + 0.2
 
 
@@ -190,7 +191,7 @@ def test_finetune_learns_a_regression_task(tokenizer):
     mlm_model = CramBERT(preset_config("tiny"))
     model = finetune_task(mlm_model, TASKS["stsb"], train, FAST, seed=0, pretrained=False,
                           tokenizer=tokenizer, progress=False)
-    metrics = evaluate(model, TASKS["stsb"], dev, FAST, tokenizer=tokenizer)
+    metrics = compute_metrics(TASKS["stsb"], predict(model, dev[0], dev[1], FAST, tokenizer=tokenizer), dev[2])
     assert metrics["pearson"] > 0.7 and metrics["spearman"] > 0.7
 
 
@@ -228,16 +229,23 @@ def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny")), Tokenizer.gpt2()))
     out = tmp_path / "results.json"
-    results, average = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
-                                       "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
-                                       "--out", str(out), "--skip-missing"])
+    payload = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
+                              "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
+                              "--out", str(out), "--skip-missing"])
     saved = json.loads(out.read_text())
-    assert set(results) == {"sst2", "cola"} and saved["average"] == pytest.approx(average)
-    assert saved["sst2"]["accuracy"] == pytest.approx(np.median(saved["per_seed"]["sst2"]["accuracy"]))
-    assert len(saved["per_seed"]["cola"]["mcc"]) == 3
-    assert average == pytest.approx((saved["sst2"]["accuracy"] + saved["cola"]["mcc"]) / 2)
+    block = saved["results"]["all"]
+    sst2, cola = block["tasks"]["sst2"]["pretrained"], block["tasks"]["cola"]["pretrained"]
+    assert set(block["tasks"]) == {"sst2", "cola"} and saved == json.loads(json.dumps(payload))
+    assert sst2["median"]["accuracy"] == pytest.approx(np.median(sst2["per_seed"]["accuracy"]))
+    assert sst2["mean"]["accuracy"] == pytest.approx(np.mean(sst2["per_seed"]["accuracy"]))
+    assert sst2["sd"]["accuracy"] == pytest.approx(np.std(sst2["per_seed"]["accuracy"], ddof=1))
+    assert len(cola["per_seed"]["mcc"]) == 3 and sst2["chosen_lr"] == 4e-5
+    average = block["average"]["pretrained"]
+    assert average["mean"] == pytest.approx((sst2["mean"]["accuracy"] + cola["mean"]["mcc"]) / 2)
     assert "train.tsv:3: unknown label '3'" in saved["skipped"]["mrpc"]
     assert "no folder" in saved["skipped"]["rte"]
+    assert saved["protocol"]["dropout"] == 0.1 and saved["arms"]["pretrained"]["pretraining_dropout"] == 0.0
+    assert saved["protocol"]["precision_used"] == "fp32" and saved["protocol"]["lr_grid"] == [4e-5]
     table = capsys.readouterr().out
     assert "GLUE average" in table and "rte    skipped" in table
     assert "(partial: 2 of 4 tasks; missing mrpc, rte)" in table and saved["partial"] is True
