@@ -3,6 +3,7 @@ Fine-tune a pretrained cramlm checkpoint on each GLUE task and report the dev-se
 
     python glue_eval.py --ckpt out/ckpt.pt --glue-dir ../shared/data/glue --tasks all --seeds 5 --out glue.json
     python glue_eval.py --random-init mini --glue-dir ../shared/data/glue   # the no-pretraining baseline
+    python glue_eval.py --ckpt CKPT --random-init CKPT --lr-grid 1e-4,3e-4,1e-3 --seeds 5   # both, compared
     python glue_eval.py --download data/glue                                # fetch the nine tasks first
 
 The protocol is the one cramming uses for its crammed BERT (Geiping & Goldstein 2022, section
@@ -10,6 +11,9 @@ The protocol is the one cramming uses for its crammed BERT (Geiping & Goldstein 
 5 epochs, warmup then decay, dropout 0.1), a fresh classifier on the [CLS] token per task, scores on the
 dev sets (GLUE's test labels are private), and the median over several fine-tuning seeds, because the
 small tasks (RTE, MRPC, CoLA) vary a lot from seed to seed.
+With --ckpt and --random-init together both arms run under one protocol, each choosing its own learning
+rate from --lr-grid on its mean dev score, and the table adds pretrained - random-init with its standard error;
+--method probe / lp-ft, --report-drift and --train-sizes look at why and where pretraining helps (README.md).
 Scores are reported x100 and the GLUE average is the mean of task scores, a task with two metrics
 (MRPC, QQP, STS-B, MNLI m/mm) scoring the mean of the two, as the GLUE paper (Wang et al. 2018) does.
 """
@@ -374,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Fine-tune a cramlm checkpoint on GLUE and report dev scores.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The defaults are cramming's GPU protocol for a BERT-base-sized model. For the small CPU model, compare\n"
-               "both arms under one protocol in which each picks its own learning rate (README.md, 'glue_eval.py'):\n"
+        epilog="The defaults are cramming's GPU protocol for a BERT-base-sized model. For the small CPU model,\n"
+               "compare both arms under one protocol in which each picks its own learning rate (README.md):\n"
                "  --ckpt CKPT --random-init CKPT --lr-grid 1e-4,3e-4,1e-3 --seeds 5 --batch-size 32 --epochs 3\n"
                "  --epochs-small 10 --pooling mean --tasks cola,sst2,mrpc,stsb,rte --max-train-examples 20000")
     # --- what to evaluate ---
@@ -417,7 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-drift", action="store_true", help="record, while fine-tuning, how far the token "
                         "embedding, each norm, each block and the head have moved and the pooled vector's norm, at "
                         "steps 0, 10, 50, 200 and the last (into the JSON)")
-    # --- fine-tuning hyper-parameters (one set for every task, as in cramming) ---
+    add_hyperparameter_flags(parser, defaults)
+    return parser
+
+
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, defaults: FinetuneConfig):
+    """Fine-tuning hyper-parameters: one set for every task, as in cramming; deviations for quick CPU runs."""
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate")
     parser.add_argument("--beta1", type=float, default=defaults.beta1, help="AdamW beta1")
     parser.add_argument("--beta2", type=float, default=defaults.beta2, help="AdamW beta2")
@@ -441,13 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(deviation from GLUE; default: the whole train set)")
     parser.add_argument("--max-eval-examples", type=int, help="score a fixed random subset of the dev set "
                         "(deviation from GLUE; default: the whole dev set)")
-    return parser
 
 
 def protocol_from_args(args) -> tuple[FinetuneConfig, list, list]:
     """(config, learning-rate grid, training-set sizes) from the flags; ValueError on a bad combination."""
     if args.train_sizes and args.max_train_examples:
         raise ValueError("--train-sizes and --max-train-examples both set the training-set size: pass one")
+    if args.seeds < 1 or (args.epochs_small is not None and args.epochs_small < 1):
+        raise ValueError("--seeds and --epochs-small must be at least 1")
     if not 0 < args.layer_decay <= 1:
         raise ValueError(f"--layer-decay {args.layer_decay}: must be in (0, 1]")
     config = FinetuneConfig(
@@ -463,6 +473,21 @@ def protocol_from_args(args) -> tuple[FinetuneConfig, list, list]:
     return config, [None] if args.method == "probe" else lr_grid, sizes
 
 
+def results_record(results: dict, skipped: dict, config: FinetuneConfig, lr_grid: list, sizes: list, arms: list,
+                   args, device: str) -> dict:
+    """The results file: every score, and every choice the protocol made or was given."""
+    protocol = {**asdict(config), "precision_used": training_precision(torch.device(device), config.precision),
+                "lr_grid": lr_grid, "lr_choice": "per arm and task: the best mean dev score over seeds",
+                "seeds": args.seeds, "train_sizes": [size_label(size) for size in sizes],
+                "subsample_seed": args.subsample_seed, "small_task_rows": SMALL_TASK_ROWS,
+                "probe_l2_grid": PROBE_L2_GRID, "probe_held_out": PROBE_HELD_OUT, "device": device,
+                "report_drift": args.report_drift}
+    return {"results": results, "partial": bool(skipped), "skipped": skipped, "protocol": protocol,
+            "arms": {arm.name: {"source": arm.source, "pretrained": arm.pretrained, "tokenizer": arm.tokenizer.name,
+                                "pretraining_dropout": arm.mlm_model.config.dropout,
+                                "model_config": asdict(arm.mlm_model.config)} for arm in arms}}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.download:
@@ -475,6 +500,8 @@ def main(argv=None):
         arms = load_arms(args)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    for path in filter(None, (args.out, args.plot)):  # made now, not after an hour of fine-tuning
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     for arm in arms:
         if args.max_len > arm.mlm_model.config.max_seq_len:
             sys.exit(f"error: --max-len {args.max_len} exceeds the {arm.name} model's max_seq_len "
@@ -497,20 +524,13 @@ def main(argv=None):
         print(f"\ntraining examples: {size}\n" + format_table(block, arm_names, skipped))
     if len(results) > 1:
         print("\nlabel efficiency (GLUE average of the tasks run):\n" + format_sizes_table(results, arm_names))
-    payload = {"results": results, "partial": bool(skipped), "skipped": skipped,
-               "protocol": {**asdict(config), "precision_used": training_precision(torch.device(device), config.precision),
-                            "lr_grid": lr_grid, "lr_choice": "per arm and task: the best mean dev score over seeds",
-                            "seeds": args.seeds, "train_sizes": [size_label(size) for size in sizes],
-                            "subsample_seed": args.subsample_seed, "small_task_rows": SMALL_TASK_ROWS,
-                            "probe_l2_grid": PROBE_L2_GRID, "probe_held_out": PROBE_HELD_OUT, "device": device},
-               "arms": {arm.name: {"source": arm.source, "pretrained": arm.pretrained, "tokenizer": arm.tokenizer.name,
-                                   "pretraining_dropout": arm.mlm_model.config.dropout,
-                                   "model_config": asdict(arm.mlm_model.config)} for arm in arms}}
+    payload = results_record(results, skipped, config, lr_grid, sizes, arms, args, device)
     if args.out:
         write_json(args.out, payload, indent=2)
     if args.plot:
         written = plot_label_efficiency(label_efficiency(results, arm_names), args.plot)
-        print(f"plot written to {args.plot}" if written else "matplotlib is not installed: no plot (pip install matplotlib)")
+        print(f"plot written to {args.plot}" if written else "matplotlib is not installed: no plot "
+              "(pip install matplotlib)")
     return payload
 
 

@@ -76,7 +76,8 @@ def test_spearman_averages_tied_ranks():
 
 
 def test_glue_average_means_metrics_within_a_task_first():
-    tasks = {"cola": {"arm": {"per_seed": {"mcc": [40.0]}}}, "mrpc": {"arm": {"per_seed": {"f1": [90.0], "accuracy": [80.0]}}}}
+    tasks = {"cola": {"arm": {"per_seed": {"mcc": [40.0]}}},
+             "mrpc": {"arm": {"per_seed": {"f1": [90.0], "accuracy": [80.0]}}}}
     assert compare_arms(tasks, ["arm"])["average"]["arm"]["mean"] == pytest.approx((40 + 85) / 2)
 
 
@@ -467,6 +468,7 @@ def test_two_arms_and_flags_end_to_end(tmp_path, capsys):
     for bad, message in ((["--train-sizes", "10,x"], "'x' is not a positive number"),
                          (["--train-sizes", "10", "--max-train-examples", "5"], "pass one"),
                          (["--lr-grid", "1e-3,-1"], "'-1' is not a positive number"),
-                         (["--layer-decay", "1.5"], "must be in"), ([], "nothing to evaluate")):
+                         (["--layer-decay", "1.5"], "must be in"), (["--seeds", "0"], "at least 1"),
+                         ([], "nothing to evaluate")):
         with pytest.raises(SystemExit, match=message):
             glue_eval.main(bad + (["--random-init", "tiny"] if bad else []))
