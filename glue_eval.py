@@ -3,6 +3,7 @@ Fine-tune a pretrained cramlm checkpoint on each GLUE task and report the dev-se
 
     python glue_eval.py --ckpt out/ckpt.pt --glue-dir ../shared/data/glue --tasks all --seeds 5 --out glue.json
     python glue_eval.py --random-init mini --glue-dir ../shared/data/glue   # the no-pretraining baseline
+    python glue_eval.py --ckpt CKPT --random-init CKPT --lr-grid 1e-4,3e-4,1e-3 --seeds 5   # both, compared
     python glue_eval.py --download data/glue                                # fetch the nine tasks first
 
 The protocol is the one cramming uses for its crammed BERT (Geiping & Goldstein 2022, section
@@ -10,6 +11,9 @@ The protocol is the one cramming uses for its crammed BERT (Geiping & Goldstein 
 5 epochs, warmup then decay, dropout 0.1), a fresh classifier on the [CLS] token per task, scores on the
 dev sets (GLUE's test labels are private), and the median over several fine-tuning seeds, because the
 small tasks (RTE, MRPC, CoLA) vary a lot from seed to seed.
+With --ckpt and --random-init together both arms run under one protocol, each choosing its own learning
+rate from --lr-grid on its mean dev score, and the table adds pretrained - random-init with its standard error;
+--method probe / lp-ft, --report-drift and --train-sizes look at why and where pretraining helps (README.md).
 Scores are reported x100 and the GLUE average is the mean of task scores, a task with two metrics
 (MRPC, QQP, STS-B, MNLI m/mm) scoring the mean of the two, as the GLUE paper (Wang et al. 2018) does.
 """
@@ -17,21 +21,22 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from data.fetch import DownloadError, fetch
 from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
-from common import autocast, gradient_scaler, training_precision, write_json
+from common import PRECISIONS, training_precision, write_json
+from data.glue import TASKS, GlueDataError, GlueTask, download_glue, load_examples, subsample, task_files
 from data.tokenizer import Tokenizer
-from model import CramBERT, CramBERTForSequenceClassification, preset_config
+from finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
+                      probe_task)
+from model import CramBERT, preset_config
+from plot import plot_label_efficiency
+from transfer import PROBE_HELD_OUT, PROBE_L2_GRID, DriftMonitor
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 
@@ -89,399 +94,200 @@ def spearman(x, y) -> float:
     return pearson(average_ranks(x), average_ranks(y))
 
 
-# ----------------------------------------------------------------------------------------------------
-# The nine tasks and their files
-
-@dataclass(frozen=True)
-class GlueTask:
-    name: str  # short name used on the command line and in the results
-    folder: str  # GLUE's folder name under --glue-dir
-    text_a: str  # column holding the first sentence
-    text_b: str | None  # column holding the second sentence of a pair task; None for single sentences
-    label_column: str  # column holding the gold label
-    labels: tuple | None  # label strings as written in the file, in class-id order; None = regression
-    metrics: tuple  # metric names, computed by compute_metrics
-    dev_files: tuple = (("", "dev.tsv"),)  # (metric suffix, file); MNLI scores two dev sets
-    columns: tuple | None = None  # column names for a file without a header row (CoLA)
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-
-TASKS = {task.name: task for task in [
-    GlueTask("cola", "CoLA", "sentence", None, "label", ("0", "1"), ("mcc",),
-             columns=("source", "label", "original_label", "sentence")),
-    GlueTask("sst2", "SST-2", "sentence", None, "label", ("0", "1"), ("accuracy",)),
-    GlueTask("mrpc", "MRPC", "#1 String", "#2 String", "Quality", ("0", "1"), ("f1", "accuracy")),
-    GlueTask("stsb", "STS-B", "sentence1", "sentence2", "score", None, ("pearson", "spearman")),
-    GlueTask("qqp", "QQP", "question1", "question2", "is_duplicate", ("0", "1"), ("f1", "accuracy")),
-    GlueTask("mnli", "MNLI", "sentence1", "sentence2", "gold_label", ("entailment", "neutral", "contradiction"),
-             ("accuracy",), dev_files=(("_m", "dev_matched.tsv"), ("_mm", "dev_mismatched.tsv"))),
-    GlueTask("qnli", "QNLI", "question", "sentence", "label", ("entailment", "not_entailment"), ("accuracy",)),
-    GlueTask("rte", "RTE", "sentence1", "sentence2", "label", ("entailment", "not_entailment"), ("accuracy",)),
-    GlueTask("wnli", "WNLI", "sentence1", "sentence2", "label", ("0", "1"), ("accuracy",)),
-]}
-
-
 def compute_metrics(task: GlueTask, predictions, labels, suffix: str = "") -> dict:
     functions = {"accuracy": accuracy, "f1": f1_score, "mcc": matthews_corrcoef,
                  "pearson": pearson, "spearman": spearman}
     return {name + suffix: functions[name](predictions, labels) for name in task.metrics}
 
 
-class GlueDataError(ValueError):
-    """A GLUE file that cannot be read; the message names the file (and line)."""
-
-
-def read_tsv(path, columns: tuple | None = None) -> list[tuple[int, dict]]:
-    """(line number, row as a dict keyed by column name) for each row of a tab-separated file. The names
-    come from the header row, or from `columns` for a file without one. GLUE's sentences contain stray
-    quote characters, so we split on tabs only (csv's default quoting would swallow lines);
-    utf-8-sig drops MRPC's byte-order mark."""
-    with open(path, encoding="utf-8-sig") as file:
-        lines = [line.rstrip("\r\n") for line in file]
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line]  # skip blank lines
-    if columns is None:
-        if not numbered:
-            raise GlueDataError(f"{path} is empty (expected a header row)")
-        columns, numbered = tuple(numbered[0][1].split("\t")), numbered[1:]
-    rows = []
-    for number, line in numbered:
-        fields = line.split("\t")
-        if len(fields) != len(columns):
-            raise GlueDataError(f"{path}:{number}: {len(fields)} tab-separated fields, expected {len(columns)}")
-        rows.append((number, dict(zip(columns, fields))))
-    return rows
-
-
-def load_examples(task: GlueTask, path) -> tuple[list, list, list]:
-    """(texts_a, texts_b, labels) of one labelled split: labels are class ids, or float scores for STS-B;
-    texts_b is a list of None for single-sentence tasks. Errors name the file and line."""
-    rows = read_tsv(path, task.columns)
-    if not rows:
-        raise GlueDataError(f"{path} has no examples")
-    needed = [task.text_a, task.label_column] + ([task.text_b] if task.text_b else [])
-    missing = [name for name in needed if name not in rows[0][1]]
-    if missing:
-        raise GlueDataError(f"{path}: no column {missing} (columns are {list(rows[0][1])})")
-    texts_a, texts_b, labels = [], [], []
-    for number, row in rows:
-        raw = row[task.label_column].strip()
-        if task.labels is None:
-            try:
-                labels.append(float(raw))
-            except ValueError:
-                raise GlueDataError(f"{path}:{number}: score {raw!r} is not a number") from None
-        elif raw in task.labels:
-            labels.append(task.labels.index(raw))
-        else:
-            raise GlueDataError(f"{path}:{number}: unknown label {raw!r}; expected one of {task.labels}")
-        texts_a.append(row[task.text_a])
-        texts_b.append(row[task.text_b] if task.text_b else None)
-    return texts_a, texts_b, labels
-
-
-def subsample(examples: tuple, max_examples: int | None, seed: int = 0) -> tuple:
-    """A fixed random subset (the same for every fine-tuning seed), so a capped run is still representative
-    (CoLA's dev file, for one, is sorted by source)."""
-    n = len(examples[0])
-    if max_examples is None or n <= max_examples:
-        return examples
-    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_examples])
-    return tuple([column[i] for i in keep] for column in examples)
-
-
 # ----------------------------------------------------------------------------------------------------
-# Fine-tuning
+# The protocol: arms, learning rates, seeds, training-set sizes; mean, sd and the difference's standard error
 
 @dataclass
-class FinetuneConfig:
-    learning_rate: float = 4e-5  # peak AdamW learning rate (cramming's single GLUE setting)
-    beta1: float = 0.9  # AdamW first-moment decay
-    beta2: float = 0.98  # AdamW second-moment decay (cramming uses 0.98 in pretraining and fine-tuning)
-    eps: float = 1e-6  # AdamW epsilon
-    weight_decay: float = 0.0  # no weight decay in fine-tuning
-    batch_size: int = 16  # examples per optimizer step
-    epochs: int = 5  # passes over the training set
-    warmup_fraction: float = 0.1  # first 10% of steps ramp the lr up linearly from 0
-    schedule: str = "linear"  # decay after warmup: "linear" or "cosine", both to 0
-    max_len: int = 128  # tokens per example including [CLS]/[SEP]; the longer sentence is truncated first
-    dropout: float = 0.1  # dropout during fine-tuning (pretraining runs without)
-    pooling: str = "cls"  # sentence vector: the [CLS] position (BERT) or the mean of all tokens (model.py says why)
-    eval_batch_size: int = 64  # examples per forward pass when scoring the dev set
-    max_train_examples: int | None = None  # deviation from GLUE: subsample train for quick CPU runs
-    max_eval_examples: int | None = None  # deviation from GLUE: subsample dev for quick CPU runs
+class Arm:
+    name: str  # "pretrained" or "random-init": the column it gets in the tables
+    mlm_model: CramBERT  # its weights start the classifier when pretrained; only its config is used otherwise
+    tokenizer: Tokenizer  # the vocabulary of the encoder
+    pretrained: bool  # start from mlm_model's weights (True) or from a fresh init of its shape (False)
+    source: str  # the checkpoint path or preset, for the results file
 
 
-def learning_rate(step: int, total_steps: int, config: FinetuneConfig) -> float:
-    """Linear warmup over the first warmup_fraction of steps, then linear or cosine decay to 0."""
-    warmup_steps = max(1, math.ceil(config.warmup_fraction * total_steps))
-    if step < warmup_steps:
-        return config.learning_rate * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    if config.schedule == "cosine":
-        return config.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
-    return config.learning_rate * (1 - progress)
+def score_seed(arm: Arm, task: GlueTask, train: tuple, dev_sets: list, config: FinetuneConfig, seed: int,
+               device="cpu", report_drift: bool = False) -> tuple[dict, dict]:
+    """One run of config.method: ({metric: fraction} on every dev set, {what the run chose or measured})."""
+    notes = {}
+    if config.method == "probe":
+        answer, notes["probe_l2"] = probe_task(arm.mlm_model, task, train, config, seed, device, arm.pretrained,
+                                               arm.tokenizer)
+    else:
+        monitor = None
+        if report_drift:  # a fixed batch of the first training sentences, and the token ids the training set uses
+            sequences = encode(arm.tokenizer, train[0], train[1], config.max_len)
+            seen = torch.tensor(sorted({token for ids in sequences for token in ids}))
+            monitor = DriftMonitor(collate(sequences[:config.eval_batch_size], device, arm.tokenizer.pad_id), seen)
+        model = finetune_task(arm.mlm_model, task, train, config, seed, device, arm.pretrained, arm.tokenizer,
+                              monitor=monitor)
+        if monitor:
+            notes["drift"] = monitor.records
+
+        def answer(texts_a, texts_b):
+            return predict(model, texts_a, texts_b, config, device, arm.tokenizer)
+    metrics = {}
+    for suffix, (texts_a, texts_b, labels) in dev_sets:
+        metrics.update(compute_metrics(task, answer(texts_a, texts_b), labels, suffix))
+    return metrics, notes
 
 
-def encode(tokenizer: Tokenizer, texts_a: list, texts_b: list, max_len: int) -> list[list[int]]:
-    return [tokenizer.encode_pair(a, b, max_len=max_len) for a, b in zip(texts_a, texts_b)]
+def task_scores(per_seed: dict) -> np.ndarray:
+    """Each seed's task score: the mean of the task's metrics (GLUE's rule for MRPC, STS-B, ...)."""
+    return np.mean([values for values in per_seed.values()], axis=0)
 
 
-def collate(sequences: list[list[int]], device, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad to the longest sequence of this batch (not to max_len): short tasks like SST-2 then cost a
-    fraction of the compute. The attention mask keeps the [PAD] positions out of attention."""
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-    return input_ids.to(device), (input_ids != pad_id).long().to(device)  # (B, T), (B, T)
+def mean_sd(values) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); sd None from one value."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
 
 
-def build_classifier(mlm_model: CramBERT, num_labels: int, dropout: float, pretrained: bool = True,
-                     pooling: str = "cls"):
-    """A classifier on the checkpoint's encoder; pretrained=False keeps the fresh init_weights encoder of the
-    same architecture instead: the no-pretraining baseline, which cramming puts at about 45 GLUE."""
-    if pretrained:
-        return CramBERTForSequenceClassification.from_pretrained(mlm_model, num_labels, dropout, pooling)
-    return CramBERTForSequenceClassification(replace(mlm_model.config, dropout=dropout), num_labels, pooling)
+def difference(first, second) -> dict:
+    """mean(first) - mean(second) and its standard error sqrt(sd₁²/n₁ + sd₂²/n₂) (independent seeds on each
+    side); se None unless both sides have two values or more."""
+    (mean_1, sd_1), (mean_2, sd_2) = mean_sd(first), mean_sd(second)
+    se = None if sd_1 is None or sd_2 is None else math.sqrt(sd_1 ** 2 / len(first) + sd_2 ** 2 / len(second))
+    return {"difference": mean_1 - mean_2, "se": se}
 
 
-def finetune_task(mlm_model: CramBERT, task: GlueTask, train_examples: tuple, config: FinetuneConfig,
-                  seed: int = 0, device="cpu", pretrained: bool = True, tokenizer: Tokenizer | None = None,
-                  progress: bool = True) -> CramBERTForSequenceClassification:
-    """Fine-tune a fresh classifier on (texts_a, texts_b, labels); the seed fixes the head's init, dropout
-    and the shuffling. Returns the model in eval mode."""
-    tokenizer = tokenizer or Tokenizer.gpt2()
-    texts_a, texts_b, labels = train_examples
-    sequences = encode(tokenizer, texts_a, texts_b, config.max_len)
-    label_dtype = torch.float32 if task.labels is None else torch.long
-    targets = torch.tensor(labels, dtype=label_dtype)
-    torch.manual_seed(seed)  # the classifier head (and a random-init encoder) draw from the global RNG
-    model = build_classifier(mlm_model, task.num_labels, config.dropout, pretrained, config.pooling).to(device)
-    # fused=True: one kernel for the whole update, ~1.7x faster steps on CPU for small models
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(config.beta1, config.beta2),
-                                  eps=config.eps, weight_decay=config.weight_decay, fused=True)
-    steps_per_epoch = math.ceil(len(sequences) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
-    shuffle = torch.Generator().manual_seed(seed)
-    scaler = gradient_scaler(torch.device(device), training_precision(torch.device(device)))  # fp16 GPUs: loss scaling
-    model.train()
-    bar = tqdm(total=total_steps, desc=f"{task.name} seed {seed}", disable=not progress, leave=False)
-    step = 0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(sequences), generator=shuffle).tolist()
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start:start + config.batch_size]
-            input_ids, attention_mask = collate([sequences[i] for i in batch], device, tokenizer.pad_id)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total_steps, config)
-            with autocast(torch.device(device)):
-                _, loss = model(input_ids, attention_mask, labels=targets[batch].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            bar.update()
-            if step % 10 == 0:  # .item() waits for the GPU, so only now and then
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    return model.eval()
+def run_task(arm: Arm, task: GlueTask, train: tuple, dev_sets: list, config: FinetuneConfig, lr_grid: list,
+             seeds: int = 1, device="cpu", report_drift: bool = False) -> dict:
+    """Every learning rate of the grid with every seed; the rate with the best mean dev score is this arm's
+    choice, and its seeds are reported: selection on dev, the same rule for every arm. Scores are x100."""
+    config = replace(config, epochs=epochs_for(config, len(train[2])))
+    per_lr, notes = {}, {}
+    for lr in lr_grid:  # None: the probe, which has no learning rate
+        run_config = config if lr is None else replace(config, learning_rate=lr)
+        for seed in range(seeds):
+            metrics, seed_notes = score_seed(arm, task, train, dev_sets, run_config, seed, device, report_drift)
+            for name, value in metrics.items():
+                per_lr.setdefault(str(lr), {}).setdefault(name, []).append(100 * value)
+            if seed_notes:
+                notes.setdefault(str(lr), []).append(seed_notes)
+    chosen = max(per_lr, key=lambda lr: task_scores(per_lr[lr]).mean())  # the first of equals
+    per_seed = per_lr[chosen]
+    return {"chosen_lr": None if chosen == "None" else float(chosen), "epochs": config.epochs,
+            "train_examples": len(train[2]), "mean": {name: mean_sd(values)[0] for name, values in per_seed.items()},
+            "sd": {name: mean_sd(values)[1] for name, values in per_seed.items()},
+            "median": {name: float(np.median(values)) for name, values in per_seed.items()},
+            "score": mean_sd(task_scores(per_seed)), "per_seed": per_seed, "per_lr": per_lr, "notes": notes}
 
 
-@torch.no_grad()
-def predict(model: CramBERTForSequenceClassification, texts_a: list, texts_b: list, config: FinetuneConfig,
-            device="cpu", tokenizer: Tokenizer | None = None) -> np.ndarray:
-    """Class ids (argmax) for classification, scores for regression."""
-    tokenizer = tokenizer or Tokenizer.gpt2()
-    sequences = encode(tokenizer, texts_a, texts_b, config.max_len)
-    model.eval()
-    outputs = []
-    for start in range(0, len(sequences), config.eval_batch_size):
-        input_ids, attention_mask = collate(sequences[start:start + config.eval_batch_size], device, tokenizer.pad_id)
-        with autocast(torch.device(device)):
-            logits, _ = model(input_ids, attention_mask)  # (B, num_labels)
-        logits = logits.float().cpu()
-        outputs.append(logits[:, 0] if model.num_labels == 1 else logits.argmax(dim=-1))
-    return torch.cat(outputs).numpy()
+def compare_arms(tasks: dict, arm_names: list) -> dict:
+    """The GLUE average of each arm (its mean and sd over seeds: seed i's average is the mean over tasks of
+    seed i's task scores), and, for two arms, first minus second per task and on the average."""
+    per_seed_average = {arm: np.mean([task_scores(records[arm]["per_seed"]) for records in tasks.values()], axis=0)
+                        for arm in arm_names}
+    block = {"average": {arm: dict(zip(("mean", "sd"), mean_sd(values)), per_seed=values.tolist())
+                         for arm, values in per_seed_average.items()}}
+    if len(arm_names) == 2:
+        first, second = arm_names
+        block["difference"] = {name: difference(task_scores(records[first]["per_seed"]),
+                                                task_scores(records[second]["per_seed"]))
+                               for name, records in tasks.items()}
+        block["difference"]["average"] = difference(per_seed_average[first], per_seed_average[second])
+    return block
 
 
-def evaluate(model: CramBERTForSequenceClassification, task: GlueTask, examples: tuple, config: FinetuneConfig,
-             device="cpu", tokenizer: Tokenizer | None = None, suffix: str = "") -> dict:
-    """The task's GLUE metrics (as fractions, not x100) on labelled examples (texts_a, texts_b, labels)."""
-    texts_a, texts_b, labels = examples
-    return compute_metrics(task, predict(model, texts_a, texts_b, config, device, tokenizer), labels, suffix)
+def run_protocol(arms: list, task_data: dict, config: FinetuneConfig, lr_grid: list, seeds: int, sizes: list,
+                 subsample_seed: int = 0, device="cpu", report_drift: bool = False) -> dict:
+    """Every training-set size x task x arm. A size is a fixed subsample drawn with subsample_seed, the same rows
+    for every arm, and the smaller sizes nested in the larger ones (subsample keeps a prefix of one permutation)."""
+    results = {}
+    for size in sizes:
+        tasks = {}
+        for name, (train, dev_sets) in task_data.items():
+            subset = subsample(train, size, subsample_seed)
+            tasks[name] = {arm.name: run_task(arm, TASKS[name], subset, dev_sets, config, lr_grid, seeds, device,
+                                              report_drift) for arm in arms}
+        results[size_label(size)] = {"tasks": tasks, **compare_arms(tasks, [arm.name for arm in arms])}
+    return results
+
+
+def size_label(size: int | None) -> str:
+    return "all" if size is None else str(size)
+
 
 
 # ----------------------------------------------------------------------------------------------------
-# The benchmark: every task, several seeds, median, average
+# Tables and the label-efficiency plot
 
-def task_files(task: GlueTask, glue_dir) -> tuple[Path, list]:
-    """train.tsv and the dev files that exist; raises FileNotFoundError naming what is missing."""
-    folder = Path(glue_dir) / task.folder
-    train_path = folder / "train.tsv"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no folder {folder}")
-    if not train_path.is_file():
-        raise FileNotFoundError(f"no {train_path}: cannot fine-tune")
-    dev = [(suffix, folder / name) for suffix, name in task.dev_files if (folder / name).is_file()]
-    if not dev:
-        raise FileNotFoundError(f"no dev file ({', '.join(name for _, name in task.dev_files)}) in {folder}")
-    return train_path, dev
+def format_cell(mean: float, spread: float | None, signed: bool = False) -> str:
+    """'mean ± spread'; 'n/a' for the spread of one seed."""
+    return (f"{mean:+.2f}" if signed else f"{mean:.2f}") + (" ± n/a" if spread is None else f" ± {spread:.2f}")
 
 
-def run_task(mlm_model: CramBERT, task: GlueTask, glue_dir, config: FinetuneConfig, seeds: int = 1,
-             device="cpu", pretrained: bool = True, tokenizer: Tokenizer | None = None) -> tuple[dict, dict]:
-    """Fine-tune `seeds` times; returns (median of each metric x100, every seed's values x100)."""
-    train_path, dev_paths = task_files(task, glue_dir)
-    train = subsample(load_examples(task, train_path), config.max_train_examples)
-    dev = [(suffix, subsample(load_examples(task, path), config.max_eval_examples)) for suffix, path in dev_paths]
-    per_seed = {}
-    for seed in range(seeds):
-        model = finetune_task(mlm_model, task, train, config, seed, device, pretrained, tokenizer)
-        for suffix, examples in dev:
-            for name, value in evaluate(model, task, examples, config, device, tokenizer, suffix).items():
-                per_seed.setdefault(name, []).append(100 * value)
-    return {name: float(np.median(values)) for name, values in per_seed.items()}, per_seed
-
-
-def glue_average(results: dict) -> float:
-    """Mean over tasks of each task's score, a task's score being the mean of its metrics (GLUE's rule)."""
-    return float(np.mean([np.mean(list(metrics.values())) for metrics in results.values()]))
-
-
-def format_table(results: dict, skipped: dict, average: float | None) -> str:
-    lines = [f"{'task':<6} {'metric':<12} {'score':>7}"]
-    for name, metrics in results.items():
-        lines += [f"{name:<6} {metric:<12} {value:7.2f}" for metric, value in metrics.items()]
+def format_table(block: dict, arm_names: list, skipped: dict) -> str:
+    """One training-set size: each task's metrics as mean ± sd over seeds per arm, the task score's
+    difference ± its standard error (two arms), each arm's chosen lr and epochs, and the GLUE average."""
+    two, width = len(arm_names) == 2, 16
+    difference_column = f"{'difference ± SE':>{width + 2}}" if two else ""
+    lines = [f"{'task':<6} {'metric':<12} " + "".join(f"{arm:>{width}}" for arm in arm_names) + difference_column]
+    for name, records in block["tasks"].items():
+        metrics = list(records[arm_names[0]]["mean"])
+        rows = [(metric, [(records[arm]["mean"][metric], records[arm]["sd"][metric]) for arm in arm_names])
+                for metric in metrics]
+        if len(metrics) > 1:  # the task score (mean of its metrics): what the difference and the average use
+            rows.append(("score", [records[arm]["score"] for arm in arm_names]))
+        for index, (label, cells) in enumerate(rows):
+            line = f"{name:<6} {label:<12} " + "".join(f"{format_cell(*cell):>{width}}" for cell in cells)
+            if two and index == len(rows) - 1:
+                change = block["difference"][name]
+                line += f"{format_cell(change['difference'], change['se'], signed=True):>{width + 2}}"
+            lines.append(line)
+        choices = ["probe" if records[arm]["chosen_lr"] is None else
+                   f"{records[arm]['chosen_lr']:g}, {records[arm]['epochs']}" for arm in arm_names]
+        lines.append(f"{name:<6} {'lr, epochs':<12} " + "".join(f"{choice:>{width}}" for choice in choices))
     lines += [f"{name:<6} skipped: {reason}" for name, reason in skipped.items()]
-    if average is None:
-        lines.append("GLUE average: no task ran")
-    elif skipped:  # the mean of the tasks that ran is not the GLUE average: say so, and which are missing
-        lines.append(f"{'GLUE average':<19} {average:7.2f}  (partial: {len(results)} of {len(results) + len(skipped)} "
-                     f"tasks; missing {', '.join(skipped)})")
-    else:
-        lines.append(f"{'GLUE average':<19} {average:7.2f}")
+    average = "".join(f"{format_cell(block['average'][arm]['mean'], block['average'][arm]['sd']):>{width}}"
+                      for arm in arm_names)
+    line = f"{'GLUE average':<19} " + average
+    if two:
+        change = block["difference"]["average"]
+        line += f"{format_cell(change['difference'], change['se'], signed=True):>{width + 2}}"
+    if skipped:  # the mean of the tasks that ran is not the GLUE average: say so, and which are missing
+        ran = len(block["tasks"])
+        line += f"  (partial: {ran} of {ran + len(skipped)} tasks; missing {', '.join(skipped)})"
+    return "\n".join(lines + [line])
+
+
+def label_efficiency(results: dict, arm_names: list) -> dict:
+    """{arm: [(training examples, mean, standard error of the mean)]} per size, on the GLUE average of the tasks
+    run (one task: its score); x is the largest task's training rows at that size."""
+    curves = {arm: [] for arm in arm_names}
+    for block in results.values():
+        rows = max(records[arm_names[0]]["train_examples"] for records in block["tasks"].values())
+        for arm in arm_names:
+            average = block["average"][arm]
+            se = None if average["sd"] is None else average["sd"] / math.sqrt(len(average["per_seed"]))
+            curves[arm].append((rows, average["mean"], se))
+    return curves
+
+
+def format_sizes_table(results: dict, arm_names: list) -> str:
+    """Rows: training-set sizes; columns: each arm's score (GLUE average of the tasks run) as mean ± sd over
+    seeds, and the difference ± SE for two arms."""
+    lines = [f"{'labels':<8}" + "".join(f"{arm:>16}" for arm in arm_names)
+             + (f"{'difference ± SE':>18}" if len(arm_names) == 2 else "")]
+    for size, block in results.items():
+        line = f"{size:<8}" + "".join(f"{format_cell(block['average'][arm]['mean'], block['average'][arm]['sd']):>16}"
+                                      for arm in arm_names)
+        if len(arm_names) == 2:
+            change = block["difference"]["average"]
+            line += f"{format_cell(change['difference'], change['se'], signed=True):>18}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Downloading GLUE (glue_eval.py --download DIR)
-
-# Where GLUE's own download script (W4ngatang's download_glue_data.py, also used by fairseq and jiant)
-# fetches the tasks today: one zip per task, each holding a folder with train.tsv and the dev files.
-GLUE_BASE_URL = "https://dl.fbaipublicfiles.com/glue/data"
-GLUE_ZIPS = {"cola": "CoLA.zip", "sst2": "SST-2.zip", "qqp": "QQP-clean.zip", "stsb": "STS-B.zip", "mnli": "MNLI.zip",
-             "qnli": "QNLIv2.zip", "rte": "RTE.zip", "wnli": "WNLI.zip"}
-# MRPC is not redistributed by GLUE (Microsoft's licence): its script takes the MSR Paraphrase Corpus text
-# files from SentEval's mirror and splits the training file into train/dev with GLUE's list of dev pairs.
-SENTEVAL_BASE_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data"
-MRPC_FILES = ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt")
-MRPC_DEV_IDS = "mrpc_dev_ids.tsv"  # under GLUE_BASE_URL
-GLUE_OFFLINE_HINT = "offline, copy GLUE's task folders (CoLA/train.tsv, ...) into a folder by hand and pass --glue-dir"
-
-
-def extract_task_zip(zip_path, task: GlueTask, glue_dir) -> Path:
-    """Unpack one task's zip into glue_dir/<task folder>/ whatever the zip's own top folder is called
-    (QNLIv2.zip holds QNLI/, QQP-clean.zip holds QQP/): members keep their path below that folder.
-    Written to a .part folder and renamed, so an interrupted extraction never looks complete."""
-    target = Path(glue_dir) / task.folder
-    partial = target.with_name(task.folder + ".part")
-    shutil.rmtree(partial, ignore_errors=True)
-    if not zipfile.is_zipfile(zip_path):
-        os.remove(zip_path)  # an error page saved as a zip, say: deleted, so the next run fetches it again
-        raise GlueDataError(f"{zip_path} is not a zip file: deleted, run --download again")
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            for member in archive.infolist():
-                parts = Path(member.filename).parts
-                if member.is_dir() or len(parts) < 2 or parts[0] == "__MACOSX" or parts[-1].startswith("._"):
-                    continue  # folders, stray top-level files and macOS resource forks
-                if member.filename.startswith("/") or ".." in parts:
-                    raise GlueDataError(f"{zip_path}: refusing member {member.filename!r} outside its folder")
-                destination = partial.joinpath(*parts[1:])
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)  # streamed: MNLI's and QQP's files are tens of MB
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if not (partial / "train.tsv").is_file():
-        shutil.rmtree(partial)
-        raise GlueDataError(f"{zip_path}: no <folder>/train.tsv inside; is it GLUE's {task.folder} zip?")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
-    return target
-
-
-def format_mrpc(train_txt, test_txt, dev_ids_tsv, glue_dir) -> Path:
-    """GLUE's MRPC layout from the MSR Paraphrase Corpus files, as GLUE's script makes it: the pairs listed
-    in dev_ids go to dev.tsv, the other training pairs to train.tsv (same header), the test pairs to an
-    unlabelled test.tsv with an index column."""
-    target = Path(glue_dir) / "MRPC"
-    partial = target.with_name("MRPC.part")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    with open(dev_ids_tsv, encoding="utf-8-sig") as f:
-        dev_ids = {tuple(line.strip().split("\t")) for line in f if line.strip()}
-    with open(train_txt, encoding="utf-8-sig") as source, open(partial / "train.tsv", "w", encoding="utf-8") as train, \
-            open(partial / "dev.tsv", "w", encoding="utf-8") as dev:
-        header = source.readline()
-        train.write(header)
-        dev.write(header)
-        for number, line in enumerate(source, start=2):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) != 5:
-                raise GlueDataError(f"{train_txt}:{number}: {len(fields)} tab-separated fields, expected 5")
-            (dev if (fields[1], fields[2]) in dev_ids else train).write("\t".join(fields) + "\n")
-    with open(test_txt, encoding="utf-8-sig") as source, open(partial / "test.tsv", "w", encoding="utf-8") as test:
-        source.readline()
-        test.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
-        for index, line in enumerate(line for line in source if line.strip()):
-            test.write("\t".join([str(index)] + line.rstrip("\r\n").split("\t")[1:]) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
-    return target
-
-
-def check_task(task: GlueTask, glue_dir) -> dict:
-    """Examples per labelled file, read with the same readers fine-tuning uses; raises on anything unusable."""
-    train_path, dev_paths = task_files(task, glue_dir)
-    missing = [name for _, name in task.dev_files if not (Path(glue_dir) / task.folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"no {', '.join(missing)} in {Path(glue_dir) / task.folder}")
-    return {path.name: len(load_examples(task, path)[2]) for path in [train_path, *(p for _, p in dev_paths)]}
-
-
-def download_glue(glue_dir, task_names=None, base_url: str | None = None, senteval_url: str | None = None,
-                  progress: bool = True) -> tuple[dict, dict]:
-    """Fetch GLUE tasks into glue_dir in GLUE's TSV layout and check every train/dev file parses.
-    Returns ({task: {file: examples}}, {task: error}): one failed task does not stop the others.
-    The zips are kept in glue_dir/downloads (an interrupted download resumes there); the base URLs can point
-    at a mirror (tests use file://)."""
-    base_url, senteval_url = base_url or GLUE_BASE_URL, senteval_url or SENTEVAL_BASE_URL
-    downloads = Path(glue_dir) / "downloads"
-    checked, failed = {}, {}
-    for name in task_names or list(TASKS):
-        task = TASKS[name]
-        try:
-            if name == "mrpc":
-                paths = [fetch(f"{senteval_url}/{file}", str(downloads / file), progress=progress,
-                               offline_hint=GLUE_OFFLINE_HINT) for file in MRPC_FILES]
-                dev_ids = fetch(f"{base_url}/{MRPC_DEV_IDS}", str(downloads / MRPC_DEV_IDS), progress=progress,
-                                offline_hint=GLUE_OFFLINE_HINT)
-                format_mrpc(*paths, dev_ids, glue_dir)
-            else:
-                zip_path = fetch(f"{base_url}/{GLUE_ZIPS[name]}", str(downloads / GLUE_ZIPS[name]), progress=progress,
-                                 offline_hint=GLUE_OFFLINE_HINT)
-                extract_task_zip(zip_path, task, glue_dir)
-            checked[name] = check_task(task, glue_dir)
-        except (DownloadError, GlueDataError, FileNotFoundError, OSError) as error:
-            failed[name] = str(error)
-    return checked, failed
-
+# The command line
 
 def parse_tasks(text: str) -> list[str]:
     names = list(TASKS) if text == "all" else [name.strip().lower() for name in text.split(",") if name.strip()]
@@ -491,34 +297,136 @@ def parse_tasks(text: str) -> list[str]:
     return names
 
 
-def main(argv=None):
+def parse_list(text: str, flag: str, convert, allow_all: bool = False) -> list:
+    """A comma-separated flag value: positive numbers (and 'all' -> None where allowed)."""
+    values = []
+    for item in (item.strip() for item in text.split(",") if item.strip()):
+        if allow_all and item == "all":
+            values.append(None)
+            continue
+        try:
+            value = convert(item)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise ValueError(f"{flag} {text!r}: {item!r} is not a positive number" + (" or 'all'" if allow_all else ""))
+        values.append(value)
+    if not values:
+        raise ValueError(f"{flag} is empty")
+    return values
+
+
+def load_encoder(path: str) -> tuple[CramBERT, Tokenizer]:
+    checkpoint = load_checkpoint(path)  # raises a clear error for a file that is not ours
+    try:
+        return model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)  # its own vocabulary
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{path} has the cramlm marker but no usable model: {error!r}") from error
+
+
+def load_arms(args) -> list[Arm]:
+    """The pretrained arm (--ckpt) and/or the random-init arm (--random-init: a checkpoint's exact shape and
+    tokenizer, or a preset with GPT-2's vocabulary)."""
+    arms = []
+    if args.ckpt:
+        arms.append(Arm("pretrained", *load_encoder(args.ckpt), pretrained=True, source=args.ckpt))
+    if args.random_init:
+        shape = args.random_init
+        if os.path.isfile(shape) or shape.endswith(".pt") or os.sep in shape:
+            mlm_model, tokenizer = load_encoder(shape)
+        else:
+            mlm_model, tokenizer = CramBERT(preset_config(shape)), Tokenizer.gpt2()  # only its config is used
+        arms.append(Arm("random-init", mlm_model, tokenizer, pretrained=False, source=f"random-init {shape}"))
+    if not arms:
+        raise ValueError("nothing to evaluate: pass --ckpt, --random-init or both (or --download DIR)")
+    return arms
+
+
+def read_tasks(task_names: list, glue_dir, max_eval_examples: int | None) -> tuple[dict, dict]:
+    """({task: (train examples, [(metric suffix, dev examples)])}, {task: why its files cannot be used}), read
+    before any fine-tuning. A capped dev set is a fixed subsample."""
+    task_data, unusable = {}, {}
+    for name in task_names:
+        task = TASKS[name]
+        try:
+            train_path, dev_paths = task_files(task, glue_dir)
+            train = load_examples(task, train_path)
+            task_data[name] = (train, [(suffix, subsample(load_examples(task, path), max_eval_examples))
+                                       for suffix, path in dev_paths])
+        except (FileNotFoundError, GlueDataError) as error:
+            unusable[name] = str(error)
+    return task_data, unusable
+
+
+def download_command(args):
+    """--download DIR: fetch the --tasks, check that they parse, report the counts."""
+    try:
+        task_names = parse_tasks(args.tasks)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    checked, failed = download_glue(args.download, task_names)
+    for name, counts in checked.items():
+        print(f"{name}: " + ", ".join(f"{file} {count:,} examples" for file, count in counts.items()))
+    if failed:
+        sys.exit("\n".join(f"error: {name}: {reason}" for name, reason in failed.items()))
+    print(f"GLUE is in {args.download}: python glue_eval.py --ckpt CKPT --glue-dir {args.download}")
+    return checked, None
+
+
+def build_parser() -> argparse.ArgumentParser:
     defaults = FinetuneConfig()
     parser = argparse.ArgumentParser(
         description="Fine-tune a cramlm checkpoint on GLUE and report dev scores.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="The defaults are cramming's GPU protocol for a BERT-base-sized model. A small CPU model (the\n"
-               "`laptop` preset of train.py's CPU recipe) needs a larger learning rate and bigger batches; the CPU\n"
-               "protocol chosen on the random-init model's dev scores (BENCHMARKS.md, 'GLUE after an hour of CPU') is\n"
-               "  --tasks cola,sst2,mrpc,stsb,rte --lr 1e-3 --batch-size 32 --epochs 3 --max-train-examples 20000 --seeds 3\n"
-               "(SST-2 is then subsampled to 20 000 of its 67 349 training sentences; the other four are whole).")
+        epilog="The defaults are cramming's GPU protocol for a BERT-base-sized model. For the small CPU model,\n"
+               "compare both arms under one protocol in which each picks its own learning rate (README.md):\n"
+               "  --ckpt CKPT --random-init CKPT --lr-grid 1e-4,3e-4,1e-3 --seeds 5 --batch-size 32 --epochs 3\n"
+               "  --epochs-small 10 --pooling mean --tasks cola,sst2,mrpc,stsb,rte --max-train-examples 20000")
     # --- what to evaluate ---
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt", help="cramlm checkpoint written by train.py")
-    source.add_argument("--random-init", metavar="PRESET_OR_CKPT", help="no pretraining: a fresh encoder of this "
+    parser.add_argument("--ckpt", help="cramlm checkpoint written by train.py: the pretrained arm")
+    parser.add_argument("--random-init", metavar="PRESET_OR_CKPT", help="no pretraining: a fresh encoder of this "
                         "model.py preset (tiny, mini, ...; GPT-2 vocabulary) or of a checkpoint's exact shape and "
-                        "tokenizer (its weights unused): the baseline pretraining must beat")
-    source.add_argument("--download", metavar="DIR", help="fetch the --tasks from GLUE's public location into DIR in "
+                        "tokenizer (its weights unused): the baseline pretraining must beat. With --ckpt too, both "
+                        "arms run under the same protocol and the table adds pretrained - random-init ± its SE")
+    parser.add_argument("--download", metavar="DIR", help="fetch the --tasks from GLUE's public location into DIR in "
                         "GLUE's TSV layout, check that they parse, and exit; then pass --glue-dir DIR")
     parser.add_argument("--glue-dir", default=str(DEFAULT_GLUE_DIR), help="folder holding CoLA/, SST-2/, ...")
     parser.add_argument("--tasks", default="all", help=f"comma-separated subset of {','.join(TASKS)}, or 'all'")
-    parser.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per task; the median is reported "
-                        "(cramming reports the median of 5)")
+    parser.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per task, arm and lr; the table "
+                        "gives mean ± sd over them, the JSON every seed and the median (cramming: median of 5)")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--plot", metavar="PNG", help="with --train-sizes: draw score against labels (log x), one "
+                        "line per arm with standard-error bars (needs matplotlib)")
     parser.add_argument("--skip-missing", action="store_true",
                         help="score the tasks that can run when others' files are missing or damaged (the average is "
                              "then labelled partial); by default that is an error, found before any fine-tuning. "
                              "Offline here QNLI and MNLI have no train.tsv and QQP is absent, so --tasks all needs it")
-    # --- fine-tuning hyper-parameters (one set for every task, as in cramming) ---
+    # --- the protocol ---
+    parser.add_argument("--method", choices=("finetune", "probe", "lp-ft"), default=defaults.method,
+                        help="finetune: train everything; probe: frozen encoder, a logistic (STS-B: ridge) regression "
+                             "on its standardised sentence vectors, L2 chosen on 20%% of the training rows; lp-ft: "
+                             "the head is trained first on the frozen encoder (--lp-lr), then everything is fine-tuned "
+                             "(Kumar et al. 2022)")
+    parser.add_argument("--lp-lr", type=float, default=defaults.lp_learning_rate,
+                        help="lp-ft: peak learning rate of the head-only phase (the full phase uses --lr / --lr-grid)")
+    parser.add_argument("--lr-grid", metavar="LR,LR,...", help="learning rates each arm tries on each task with all "
+                        "seeds; the one with the best mean dev score is its choice (overrides --lr)")
+    parser.add_argument("--layer-decay", type=float, default=defaults.layer_decay, help="layer-wise lr decay "
+                        "(ELECTRA: 0.8): the head at lr, the top block at lr*d^2, ..., the embeddings at lr*d^(L+2)")
+    parser.add_argument("--epochs-small", type=int, help=f"epochs for a task fine-tuned on fewer than "
+                        f"{SMALL_TASK_ROWS:,} rows (default: --epochs)")
+    parser.add_argument("--train-sizes", metavar="N,N,...,all", help="label efficiency: run everything once per "
+                        "training-set size, each a fixed subsample (--subsample-seed), nested, the same for every arm")
+    parser.add_argument("--subsample-seed", type=int, default=0, help="seed of the training-set subsamples")
+    parser.add_argument("--report-drift", action="store_true", help="record, while fine-tuning, how far the token "
+                        "embedding, each norm, each block and the head have moved and the pooled vector's norm, at "
+                        "steps 0, 10, 50, 200 and the last (into the JSON)")
+    add_hyperparameter_flags(parser, defaults)
+    return parser
+
+
+def add_hyperparameter_flags(parser: argparse.ArgumentParser, defaults: FinetuneConfig):
+    """Fine-tuning hyper-parameters: one set for every task, as in cramming; deviations for quick CPU runs."""
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="peak learning rate")
     parser.add_argument("--beta1", type=float, default=defaults.beta1, help="AdamW beta1")
     parser.add_argument("--beta2", type=float, default=defaults.beta2, help="AdamW beta2")
@@ -530,83 +438,100 @@ def main(argv=None):
     parser.add_argument("--schedule", choices=("linear", "cosine"), default=defaults.schedule,
                         help="learning-rate decay after warmup")
     parser.add_argument("--max-len", type=int, default=defaults.max_len, help="tokens per example")
-    parser.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout while fine-tuning")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout, help="dropout while fine-tuning "
+                        "(cramming: 0.1; pretraining ran without, and the JSON records both)")
     parser.add_argument("--pooling", choices=("cls", "mean"), default=defaults.pooling,
                         help="sentence vector for the head: the [CLS] position (BERT) or the mean over tokens")
+    parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
+                        help="autocast precision of fine-tuning and prediction (auto: bf16/fp16 on a GPU, fp32 on CPU)")
     parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="dev batch size")
     # --- deviations from the GLUE protocol, for quick CPU runs ---
     parser.add_argument("--max-train-examples", type=int, help="fine-tune on a fixed random subset of this size "
                         "(deviation from GLUE; default: the whole train set)")
     parser.add_argument("--max-eval-examples", type=int, help="score a fixed random subset of the dev set "
                         "(deviation from GLUE; default: the whole dev set)")
-    args = parser.parse_args(argv)
-    if args.download:
-        try:
-            task_names = parse_tasks(args.tasks)
-        except ValueError as error:
-            sys.exit(f"error: {error}")
-        checked, failed = download_glue(args.download, task_names)
-        for name, counts in checked.items():
-            print(f"{name}: " + ", ".join(f"{file} {count:,} examples" for file, count in counts.items()))
-        if failed:
-            sys.exit("\n".join(f"error: {name}: {reason}" for name, reason in failed.items()))
-        print(f"GLUE is in {args.download}: python glue_eval.py --ckpt CKPT --glue-dir {args.download}")
-        return checked, None
 
-    config = FinetuneConfig(args.lr, args.beta1, args.beta2, args.eps, args.weight_decay, args.batch_size,
-                            args.epochs, args.warmup, args.schedule, args.max_len, args.dropout,
-                            args.pooling, args.eval_batch_size, args.max_train_examples, args.max_eval_examples)
+
+def protocol_from_args(args) -> tuple[FinetuneConfig, list, list]:
+    """(config, learning-rate grid, training-set sizes) from the flags; ValueError on a bad combination."""
+    if args.train_sizes and args.max_train_examples:
+        raise ValueError("--train-sizes and --max-train-examples both set the training-set size: pass one")
+    if args.seeds < 1 or (args.epochs_small is not None and args.epochs_small < 1):
+        raise ValueError("--seeds and --epochs-small must be at least 1")
+    if not 0 < args.layer_decay <= 1:
+        raise ValueError(f"--layer-decay {args.layer_decay}: must be in (0, 1]")
+    config = FinetuneConfig(
+        learning_rate=args.lr, beta1=args.beta1, beta2=args.beta2, eps=args.eps, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, epochs=args.epochs, warmup_fraction=args.warmup, schedule=args.schedule,
+        max_len=args.max_len, dropout=args.dropout, pooling=args.pooling, eval_batch_size=args.eval_batch_size,
+        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+        precision=args.precision, layer_decay=args.layer_decay, epochs_small=args.epochs_small, method=args.method,
+        lp_learning_rate=args.lp_lr)
+    lr_grid = parse_list(args.lr_grid, "--lr-grid", float) if args.lr_grid else [args.lr]
+    sizes = parse_list(args.train_sizes, "--train-sizes", int, allow_all=True) if args.train_sizes \
+        else [args.max_train_examples]
+    return config, [None] if args.method == "probe" else lr_grid, sizes
+
+
+def results_record(results: dict, skipped: dict, config: FinetuneConfig, lr_grid: list, sizes: list, arms: list,
+                   args, device: str) -> dict:
+    """The results file: every score, and every choice the protocol made or was given."""
+    protocol = {**asdict(config), "precision_used": training_precision(torch.device(device), config.precision),
+                "lr_grid": lr_grid, "lr_choice": "per arm and task: the best mean dev score over seeds",
+                "seeds": args.seeds, "train_sizes": [size_label(size) for size in sizes],
+                "subsample_seed": args.subsample_seed, "small_task_rows": SMALL_TASK_ROWS,
+                "probe_l2_grid": PROBE_L2_GRID, "probe_held_out": PROBE_HELD_OUT, "device": device,
+                "report_drift": args.report_drift}
+    return {"results": results, "partial": bool(skipped), "skipped": skipped, "protocol": protocol,
+            "arms": {arm.name: {"source": arm.source, "pretrained": arm.pretrained, "tokenizer": arm.tokenizer.name,
+                                "pretraining_dropout": arm.mlm_model.config.dropout,
+                                "model_config": asdict(arm.mlm_model.config)} for arm in arms}}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.download:
+        if args.ckpt or args.random_init:
+            sys.exit("error: --download runs alone; fine-tune in a second command with --glue-dir")
+        return download_command(args)
     try:
+        config, lr_grid, sizes = protocol_from_args(args)
         task_names = parse_tasks(args.tasks)
-        checkpoint_path = args.ckpt or (args.random_init if os.path.isfile(args.random_init or "") else None)
-        if checkpoint_path:
-            checkpoint = load_checkpoint(checkpoint_path)  # raises a clear error for a file that is not ours
-            try:
-                mlm_model = model_from_checkpoint(checkpoint)
-                tokenizer = tokenizer_from_checkpoint(checkpoint)  # the vocabulary the encoder was trained on
-            except (KeyError, TypeError, RuntimeError) as error:
-                raise ValueError(f"{checkpoint_path} has the cramlm marker but no usable model: {error!r}") from error
-        else:
-            mlm_model = CramBERT(preset_config(args.random_init))  # only its config is used (pretrained=False)
-            tokenizer = Tokenizer.gpt2()
+        arms = load_arms(args)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    if args.max_len > mlm_model.config.max_seq_len:
-        sys.exit(f"error: --max-len {args.max_len} exceeds the model's max_seq_len {mlm_model.config.max_seq_len}")
+    for path in filter(None, (args.out, args.plot)):  # made now, not after an hour of fine-tuning
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    for arm in arms:
+        if args.max_len > arm.mlm_model.config.max_seq_len:
+            sys.exit(f"error: --max-len {args.max_len} exceeds the {arm.name} model's max_seq_len "
+                     f"{arm.mlm_model.config.max_seq_len}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"fine-tuning on {device}: {json.dumps(asdict(config))}")
-
-    unusable = {}  # task -> why its files cannot be used, found before any fine-tuning
-    for name in task_names:
-        try:
-            train_path, dev_paths = task_files(TASKS[name], args.glue_dir)
-            for path in [train_path, *(path for _, path in dev_paths)]:
-                load_examples(TASKS[name], path)
-        except (FileNotFoundError, GlueDataError) as error:
-            unusable[name] = str(error)
-    if unusable and not args.skip_missing:
-        lines = [f"{name}: {reason}" for name, reason in unusable.items()]
+    print(f"fine-tuning on {device}: {json.dumps(asdict(config))}, lr grid {lr_grid}")
+    task_data, skipped = read_tasks(task_names, args.glue_dir, config.max_eval_examples)
+    if skipped and not args.skip_missing:
+        lines = [f"{name}: {reason}" for name, reason in skipped.items()]
         sys.exit("error: " + "\nerror: ".join(lines) + "\nerror: fix these files, leave the tasks out of --tasks, "
                  "or pass --skip-missing to score the others (the average is then partial)")
-
-    results, per_seed, skipped = {}, {}, {}
-    for name in task_names:
-        if name in unusable:
-            skipped[name] = unusable[name]
-            print(f"{name}: skipped ({unusable[name]})", file=sys.stderr)
-            continue
-        try:
-            results[name], per_seed[name] = run_task(mlm_model, TASKS[name], args.glue_dir, config, args.seeds,
-                                                     device, pretrained=args.ckpt is not None, tokenizer=tokenizer)
-        except (FileNotFoundError, GlueDataError) as error:
-            skipped[name] = str(error)  # one broken or missing task must not cost the others
-            print(f"{name}: skipped ({error})", file=sys.stderr)
-    average = glue_average(results) if results else None
-    print(format_table(results, skipped, average))
+    for name, reason in skipped.items():
+        print(f"{name}: skipped ({reason})", file=sys.stderr)
+    if not task_data:
+        sys.exit("error: no task could run")
+    results = run_protocol(arms, task_data, config, lr_grid, args.seeds, sizes, args.subsample_seed, device,
+                           args.report_drift)
+    arm_names = [arm.name for arm in arms]
+    for size, block in results.items():
+        print(f"\ntraining examples: {size}\n" + format_table(block, arm_names, skipped))
+    if len(results) > 1:
+        print("\nlabel efficiency (GLUE average of the tasks run):\n" + format_sizes_table(results, arm_names))
+    payload = results_record(results, skipped, config, lr_grid, sizes, arms, args, device)
     if args.out:
-        write_json(args.out, {**results, "average": average, "partial": bool(skipped), "skipped": skipped, "per_seed": per_seed,
-                              "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"}, indent=2)
-    return results, average
+        write_json(args.out, payload, indent=2)
+    if args.plot:
+        written = plot_label_efficiency(label_efficiency(results, arm_names), args.plot)
+        print(f"plot written to {args.plot}" if written else "matplotlib is not installed: no plot "
+              "(pip install matplotlib)")
+    return payload
 
 
 if __name__ == "__main__":

@@ -360,15 +360,21 @@ class CramBERTForSequenceClassification(nn.Module):
         model.encoder.load_state_dict(mlm_model.encoder.state_dict())
         return model
 
-    def forward(self, input_ids, attention_mask=None, labels=None):
-        """Returns (logits (B, num_labels), loss); labels are class ids (B,) or float scores (B,)."""
+    def pool(self, input_ids, attention_mask=None):
+        """(summary, pooled), both (B, C): the sentence vector read from the encoder's output (which has passed
+        the final norm), and the pooler's tanh of it, which the classifier reads. glue_eval.py's linear probe
+        and drift report read them too."""
         hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
         if self.pooling == "cls":
             summary = hidden[:, 0]  # (B, C)
         else:
             keep = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).to(hidden.dtype)
             summary = (hidden * keep).sum(1) / keep.sum(1)  # (B, C): mean over the real tokens
-        pooled = torch.tanh(self.pooler(summary))
+        return summary, torch.tanh(self.pooler(summary))
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        """Returns (logits (B, num_labels), loss); labels are class ids (B,) or float scores (B,)."""
+        _, pooled = self.pool(input_ids, attention_mask)
         logits = self.classifier(F.dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
         if labels is None:
             return logits, None

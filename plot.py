@@ -5,8 +5,9 @@ scores: a run above its line has learned nothing from the context).
 
     python plot.py runs/laptop runs/laptop-8k --out runs/compare.png
 
-train.py calls `plot_runs` itself to keep OUT_DIR/loss.png up to date. matplotlib is optional: without
-it the table still prints and the plot is skipped with a note.
+train.py calls `plot_runs` itself to keep OUT_DIR/loss.png up to date; glue_eval.py --plot calls
+`plot_label_efficiency`. matplotlib is optional: without it the table still prints and the plot is skipped
+with a note.
 """
 import argparse
 import json
@@ -68,12 +69,36 @@ def plot_runs(runs: list[dict], out: str) -> bool:
                        label=f"{run['name']}: unigram line")
     ax.set_xlabel("training minutes (evaluation excluded)")
     ax.set_ylabel("held-out MLM loss (nats per masked token)")
+    save_figure(plt, fig, ax, out)
+    return True
+
+
+def save_figure(plt, fig, ax, out: str):
+    """Grid, legend, and the PNG written whole or not at all."""
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(out, suffix=".png") as temporary:
         fig.savefig(temporary, dpi=120)
     plt.close(fig)
+
+
+def plot_label_efficiency(curves: dict, out: str, ylabel: str = "dev score (x100)") -> bool:
+    """Score against the number of labelled training examples (log x), one line per arm with error bars:
+    curves = {arm: [(examples, mean, standard error or None), ...]} (glue_eval.py --train-sizes --plot).
+    Returns False (and writes nothing) when matplotlib is not installed."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, points in curves.items():
+        examples, means, errors = zip(*sorted(points))
+        ax.errorbar(examples, means, yerr=[0.0 if e is None else e for e in errors], marker="o", ms=4, capsize=3,
+                    label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training examples")
+    ax.set_ylabel(f"{ylabel}, mean ± standard error over seeds")
+    save_figure(plt, fig, ax, out)
     return True
 
 

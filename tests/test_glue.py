@@ -13,9 +13,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glue_eval  # noqa: E402
-from glue_eval import (TASKS, FinetuneConfig, GlueDataError, accuracy, average_ranks, build_classifier,  # noqa: E402
-                       evaluate, f1_score, finetune_task, glue_average, learning_rate, load_examples,
-                       matthews_corrcoef, pearson, read_tsv, spearman, subsample)
+from glue_eval import (accuracy, average_ranks, compare_arms, compute_metrics, difference, f1_score,  # noqa: E402
+                       matthews_corrcoef, pearson, spearman)
+import finetune  # noqa: E402
+from finetune import (FinetuneConfig, build_classifier, finetune_task, learning_rate, parameter_groups,  # noqa: E402
+                      predict)
+from transfer import PROBE_L2_GRID, DriftMonitor, fit_linear, fit_probe  # noqa: E402
+from data.glue import TASKS, GlueDataError, load_examples, read_tsv, subsample, task_files  # noqa: E402
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
 from checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
@@ -72,8 +76,9 @@ def test_spearman_averages_tied_ranks():
 
 
 def test_glue_average_means_metrics_within_a_task_first():
-    results = {"cola": {"mcc": 40.0}, "mrpc": {"f1": 90.0, "accuracy": 80.0}}
-    assert glue_average(results) == pytest.approx((40 + 85) / 2)
+    tasks = {"cola": {"arm": {"per_seed": {"mcc": [40.0]}}},
+             "mrpc": {"arm": {"per_seed": {"f1": [90.0], "accuracy": [80.0]}}}}
+    assert compare_arms(tasks, ["arm"])["average"]["arm"]["mean"] == pytest.approx((40 + 85) / 2)
 
 
 def test_learning_rate_schedule():
@@ -180,7 +185,7 @@ def test_finetune_learns_a_classification_task(tokenizer):
                           tokenizer=tokenizer, progress=False)
     assert not model.training
     majority = max(np.mean(dev[2]), 1 - np.mean(dev[2]))
-    metrics = evaluate(model, TASKS["sst2"], dev, FAST, tokenizer=tokenizer)
+    metrics = compute_metrics(TASKS["sst2"], predict(model, dev[0], dev[1], FAST, tokenizer=tokenizer), dev[2])
     assert metrics["accuracy"] >= 0.9 > majority + 0.2
 
 
@@ -190,7 +195,7 @@ def test_finetune_learns_a_regression_task(tokenizer):
     mlm_model = CramBERT(preset_config("tiny"))
     model = finetune_task(mlm_model, TASKS["stsb"], train, FAST, seed=0, pretrained=False,
                           tokenizer=tokenizer, progress=False)
-    metrics = evaluate(model, TASKS["stsb"], dev, FAST, tokenizer=tokenizer)
+    metrics = compute_metrics(TASKS["stsb"], predict(model, dev[0], dev[1], FAST, tokenizer=tokenizer), dev[2])
     assert metrics["pearson"] > 0.7 and metrics["spearman"] > 0.7
 
 
@@ -228,16 +233,23 @@ def test_main_end_to_end_with_a_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny")), Tokenizer.gpt2()))
     out = tmp_path / "results.json"
-    results, average = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
-                                       "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
-                                       "--out", str(out), "--skip-missing"])
+    payload = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--glue-dir", str(glue_dir),
+                              "--tasks", "sst2,cola,mrpc,rte", "--epochs", "1", "--seeds", "3",
+                              "--out", str(out), "--skip-missing"])
     saved = json.loads(out.read_text())
-    assert set(results) == {"sst2", "cola"} and saved["average"] == pytest.approx(average)
-    assert saved["sst2"]["accuracy"] == pytest.approx(np.median(saved["per_seed"]["sst2"]["accuracy"]))
-    assert len(saved["per_seed"]["cola"]["mcc"]) == 3
-    assert average == pytest.approx((saved["sst2"]["accuracy"] + saved["cola"]["mcc"]) / 2)
+    block = saved["results"]["all"]
+    sst2, cola = block["tasks"]["sst2"]["pretrained"], block["tasks"]["cola"]["pretrained"]
+    assert set(block["tasks"]) == {"sst2", "cola"} and saved == json.loads(json.dumps(payload))
+    assert sst2["median"]["accuracy"] == pytest.approx(np.median(sst2["per_seed"]["accuracy"]))
+    assert sst2["mean"]["accuracy"] == pytest.approx(np.mean(sst2["per_seed"]["accuracy"]))
+    assert sst2["sd"]["accuracy"] == pytest.approx(np.std(sst2["per_seed"]["accuracy"], ddof=1))
+    assert len(cola["per_seed"]["mcc"]) == 3 and sst2["chosen_lr"] == 4e-5
+    average = block["average"]["pretrained"]
+    assert average["mean"] == pytest.approx((sst2["mean"]["accuracy"] + cola["mean"]["mcc"]) / 2)
     assert "train.tsv:3: unknown label '3'" in saved["skipped"]["mrpc"]
     assert "no folder" in saved["skipped"]["rte"]
+    assert saved["protocol"]["dropout"] == 0.1 and saved["arms"]["pretrained"]["pretraining_dropout"] == 0.0
+    assert saved["protocol"]["precision_used"] == "fp32" and saved["protocol"]["lr_grid"] == [4e-5]
     table = capsys.readouterr().out
     assert "GLUE average" in table and "rte    skipped" in table
     assert "(partial: 2 of 4 tasks; missing mrpc, rte)" in table and saved["partial"] is True
@@ -301,6 +313,162 @@ def test_real_glue_row_counts():
     # QNLI and MNLI have no training set here, so they are skipped rather than crashing
     for name in ("qnli", "mnli", "qqp"):
         with pytest.raises(FileNotFoundError):
-            glue_eval.task_files(TASKS[name], REAL_GLUE)
+            task_files(TASKS[name], REAL_GLUE)
     scores = load_examples(TASKS["stsb"], REAL_GLUE / "STS-B" / "dev.tsv")[2]
     assert min(scores) == 0.0 and max(scores) == 5.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# The fair protocol: lr grid, statistics, layer decay, probe, LP-FT, drift, training-set sizes
+
+def test_lr_grid_chooses_the_best_mean_dev_score_per_arm(monkeypatch):
+    # lr 1e-3 has the best single seed (100) and lr 1e-4 the best median (90): the mean picks 3e-4 (70)
+    scores = {1e-4: [90, 90, 20], 3e-4: [70, 70, 70], 1e-3: [100, 55, 40]}
+
+    def fake_score_seed(arm, task, train, dev_sets, config, seed, device="cpu", report_drift=False):
+        bonus = 0 if arm.pretrained else (30 if config.learning_rate == 1e-3 else 0)  # the other arm prefers 1e-3
+        return {"accuracy": (scores[config.learning_rate][seed] + bonus) / 100}, {}
+    monkeypatch.setattr(glue_eval, "score_seed", fake_score_seed)
+    train = (["a"] * 5, [None] * 5, [0, 1, 0, 1, 0])
+    for pretrained, expected in ((True, 3e-4), (False, 1e-3)):
+        arm = glue_eval.Arm("x", None, None, pretrained, "x")
+        record = glue_eval.run_task(arm, TASKS["sst2"], train, [], FinetuneConfig(), [1e-4, 3e-4, 1e-3], seeds=3)
+        assert record["chosen_lr"] == expected
+        assert record["per_lr"]["0.0001"]["accuracy"] == pytest.approx([90, 90, 20])
+        assert record["mean"]["accuracy"] == pytest.approx(np.mean(record["per_lr"][str(expected)]["accuracy"]))
+
+
+def test_difference_and_its_standard_error_by_hand():
+    # means 4 and 2; sample variances 1 (n = 3) and 4 (n = 2): se = sqrt(1/3 + 4/2)
+    result = difference([3.0, 4.0, 5.0], [2 - math.sqrt(2), 2 + math.sqrt(2)])
+    assert result["difference"] == pytest.approx(2.0) and result["se"] == pytest.approx(math.sqrt(1 / 3 + 4 / 2))
+    assert difference([1.0], [0.0, 2.0])["se"] is None  # one seed has no spread
+
+
+def test_compare_arms_averages_per_seed_and_takes_the_difference():
+    tasks = {"sst2": {"p": {"per_seed": {"accuracy": [80.0, 90.0]}}, "r": {"per_seed": {"accuracy": [70.0, 70.0]}}},
+             "mrpc": {"p": {"per_seed": {"f1": [60.0, 80.0], "accuracy": [40.0, 60.0]}},
+                      "r": {"per_seed": {"f1": [50.0, 50.0], "accuracy": [50.0, 50.0]}}}}
+    block = compare_arms(tasks, ["p", "r"])
+    assert block["average"]["p"]["per_seed"] == pytest.approx([65.0, 80.0])  # (80 + 50) / 2, (90 + 70) / 2
+    assert block["average"]["r"]["per_seed"] == pytest.approx([60.0, 60.0])
+    assert block["difference"]["average"]["difference"] == pytest.approx(12.5)
+    assert block["difference"]["average"]["se"] == pytest.approx(math.sqrt(np.var([65, 80], ddof=1) / 2))
+    assert block["difference"]["mrpc"]["difference"] == pytest.approx(10.0)
+
+
+def test_layer_decay_gives_each_parameter_electras_learning_rate():
+    model = build_classifier(CramBERT(preset_config("tiny")), 2, dropout=0.1)  # 2 blocks: L + 2 = 4
+    groups = parameter_groups(model, FinetuneConfig(layer_decay=0.5))
+    scale = {id(p): group["lr_scale"] for group in groups for p in group["params"]}
+    expected = {"encoder.embedding.tok.weight": 0.5 ** 4, "encoder.embedding.norm.weight": 0.5 ** 4,
+                "encoder.blocks.0.attn.qkv.weight": 0.5 ** 3, "encoder.blocks.0.norm1.weight": 0.5 ** 3,
+                "encoder.blocks.1.ffn.fc_out.weight": 0.5 ** 2, "encoder.final_norm.weight": 0.5,
+                "pooler.weight": 1.0, "classifier.bias": 1.0}
+    parameters = dict(model.named_parameters())
+    for name, factor in expected.items():
+        assert scale[id(parameters[name])] == pytest.approx(factor), name
+    assert len(scale) == len(parameters)  # every parameter in exactly one group
+    assert {group["lr_scale"] for group in parameter_groups(model, FinetuneConfig())} == {1.0}
+
+
+def test_probe_logistic_regression_matches_the_closed_form_optimum():
+    # x = ±1 with labels 1/0: by symmetry W = [-w, w], b equal, and the objective is
+    # log(1 + exp(-2w)) + l2 w², whose optimum solves l2 w (1 + exp(2w)) = 1 (bisection below)
+    features, targets, l2 = torch.tensor([[1.0], [-1.0]] * 4), torch.tensor([1, 0] * 4), 0.1
+    weight, bias, objective = fit_linear(features, targets, 2, l2)
+    low, high = 0.0, 10.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if l2 * middle * (1 + math.exp(2 * middle)) < 1 else (low, middle)
+    w = (low + high) / 2
+    assert weight[1, 0] - weight[0, 0] == pytest.approx(2 * w, rel=1e-5)
+    assert objective == pytest.approx(math.log1p(math.exp(-2 * w)) + l2 * w * w, rel=1e-6)
+    reference = torch.nn.functional.cross_entropy(features.double() @ weight.T + bias, targets) \
+        + 0.5 * l2 * weight.pow(2).sum()
+    assert objective == pytest.approx(float(reference), rel=1e-9)
+
+
+def test_probe_separates_separable_data_and_chooses_l2_on_held_out_rows():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(200, 5, generator=generator) * torch.tensor([100.0, 1, 1, 1, 0.01]) + 3
+    targets = (features[:, 4] > 3).long()  # separable along the smallest-scale feature: standardising matters
+    weight, bias, l2 = fit_probe(features, targets, 2, seed=0)
+    assert l2 in PROBE_L2_GRID
+    assert torch.equal((features @ weight.T + bias).argmax(-1), targets)
+
+
+def test_lp_ft_starts_the_full_fine_tuning_from_the_head_it_trained(tokenizer, monkeypatch):
+    calls, original = [], finetune.train_classifier
+
+    def recording(model, *args, **kwargs):
+        before = {name: p.detach().clone() for name, p in model.named_parameters()}
+        original(model, *args, **kwargs)
+        calls.append((before, {name: p.detach().clone() for name, p in model.named_parameters()}))
+    monkeypatch.setattr(finetune, "train_classifier", recording)
+    train = synthetic(32, random.Random(0))
+    config = FinetuneConfig(learning_rate=1e-3, epochs=1, method="lp-ft", batch_size=8)
+    finetune_task(CramBERT(preset_config("tiny")), TASKS["sst2"], train, config, tokenizer=tokenizer, progress=False)
+    (probe_start, probe_end), (full_start, full_end) = calls
+    for name in probe_start:
+        assert torch.equal(probe_end[name], full_start[name]), name  # the full phase starts where the head ended
+        head = name.startswith(("pooler.", "classifier."))
+        assert torch.equal(probe_start[name], probe_end[name]) != head, name  # only the head moved in phase one
+    assert not torch.equal(full_start["encoder.blocks.0.attn.qkv.weight"], full_end["encoder.blocks.0.attn.qkv.weight"])
+
+
+def test_drift_is_zero_at_step_zero_and_positive_after_a_step(tokenizer):
+    train = synthetic(48, random.Random(0))
+    sequences = glue_eval.encode(tokenizer, train[0], train[1], 128)
+    monitor = DriftMonitor(glue_eval.collate(sequences[:8], "cpu", tokenizer.pad_id),
+                           torch.tensor(sorted({t for ids in sequences for t in ids})))
+    config = FinetuneConfig(learning_rate=1e-3, epochs=1, batch_size=16)  # 3 steps: records at 0 and 3
+    finetune_task(CramBERT(preset_config("tiny")), TASKS["sst2"], train, config, tokenizer=tokenizer,
+                  progress=False, monitor=monitor)
+    first, last = monitor.records
+    assert (first["step"], last["step"]) == (0, 3)
+    parts = [key for key in first if key not in ("step", "summary_norm", "pooled_norm")]
+    assert "token_embedding" in parts and "block1.norm2" in parts and "final_norm" in parts
+    assert all(first[key] == 0.0 for key in parts) and all(last[key] > 0.0 for key in parts)
+    assert last["token_embedding_seen_rows"] > last["token_embedding"]  # unseen rows get no gradient
+    assert first["summary_norm"] > 0 and first["pooled_norm"] > 0
+
+
+def test_train_sizes_are_nested_and_identical_across_arms(monkeypatch):
+    seen = []
+
+    def fake_run_task(arm, task, train, dev_sets, *args, **kwargs):
+        seen.append((arm.name, train))
+        return {"per_seed": {"accuracy": [50.0]}, "train_examples": len(train[2])}
+    monkeypatch.setattr(glue_eval, "run_task", fake_run_task)
+    examples = ([f"s{i}" for i in range(100)], [None] * 100, [i % 2 for i in range(100)])
+    arms = [glue_eval.Arm(name, None, None, name == "pretrained", name) for name in ("pretrained", "random-init")]
+    results = glue_eval.run_protocol(arms, {"sst2": (examples, [])}, FinetuneConfig(), [1e-3], 1, [10, 30, None])
+    assert list(results) == ["10", "30", "all"]
+    subsets = [train for _, train in seen]
+    assert [name for name, _ in seen] == ["pretrained", "random-init"] * 3
+    assert subsets[0] == subsets[1] and subsets[2] == subsets[3] and subsets[4] == subsets[5] == examples
+    assert set(subsets[0][0]) < set(subsets[2][0]) and len(subsets[2][0]) == 30
+
+
+def test_two_arms_and_flags_end_to_end(tmp_path, capsys):
+    glue_dir = fixture_glue(tmp_path / "glue")
+    torch.manual_seed(0)
+    save_checkpoint(str(tmp_path / "ckpt.pt"), model_checkpoint(CramBERT(preset_config("tiny")), Tokenizer.gpt2()))
+    payload = glue_eval.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--random-init", str(tmp_path / "ckpt.pt"),
+                              "--glue-dir", str(glue_dir), "--tasks", "sst2", "--method", "probe", "--seeds", "2",
+                              "--train-sizes", "20,all", "--pooling", "mean", "--out", str(tmp_path / "r.json")])
+    assert list(payload["results"]) == ["20", "all"] and payload["protocol"]["train_sizes"] == ["20", "all"]
+    record = payload["results"]["all"]["tasks"]["sst2"]["pretrained"]
+    assert record["chosen_lr"] is None and record["train_examples"] == 64
+    assert [note["probe_l2"] in PROBE_L2_GRID for note in record["notes"]["None"]] == [True, True]
+    assert set(payload["results"]["20"]["difference"]) == {"sst2", "average"}
+    output = capsys.readouterr().out
+    assert "difference ± SE" in output and "label efficiency" in output
+    for bad, message in ((["--train-sizes", "10,x"], "'x' is not a positive number"),
+                         (["--train-sizes", "10", "--max-train-examples", "5"], "pass one"),
+                         (["--lr-grid", "1e-3,-1"], "'-1' is not a positive number"),
+                         (["--layer-decay", "1.5"], "must be in"), (["--seeds", "0"], "at least 1"),
+                         ([], "nothing to evaluate")):
+        with pytest.raises(SystemExit, match=message):
+            glue_eval.main(bad + (["--random-init", "tiny"] if bad else []))

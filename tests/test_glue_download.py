@@ -1,12 +1,13 @@
-"""glue_eval.py --download: GLUE's per-task zips and MRPC's text files, served from a file:// mirror built
-here in the real formats (no network)."""
+"""data/glue.py's download (glue_eval.py --download): GLUE's per-task zips and MRPC's text files, served from
+a file:// mirror built here in the real formats (no network)."""
 import socket
 import zipfile
 
 import pytest
 
-import glue_eval
-from glue_eval import TASKS, GlueDataError, download_glue, extract_task_zip, main
+import data.glue
+from data.glue import TASKS, GlueDataError, download_glue, extract_task_zip, load_examples
+from glue_eval import main
 
 RTE_TRAIN = "index\tsentence1\tsentence2\tlabel\n0\tA cat sat.\tAn animal sat.\tentailment\n1\tIt rained.\tIt was dry.\tnot_entailment\n"
 RTE_DEV = "index\tsentence1\tsentence2\tlabel\n0\tDogs bark.\tDogs make noise.\tentailment\n"
@@ -64,7 +65,7 @@ def test_mrpc_is_split_with_glue_dev_ids(mirror, tmp_path):
     glue = tmp_path / "glue"
     checked, failed = download_glue(glue, ["mrpc"], base_url=mirror, senteval_url=mirror, progress=False)
     assert failed == {} and checked == {"mrpc": {"train.tsv": 2, "dev.tsv": 1}}
-    texts_a, _, labels = glue_eval.load_examples(TASKS["mrpc"], glue / "MRPC" / "dev.tsv")
+    texts_a, _, labels = load_examples(TASKS["mrpc"], glue / "MRPC" / "dev.tsv")
     assert texts_a == ["Yucaipa owned Dominick's."] and labels == [0]
     assert (glue / "MRPC" / "test.tsv").read_text().splitlines()[:2] == [
         "index\t#1 ID\t#2 ID\t#1 String\t#2 String", "0\t1089874\t1089925\tPCCW's chief will leave.\tThe chief is leaving."]
@@ -95,7 +96,7 @@ def test_zip_members_outside_their_folder_are_refused(tmp_path):
 
 
 def test_download_flag(mirror, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(glue_eval, "GLUE_BASE_URL", mirror)
+    monkeypatch.setattr(data.glue, "GLUE_BASE_URL", mirror)
     checked, _ = main(["--download", str(tmp_path / "glue"), "--tasks", "rte,cola"])
     assert set(checked) == {"rte", "cola"} and "--glue-dir" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="error: wnli: could not download .*WNLI.zip"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from plot import main, plot_runs, read_log, summary_table
+from plot import main, plot_label_efficiency, plot_runs, read_log, summary_table
 
 
 def write_log(folder, evals, unigram=7.5):
@@ -43,3 +43,11 @@ def test_a_missing_or_broken_log_is_one_clear_error(tmp_path):
     (tmp_path / "bad" / "log.jsonl").write_text('{"kind": "config"}\nnot json\n')
     with pytest.raises(SystemExit, match=r"log.jsonl:2: not a JSON line"):
         main([str(tmp_path / "bad")])
+
+
+def test_label_efficiency_plot_is_written_or_skipped(tmp_path):
+    curves = {"pretrained": [(100, 60.0, 2.0), (1000, 70.0, 1.0)],
+              "random-init": [(100, 55.0, None), (1000, 66.0, 1.5)]}
+    written = plot_label_efficiency(curves, str(tmp_path / "labels.png"))
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert written == has_matplotlib and (tmp_path / "labels.png").is_file() == has_matplotlib
