@@ -275,6 +275,8 @@ def copy_batches(tokenizer: Tokenizer, encoded: list[list[int]], pll: str, batch
 def copy_log_probs(model: CramBERT, tokenizer: Tokenizer, rows, targets, truths, device, precision: str):
     """log p(true token) at the one scored position of each row: (R,) float32."""
     input_ids, attention_mask = collate(rows, device, tokenizer.pad_id)  # (R, T) each
+    if len(set(map(len, rows))) == 1:
+        attention_mask = None  # no padding: the unmasked attention kernel, ~20% faster on CPU
     targets, truths = torch.tensor(targets, device=device), torch.tensor(truths, device=device)
     with autocast(device, precision):
         hidden = model.encoder(input_ids, attention_mask)  # (R, T, C)
