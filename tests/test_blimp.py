@@ -1,4 +1,4 @@
-"""blimp.py: pseudo-log-likelihood against single-mask forwards, the word-level masks, the Kneser-Ney baseline
+"""blimp.py and ngram.py: pseudo-log-likelihood against single-mask forwards, the word-level masks, the Kneser-Ney baseline
 against a plain-Python computation of its formula, the reader on fixtures in BLiMP's real format, --download
 from a file:// mirror, and the real files when ../shared/data/blimp is present."""
 import json
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import blimp
-from blimp import (PARADIGMS, BlimpDataError, KneserNey, blimp_accuracy, download_blimp, encode_sentence,
+from blimp import (PARADIGMS, BlimpDataError, blimp_accuracy, download_blimp, encode_sentence,
                    masked_positions, read_blimp, read_references, sentence_scores, word_starts)
 from checkpoint import model_checkpoint, save_checkpoint
 from conftest import SHARED_DATA
@@ -18,6 +18,7 @@ from data.bpe import count_words, save_bpe, train_bpe
 from data.prepare import TokenWriter
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
+from ngram import KneserNey
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
