@@ -1,0 +1,483 @@
+"""
+Zero-shot grammar: BLiMP, the Benchmark of Linguistic Minimal Pairs (Warstadt et al. 2020, TACL).
+
+    python blimp.py --ckpt runs/laptop/ckpt.pt --out blimp.json                  # all 67 000 pairs
+    python blimp.py --random-init runs/laptop/ckpt.pt                            # the same encoder, untrained
+    python blimp.py --ckpt runs/laptop/ckpt.pt --ngram-data data/cache/wiki16k   # beside an n-gram on its tokens
+    python blimp.py --ckpt runs/laptop/ckpt.pt --max-pairs 20                    # quick: 20 pairs a paradigm
+    python blimp.py --download data/blimp                                        # fetch the files first
+
+BLiMP holds 67 paradigms of 1 000 minimal pairs: two sentences that differ in one grammatical point
+("The cats annoy Tim." / "The cats annoys Tim."). A model gets a pair right when it scores the good sentence
+strictly higher (a tie counts as wrong); chance is 50%. No training and no labels: it measures what
+pretraining alone taught the model about English grammar.
+
+An encoder has no left-to-right probability, so a sentence's score is its pseudo-log-likelihood (Salazar et
+al. 2020, "Masked Language Model Scoring"): mask each token in turn and sum log p(true token). Byte-level BPE
+splits rare words into pieces, and plain PLL over-rewards them: the later pieces of " gir|affe" are easy to
+guess once the earlier ones are visible. PLL-word-l2r (Kauf & Ivanova 2023, "A Better Way to Do Masked
+Language Model Scoring") also masks the word's later pieces while scoring a piece: the default, --pll word.
+A word here is whitespace-separated: a token begins one when its text begins with a space, or when it opens
+the sentence, so punctuation belongs to the word it is attached to ("dog." is one word).
+
+--ngram-data fits a count-based baseline on the training tokens of a prepared folder (ngram.py's KneserNey) and
+scores the same tokens of the same pairs: did the encoder learn more than counts? The published references
+are the authors' per-paradigm accuracies (models_summary.jsonl: their 5-gram, LSTM, Transformer-XL, GPT-2).
+Every average, ours and theirs, is the mean over paradigms (per linguistics_term, and overall), as the
+authors average. BLiMP is CC BY 4.0, by Warstadt et al.: https://github.com/alexwarstadt/blimp
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from common import PRECISIONS, autocast, resolve_device, training_precision, write_json
+from data.fetch import DownloadError, fetch
+from data.tokenizer import Tokenizer
+from finetune import collate
+from model import CramBERT, model_config_from_dict, preset_config
+from ngram import KneserNey, ngram_streams
+
+# The 67 paradigms (the files' UIDs), so that a missing file is noticed rather than silently averaged over.
+PARADIGMS = (
+    "adjunct_island", "anaphor_gender_agreement", "anaphor_number_agreement", "animate_subject_passive",
+    "animate_subject_trans", "causative", "complex_NP_island", "coordinate_structure_constraint_complex_left_branch",
+    "coordinate_structure_constraint_object_extraction", "determiner_noun_agreement_1", "determiner_noun_agreement_2",
+    "determiner_noun_agreement_irregular_1", "determiner_noun_agreement_irregular_2",
+    "determiner_noun_agreement_with_adj_2", "determiner_noun_agreement_with_adj_irregular_1",
+    "determiner_noun_agreement_with_adj_irregular_2", "determiner_noun_agreement_with_adjective_1",
+    "distractor_agreement_relational_noun", "distractor_agreement_relative_clause", "drop_argument",
+    "ellipsis_n_bar_1", "ellipsis_n_bar_2", "existential_there_object_raising", "existential_there_quantifiers_1",
+    "existential_there_quantifiers_2", "existential_there_subject_raising", "expletive_it_object_raising",
+    "inchoative", "intransitive", "irregular_past_participle_adjectives", "irregular_past_participle_verbs",
+    "irregular_plural_subject_verb_agreement_1", "irregular_plural_subject_verb_agreement_2",
+    "left_branch_island_echo_question", "left_branch_island_simple_question", "matrix_question_npi_licensor_present",
+    "npi_present_1", "npi_present_2", "only_npi_licensor_present", "only_npi_scope", "passive_1", "passive_2",
+    "principle_A_c_command", "principle_A_case_1", "principle_A_case_2", "principle_A_domain_1",
+    "principle_A_domain_2", "principle_A_domain_3", "principle_A_reconstruction",
+    "regular_plural_subject_verb_agreement_1", "regular_plural_subject_verb_agreement_2",
+    "sentential_negation_npi_licensor_present", "sentential_negation_npi_scope", "sentential_subject_island",
+    "superlative_quantifiers_1", "superlative_quantifiers_2", "tough_vs_raising_1", "tough_vs_raising_2",
+    "transitive", "wh_island", "wh_questions_object_gap", "wh_questions_subject_gap",
+    "wh_questions_subject_gap_long_distance", "wh_vs_that_no_gap", "wh_vs_that_no_gap_long_distance",
+    "wh_vs_that_with_gap", "wh_vs_that_with_gap_long_distance",
+)
+PAIRS_PER_PARADIGM = 1000
+FIELDS = ("sentence_good", "sentence_bad", "UID", "linguistics_term", "field", "pairID")  # what we read of a line
+SUMMARY_FILE = "models_summary.jsonl"  # the authors' per-paradigm accuracies, beside the paradigm files
+REFERENCE_MODELS = {"ngram": "5-gram", "lstm": "LSTM", "txl": "TXL", "gpt2": "GPT-2"}  # the file's key: a column title
+# The authors' repository: paradigm files under data/, the summary under raw_results/summary/.
+BLIMP_URL = "https://raw.githubusercontent.com/alexwarstadt/blimp/master"
+SUMMARY_URL_PATH = "raw_results/summary/" + SUMMARY_FILE
+BLIMP_OFFLINE_HINT = "offline, copy the <UID>.jsonl files into a folder by hand and pass --blimp-dir"
+DEFAULT_BLIMP_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "blimp").resolve()
+PLL_VARIANTS = ("word", "plain")
+
+
+# ----------------------------------------------------------------------------------------------------
+# The pairs, their files and the published references
+
+@dataclass(frozen=True)
+class MinimalPair:
+    uid: str  # the paradigm, e.g. "determiner_noun_agreement_1"
+    term: str  # its linguistics_term (13 in the files), e.g. "determiner_noun_agreement"
+    pair_id: int  # the pair's number within its paradigm (pairID)
+    good: str  # the grammatical sentence
+    bad: str  # its ungrammatical twin
+
+
+class BlimpDataError(ValueError):
+    """A BLiMP file that cannot be used, or a sentence that cannot be scored; the message names it."""
+
+
+def read_jsonl(path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(enumerate(f, start=1))
+    except UnicodeDecodeError as error:
+        raise BlimpDataError(f"{path} is not UTF-8 text ({error.reason})") from None
+    rows = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise BlimpDataError(f"{path}:{number}: not a JSON line ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise BlimpDataError(f"{path}:{number}: a JSON {type(row).__name__}, expected an object")
+        rows.append((number, row))
+    return rows
+
+
+def read_paradigm(path, uid: str) -> list[MinimalPair]:
+    """One paradigm's pairs in pairID order; anything unusable is an error naming the file and line."""
+    pairs = []
+    for number, row in read_jsonl(path):
+        missing = [name for name in FIELDS if name not in row]
+        if missing:
+            raise BlimpDataError(f"{path}:{number}: no field {', '.join(missing)}")
+        if row["UID"] != uid:
+            raise BlimpDataError(f"{path}:{number}: UID {row['UID']!r} in the file of paradigm {uid!r}")
+        if not all(isinstance(row[name], str) and row[name].strip() for name in ("sentence_good", "sentence_bad")):
+            raise BlimpDataError(f"{path}:{number}: sentence_good and sentence_bad must be non-empty text")
+        try:
+            pair_id = int(row["pairID"])
+        except (TypeError, ValueError):
+            raise BlimpDataError(f"{path}:{number}: pairID {row['pairID']!r} is not a whole number") from None
+        pairs.append(MinimalPair(uid, str(row["linguistics_term"]), pair_id, row["sentence_good"], row["sentence_bad"]))
+    if not pairs:
+        raise BlimpDataError(f"{path} holds no pairs")
+    return sorted(pairs, key=lambda pair: pair.pair_id)
+
+
+def read_blimp(blimp_dir, max_pairs: int | None = None, skip_missing: bool = False,
+               paradigms=PARADIGMS) -> tuple[list[MinimalPair], list[str]]:
+    """(the first max_pairs pairs by pairID of every paradigm, the paradigms whose file is missing). A missing
+    file is an error unless skip_missing: an average over fewer paradigms is another number."""
+    missing = [uid for uid in paradigms if not (Path(blimp_dir) / f"{uid}.jsonl").is_file()]
+    if missing and not skip_missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise FileNotFoundError(f"{blimp_dir}: {len(missing)} of the {len(paradigms)} paradigm files are missing "
+                                f"({shown}): fetch them with --download DIR, or pass --skip-missing to score the "
+                                f"others (the average is then partial)")
+    pairs = []
+    for uid in paradigms:
+        if uid not in missing:
+            pairs += read_paradigm(Path(blimp_dir) / f"{uid}.jsonl", uid)[:max_pairs]
+    if not pairs:
+        raise FileNotFoundError(f"{blimp_dir} holds none of BLiMP's paradigm files (<UID>.jsonl)")
+    return pairs, missing
+
+
+def blimp_subset(blimp_dir, pairs_per_paradigm: int = 5) -> list[MinimalPair]:
+    """The first pairs_per_paradigm pairs (by pairID) of every paradigm present: a fixed set, the same at every
+    call, small enough to score at each of train.py's evaluations (blimp_accuracy)."""
+    return read_blimp(blimp_dir, pairs_per_paradigm, skip_missing=True)[0]
+
+
+def read_references(blimp_dir) -> dict[str, dict[str, float]]:
+    """{paradigm: {"ngram": accuracy, "lstm": ..., "txl": ..., "gpt2": ...}} from the authors' summary file;
+    {} when the folder has none. Its own "overall" lines are skipped: we average as we do for our models."""
+    path = Path(blimp_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return {}
+    references = {}
+    for number, row in read_jsonl(path):
+        if row.get("UID") == "overall":
+            continue
+        if "UID" not in row or not all(isinstance(row.get(model), (int, float)) for model in REFERENCE_MODELS):
+            raise BlimpDataError(f"{path}:{number}: expected a UID and the accuracies {', '.join(REFERENCE_MODELS)}")
+        references[row["UID"]] = {model: float(row[model]) for model in REFERENCE_MODELS}
+    return references
+
+
+def download_blimp(blimp_dir, base_url: str = BLIMP_URL, paradigms=PARADIGMS,
+                   progress: bool = True) -> tuple[dict, dict]:
+    """Fetch the paradigm files and the summary into blimp_dir (the layout --blimp-dir reads) and read each with
+    the readers scoring uses. Returns ({file: pairs or references read}, {file: error}); one failure does not
+    stop the others. Files already there are kept, an interrupted one resumes (data/fetch.py), and a complete
+    file that does not parse is deleted so that the next run fetches it again."""
+    targets = [(f"{uid}.jsonl", f"data/{uid}.jsonl", lambda path, uid=uid: len(read_paradigm(path, uid)))
+               for uid in paradigms]
+    targets.append((SUMMARY_FILE, SUMMARY_URL_PATH, lambda path: len(read_references(blimp_dir))))
+    checked, failed = {}, {}
+    for name, url_path, check in targets:
+        path = Path(blimp_dir) / name
+        try:
+            fetch(f"{base_url}/{url_path}", str(path), progress=progress, offline_hint=BLIMP_OFFLINE_HINT)
+            checked[name] = check(path)
+        except DownloadError as error:
+            failed[name] = str(error)
+        except BlimpDataError as error:
+            path.unlink()
+            failed[name] = f"{error}; deleted, run --download again"
+    return checked, failed
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pseudo-log-likelihood: tokens, masks and batched scoring
+
+def encode_sentence(tokenizer: Tokenizer, sentence: str, max_seq_len: int) -> list[int]:
+    """The sentence's ids; an error naming it when the tokenizer loses something (it does not decode back to
+    the same text) or when it does not fit the model beside [CLS] and [SEP]."""
+    ids = tokenizer.encode(sentence)
+    if tokenizer.decode(ids) != sentence:
+        raise BlimpDataError(f"the tokenizer {tokenizer.name} cannot encode {sentence!r}: it decodes back as "
+                             f"{tokenizer.decode(ids)!r}")
+    if len(ids) + 2 > max_seq_len:
+        raise BlimpDataError(f"{sentence!r} is {len(ids)} tokens: with [CLS] and [SEP] more than the model's "
+                             f"max_seq_len {max_seq_len}")
+    return ids
+
+
+def word_starts(tokenizer: Tokenizer, ids: list[int]) -> list[bool]:
+    """Whether each token begins a word: it opens the sentence, or its text begins with a space (byte-level
+    BPE keeps a word's leading space on its first piece: " gir", "affe")."""
+    return [i == 0 or tokenizer.token_bytes(token).startswith(b" ") for i, token in enumerate(ids)]
+
+
+def masked_positions(starts: list[bool], pll: str = "word") -> list[list[int]]:
+    """For each token i of a sentence, the positions hidden while scoring it: i alone (plain PLL), or i and the
+    later pieces of its word (PLL-word-l2r: the earlier pieces stay visible, as in a left-to-right reading)."""
+    if pll not in PLL_VARIANTS:
+        raise ValueError(f"pll {pll!r}: expected one of {PLL_VARIANTS}")
+    masks = []
+    for i in range(len(starts)):
+        end = i + 1
+        while pll == "word" and end < len(starts) and not starts[end]:
+            end += 1
+        masks.append(list(range(i, end)))
+    return masks
+
+
+def masked_copies(tokenizer: Tokenizer, ids: list[int], pll: str) -> tuple[list[list[int]], list[int]]:
+    """[CLS] ids [SEP] once per token, that token (and for pll="word" its word's later pieces) replaced by
+    [MASK]: the rows, and the position each one scores. Specials are context only, never scored: the model
+    saw [CLS] open each row and [SEP] close each document in pretraining (data/loader.py, data/prepare.py)."""
+    row = [tokenizer.cls_id, *ids, tokenizer.sep_id]
+    copies = []
+    for positions in masked_positions(word_starts(tokenizer, ids), pll):
+        copy = list(row)
+        for position in positions:
+            copy[position + 1] = tokenizer.mask_id
+        copies.append(copy)
+    return copies, list(range(1, len(ids) + 1))
+
+
+def copy_batches(tokenizer: Tokenizer, encoded: list[list[int]], pll: str, batch_rows: int):
+    """(sentence of each row, rows, scored positions, true ids), about batch_rows rows at a time. Sentences go
+    in order of length, so a batch's rows have nearly one length and padding costs little."""
+    owners, rows, targets, truths = [], [], [], []
+    for index in sorted(range(len(encoded)), key=lambda i: len(encoded[i])):
+        copies, positions = masked_copies(tokenizer, encoded[index], pll)
+        owners += [index] * len(copies)
+        rows += copies
+        targets += positions
+        truths += encoded[index]
+        if len(rows) >= batch_rows:
+            yield owners, rows, targets, truths
+            owners, rows, targets, truths = [], [], [], []
+    if rows:
+        yield owners, rows, targets, truths
+
+
+def copy_log_probs(model: CramBERT, tokenizer: Tokenizer, rows, targets, truths, device, precision: str):
+    """log p(true token) at the one scored position of each row: (R,) float32."""
+    input_ids, attention_mask = collate(rows, device, tokenizer.pad_id)  # (R, T) each
+    if len(set(map(len, rows))) == 1:
+        attention_mask = None  # no padding: the unmasked attention kernel, ~20% faster on CPU
+    targets, truths = torch.tensor(targets, device=device), torch.tensor(truths, device=device)
+    with autocast(device, precision):
+        hidden = model.encoder(input_ids, attention_mask)  # (R, T, C)
+        # The vocabulary head only where a token is scored: one position per row, not R * T (model.py's sparse head).
+        logits = model.predict(hidden[torch.arange(len(rows), device=device), targets])  # (R, V)
+    log_probs = logits.float()[:, :tokenizer.num_ordinary].log_softmax(-1)  # only text fills a blank, as fill_masks
+    return log_probs.gather(1, truths[:, None]).squeeze(1)  # (R,)
+
+
+@torch.no_grad()
+def sentence_scores(model: CramBERT, tokenizer: Tokenizer, sentences: list[str], device, precision: str = "auto",
+                    pll: str = "word", batch_rows: int = 1024, progress: bool = False) -> np.ndarray:
+    """Each sentence's pseudo-log-likelihood in nats (float64): the sum over its tokens of log p(token) with the
+    token masked (and, for pll="word", its word's later pieces). All masked copies of many sentences run as
+    one padded batch of ~batch_rows rows, in eval mode (restored afterwards) under the precision's autocast."""
+    device = torch.device(device)
+    precision = training_precision(device, precision)
+    encoded = [encode_sentence(tokenizer, sentence, model.config.max_seq_len) for sentence in sentences]
+    scores = np.zeros(len(sentences))
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=sum(map(len, encoded)), unit=" copies", desc="blimp", disable=not progress) as bar:
+            for owners, rows, targets, truths in copy_batches(tokenizer, encoded, pll, batch_rows):
+                log_probs = copy_log_probs(model, tokenizer, rows, targets, truths, device, precision)
+                np.add.at(scores, owners, log_probs.double().cpu().numpy())
+                bar.update(len(rows))
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def blimp_accuracy(model: CramBERT, tokenizer: Tokenizer, pairs: list[MinimalPair], device, precision: str = "auto",
+                   pll: str = "word", batch_rows: int = 1024) -> float:
+    """The share of pairs whose good sentence has the strictly higher PLL (a tie is wrong): one number for a
+    training log (blimp_subset(blimp_dir, 5) scores 67 x 5 pairs)."""
+    scores = sentence_scores(model, tokenizer, [p.good for p in pairs] + [p.bad for p in pairs], device, precision,
+                             pll, batch_rows)
+    return float(np.mean(scores[:len(pairs)] > scores[len(pairs):]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Accuracies and the report
+
+def macro_averages(per_paradigm: dict[str, float], term_of: dict[str, str]) -> dict:
+    """{"overall", "terms", "paradigms"}: the mean over paradigms overall and within each linguistics_term."""
+    terms = {}
+    for uid, accuracy in per_paradigm.items():
+        terms.setdefault(term_of[uid], []).append(accuracy)
+    return {"overall": float(np.mean(list(per_paradigm.values()))),
+            "terms": {term: float(np.mean(values)) for term, values in sorted(terms.items())},
+            "paradigms": per_paradigm}
+
+
+def pair_accuracies(pairs: list[MinimalPair], good: np.ndarray, bad: np.ndarray) -> dict:
+    """Accuracy per paradigm, term and overall from the two sentences' scores; a tie counts as wrong."""
+    uids = np.array([pair.uid for pair in pairs])
+    right = good > bad
+    per_paradigm = {uid: float(np.mean(right[uids == uid])) for uid in dict.fromkeys(uids.tolist())}
+    averages = macro_averages(per_paradigm, {pair.uid: pair.term for pair in pairs})
+    return {**averages, "ties": int(np.sum(good == bad))}
+
+
+def format_table(columns: dict[str, dict]) -> str:
+    """Accuracies in percent: overall, then per term, then per paradigm, one column per scorer."""
+    width = max(len(uid) for uid in next(iter(columns.values()))["paradigms"]) + 2
+
+    def line(name, values):
+        return f"{name:<{width}}" + "".join(f"{'-' if v is None else f'{100 * v:.1f}':>9}" for v in values)
+
+    lines = [f"{'':<{width}}" + "".join(f"{title:>9}" for title in columns)]
+    first = next(iter(columns.values()))
+    lines.append(line("overall", [c["overall"] for c in columns.values()]))
+    lines += [line(f"  {term}", [c["terms"].get(term) for c in columns.values()]) for term in first["terms"]]
+    lines += [line(f"    {uid}", [c["paradigms"].get(uid) for c in columns.values()]) for uid in first["paradigms"]]
+    return "\n".join(lines)
+
+
+def load_encoder(args) -> tuple[CramBERT, Tokenizer]:
+    """The checkpoint's model, or (--random-init) a fresh one of a preset (GPT-2's ids) or of a checkpoint's exact
+    config and tokenizer, seeded by --seed; a file that is not a usable checkpoint raises ValueError."""
+    path = args.ckpt or (args.random_init if os.path.isfile(args.random_init or "") else None)
+    torch.manual_seed(args.seed)
+    if path is None:
+        return CramBERT(preset_config(args.random_init)), Tokenizer.gpt2()
+    checkpoint = load_checkpoint(path)
+    try:
+        tokenizer = tokenizer_from_checkpoint(checkpoint)
+        if args.random_init:
+            return CramBERT(model_config_from_dict(checkpoint["model_config"])), tokenizer
+        return model_from_checkpoint(checkpoint), tokenizer
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{path} has the cramlm marker but no usable model: {error!r}") from error
+
+
+def score_model(args, pairs, model, tokenizer, device) -> tuple[dict, dict]:
+    """(accuracies, throughput) of the encoder on the pairs; prints the speed and the full set's estimate."""
+    sentences = [pair.good for pair in pairs] + [pair.bad for pair in pairs]
+    start = time.perf_counter()
+    scores = sentence_scores(model, tokenizer, sentences, device, args.precision, args.pll, args.batch_rows,
+                             progress=True)
+    seconds = time.perf_counter() - start
+    copies = sum(len(tokenizer.encode(sentence)) for sentence in sentences)  # one masked copy per token
+    full_set = seconds * len(PARADIGMS) * PAIRS_PER_PARADIGM / len(pairs)
+    print(f"scored {len(pairs):,} pairs ({copies:,} masked copies) in {seconds:.1f} s: {copies / seconds:,.0f} "
+          f"copies/s; all {len(PARADIGMS) * PAIRS_PER_PARADIGM:,} pairs would take ~{full_set / 60:.1f} min here")
+    throughput = {"seconds": seconds, "masked_copies": copies, "copies_per_second": copies / seconds,
+                  "estimated_full_set_seconds": full_set}
+    return pair_accuracies(pairs, scores[:len(pairs)], scores[len(pairs):]), throughput
+
+
+def score_ngram(args, pairs, tokenizer) -> tuple[dict, dict]:
+    """(accuracies, description) of a Kneser-Ney n-gram fitted on --ngram-data's training tokens."""
+    start = time.perf_counter()
+    streams = ngram_streams(args.ngram_data, tokenizer, args.ngram_max_tokens)
+    ngram = KneserNey(streams, args.ngram_order, tokenizer.num_tokens)
+    encoded = [tokenizer.encode(pair.good) for pair in pairs] + [tokenizer.encode(pair.bad) for pair in pairs]
+    scores = ngram.sentence_log_probs(encoded, tokenizer.sep_id)
+    about = {"data": args.ngram_data, "order": args.ngram_order, "tokens": ngram.num_tokens,
+             "smoothing": "interpolated Kneser-Ney, one discount per order (n1 / (n1 + 2 n2))",
+             "discounts": [level.discount for level in ngram.levels], "boundary": "[SEP] before and after",
+             "seconds": time.perf_counter() - start}
+    print(f"{args.ngram_order}-gram on {ngram.num_tokens:,} tokens of {args.ngram_data} in {about['seconds']:.0f} s")
+    return pair_accuracies(pairs, scores[:len(pairs)], scores[len(pairs):]), about
+
+
+def download_command(blimp_dir: str):
+    checked, failed = download_blimp(blimp_dir)
+    print(f"{len(checked)} files read: {sum(n for name, n in checked.items() if name != SUMMARY_FILE):,} pairs")
+    if failed:
+        sys.exit("\n".join(f"error: {name}: {reason}" for name, reason in failed.items()))
+    print(f"BLiMP is in {blimp_dir}: python blimp.py --ckpt CKPT --blimp-dir {blimp_dir}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --- what to score ---
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="cramlm checkpoint written by train.py")
+    source.add_argument("--random-init", metavar="PRESET_OR_CKPT", help="no pretraining: a fresh encoder of this "
+                        "model.py preset (GPT-2 vocabulary) or of a checkpoint's exact config and tokenizer (its "
+                        "weights unused): the level pretraining must beat")
+    source.add_argument("--download", metavar="DIR", help="fetch the 67 paradigm files and the authors' summary "
+                        "from github.com/alexwarstadt/blimp into DIR (resumable), check that they parse, and exit")
+    parser.add_argument("--blimp-dir", default=str(DEFAULT_BLIMP_DIR), help="folder of <UID>.jsonl files")
+    parser.add_argument("--skip-missing", action="store_true", help="score the paradigms present when files are "
+                        "missing (the averages are then labelled partial); by default that is an error")
+    parser.add_argument("--max-pairs", type=int, help="score only the first N pairs (by pairID) of each paradigm, "
+                        "for a quick run (default: all 1 000)")
+    # --- how the encoder scores ---
+    parser.add_argument("--pll", choices=PLL_VARIANTS, default="word", help="word: PLL-word-l2r (Kauf & Ivanova "
+                        "2023), also masking a word's later pieces; plain: one token at a time (Salazar et al. 2020)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="autocast precision (auto: bf16 "
+                        "or fp16 on a GPU, fp32 on CPU)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
+    parser.add_argument("--batch-rows", type=int, default=1024, help="masked copies per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a --random-init encoder's weights")
+    # --- the count-based baseline ---
+    parser.add_argument("--ngram-data", metavar="DIR", help="a prepared folder (data/prepare.py) of the model's "
+                        "tokenizer: fit an interpolated Kneser-Ney n-gram on its training tokens and score it too")
+    parser.add_argument("--ngram-order", type=int, default=4, help="n-gram order; 4 is the largest whose keys fit "
+                        "an int64 for GPT-2's ids (the authors' 5-gram had 3.1 B words; we have ~40x fewer tokens)")
+    parser.add_argument("--ngram-max-tokens", type=int, help="fit on the first N training tokens only (default all; "
+                        "counting peaks at ~50 bytes a token: ~4 GB for 84 M)")
+    parser.add_argument("--out", help="write every number and every choice as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.download:
+        return download_command(args.download)
+    if (args.max_pairs is not None and args.max_pairs < 1) or args.batch_rows < 1:
+        sys.exit("error: --max-pairs and --batch-rows must be at least 1")
+    try:
+        pairs, missing = read_blimp(args.blimp_dir, args.max_pairs, args.skip_missing)
+        references = read_references(args.blimp_dir)
+        model, tokenizer = load_encoder(args)
+        device = resolve_device(args.device)
+        model.to(device)
+        columns = {}
+        columns["model"], throughput = score_model(args, pairs, model, tokenizer, device)
+        ngram = None
+        if args.ngram_data:
+            columns["n-gram"], ngram = score_ngram(args, pairs, tokenizer)
+    except (ValueError, FileNotFoundError) as error:  # BlimpDataError is a ValueError
+        sys.exit(f"error: {error}")
+    term_of = {pair.uid: pair.term for pair in pairs}
+    for model_key, title in REFERENCE_MODELS.items():
+        if references and all(uid in references for uid in term_of):
+            columns[title] = macro_averages({uid: references[uid][model_key] for uid in term_of}, term_of)
+    print(format_table(columns))
+    if missing:
+        print(f"partial: {len(missing)} of {len(PARADIGMS)} paradigms missing ({', '.join(missing)})")
+    payload = {"results": columns, "pairs": len(pairs), "partial": bool(missing), "missing": missing,
+               "ngram": ngram, "throughput": throughput,
+               "config": {**vars(args), "precision_used": training_precision(device, args.precision),
+                          "ties": "a tie counts as wrong", "averages": "mean over paradigms"}}
+    if args.out:
+        write_json(args.out, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
