@@ -97,6 +97,9 @@ class TrainConfig:
     eval_rows: int = flag(1024, "rows of val.bin in the fixed validation set")
     log_interval: int = flag(10, "optimizer steps between log lines")
     checkpoint_minutes: float = flag(30.0, "wall-clock minutes between checkpoints")
+    blimp_pairs: int = flag(0, "score this many BLiMP minimal pairs per paradigm (blimp.py, word-level PLL) at each "
+                               "evaluation and log the accuracy as 'blimp' (0 = off; both recipes: 4, 268 pairs)")
+    blimp_dir: str = flag("", "folder of BLiMP's <UID>.jsonl files (default: ../shared/data/blimp beside the repository)")
     keep_minutes: str = flag("", "keep a copy of the checkpoint, evaluated, when the budget clock passes each of "
                                  "these minutes (e.g. 0,15,30,60,120,180 -> ckpt-15min.pt, ...): downstream scores "
                                  "against pretraining compute from one run")
@@ -145,11 +148,11 @@ MODEL_FLAGS = {
 # flag the command line leaves out; `--recipe auto` takes "gpu" when CUDA is present and "cpu" otherwise.
 RECIPES = {
     # Cramming's (the TrainConfig defaults): the 16-layer crammed BERT, GPT-2 ids, batches ramped to 512 k tokens.
-    "gpu": {},
+    "gpu": dict(blimp_pairs=4),
     # Found by measurement on a 2-core CPU (BENCHMARKS.md, "An hour of CPU"): a small model on our own
     # 16 k BPE, many small constant-size batches, and a learning rate that peaks early.
     "cpu": dict(preset="laptop", data_dir="data/cache/default-bpe16k", vocab_size=16384, seq_len=128, lr=2e-3,
-                peak_at=0.1, batch_tokens=1024, micro_batch_size=8, batch_ramp=False, eval_rows=256),
+                peak_at=0.1, batch_tokens=1024, micro_batch_size=8, batch_ramp=False, eval_rows=256, blimp_pairs=4),
 }
 RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
 
@@ -229,6 +232,7 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
     check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
     check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
+    check(config.blimp_pairs >= 0, f"--blimp-pairs {config.blimp_pairs}: must be >= 0 (0 = off)")
     check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
     try:
         kept = keep_minutes(config)

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from blimp import DEFAULT_BLIMP_DIR, blimp_accuracy, blimp_subset
 from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
                         set_rng_states)
 from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, precision_note,
@@ -314,6 +315,18 @@ def eval_record(val_loss: float, reference: dict, model: CramBERT, tokenizer: To
             "probes": {text: fill_masks(model, tokenizer, text, device) for text in PROBES}}
 
 
+def grammar_pairs(config: TrainConfig) -> list:
+    """--blimp-pairs: the fixed BLiMP subset every evaluation scores, or [] when off or the files are absent."""
+    if not config.blimp_pairs:
+        return []
+    folder = config.blimp_dir or str(DEFAULT_BLIMP_DIR)
+    if not os.path.isdir(folder):
+        print(f"no BLiMP files in {folder}: evaluations log no grammar score (python blimp.py --download DIR, then "
+              f"--blimp-dir DIR)")
+        return []
+    return blimp_subset(folder, config.blimp_pairs)
+
+
 def check_tokenizer(checkpoint: dict | None, tokenizer: Tokenizer, source: str, data_dir: str):
     """A model only fits data of its own vocabulary: same ids, same meanings."""
     if checkpoint is None:
@@ -402,6 +415,7 @@ class Run:
     peak_flops: float  # measured, for MFU
     tokens_per_second: float | None  # measured before the clock starts, for a wall-clock budget (else None)
     log_file: object = None  # out_dir/log.jsonl, on the main process only
+    blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
 
     @property
     def checkpoint_path(self) -> str:
@@ -490,7 +504,8 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     os.makedirs(config.out_dir, exist_ok=True)
     log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second, log_file)
+               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second, log_file,
+               grammar_pairs(config) if rank == 0 else [])
 
 
 def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
@@ -551,10 +566,13 @@ def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
         return False
     state.val_loss = val_loss
     record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
+    if run.blimp_pairs:  # zero-shot grammar: the share of minimal pairs whose good sentence scores higher
+        record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
+    grammar = f", BLiMP {record['blimp']:.1%}" if "blimp" in record else ""
     run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
              "elapsed": state.elapsed, "progress": progress, **record})
     bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
-              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte | "
+              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte{grammar} | "
               f"{state.elapsed:7.1f}s of budget")
     for text, fills in record["probes"].items():
         bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))

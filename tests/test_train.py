@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from conftest import fake_c4
-from data.loader import MLMBatches, TokenFile
+from data.loader import MLMBatches, TokenFile, data_tokenizer
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
-from checkpoint import load_checkpoint, save_checkpoint
+from blimp import blimp_accuracy, blimp_subset
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from common import make_optimizer
 from policy import LearningLawPolicyConfig, policy_flops
 from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
@@ -103,6 +104,18 @@ def test_keep_minutes_keeps_evaluated_copies_once_across_a_resume(tiny_corpus, t
     for record in kept:  # each copy is the run's whole state at that step, with its held-out loss in the log
         assert load_checkpoint(record["path"])["loop"]["step"] == record["step"]
         assert record["step"] in {r["step"] for r in records(tmp_path, "eval")}
+
+
+def test_each_evaluation_logs_the_accuracy_on_a_fixed_blimp_subset(tiny_corpus, tmp_path):
+    from test_blimp import write_fixture  # BLiMP's format, two paradigms
+    blimp_dir = str(write_fixture(tmp_path / "blimp"))
+    summary = train(tiny_run(tiny_corpus, tmp_path / "run", max_steps=3, eval_interval=0.5, blimp_pairs=2,
+                             blimp_dir=blimp_dir))
+    evals = records(tmp_path / "run", "eval")
+    pairs = blimp_subset(blimp_dir, 2)
+    final = model_from_checkpoint(load_checkpoint(summary["checkpoint"]))
+    expected = blimp_accuracy(final, data_tokenizer(str(tiny_corpus)), pairs, "cpu", "fp32")
+    assert len(pairs) == 4 and [r["step"] for r in evals] == [0, 2, 3] and evals[-1]["blimp"] == expected
 
 
 def test_resume_continues_exactly(tiny_corpus, tmp_path):
@@ -289,8 +302,9 @@ def test_every_bad_flag_gets_its_own_line_and_a_non_zero_exit(tmp_path):
 
 
 def test_the_command_line_is_derived_from_train_config():
-    # every flag() field is a flag whose default is the field's (the gpu recipe is TrainConfig's defaults)...
-    assert train_module.parse_args(["--recipe", "gpu"]) == TrainConfig()
+    # every flag() field is a flag whose default is the field's (the gpu recipe is TrainConfig's defaults, plus the
+    # BLiMP subset at each evaluation: off in TrainConfig, so that tests and experiments do not pay for it)...
+    assert train_module.parse_args(["--recipe", "gpu"]) == TrainConfig(blimp_pairs=4)
     # ...each value reaches its field, and the model flags land in model_overrides
     config = train_module.parse_args(["--recipe", "gpu", "--seq-len", "64", "--no-batch-ramp", "--compile",
                                       "--no-progress-bar", "--grow-method", "stack", "--n-layer", "3", "--no-bias"])
