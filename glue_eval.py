@@ -606,6 +606,8 @@ def main(argv=None):
     if args.out:
         write_json(args.out, {**results, "average": average, "partial": bool(skipped), "skipped": skipped, "per_seed": per_seed,
                               "config": asdict(config), "source": args.ckpt or f"random-init {args.random_init}"}, indent=2)
+    if not results:  # --skip-missing skipped them all: nothing was scored, which is no success
+        sys.exit(f"error: no task could be scored (all {len(skipped)} skipped, reasons above)")
     return results, average
 
 

@@ -26,6 +26,7 @@ import argparse
 import glob
 import gzip
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -279,10 +280,10 @@ def write_tokens(documents, tokenizer: Tokenizer, writers: dict, stats: dict, co
                 if split in writers:
                     writers[split].write(np.array(ids + [tokenizer.sep_id]))
                     stats[f"{split}_tokens"] += len(ids) + 1
+                if stop_at and stats["train_tokens"] >= stop_at:  # per document: a chunk holds 512 of them
+                    return
             bar.update(len(chunk))
             bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
-            if stop_at and stats["train_tokens"] >= stop_at:
-                return
     finally:
         bar.close()
 
@@ -484,6 +485,17 @@ class BackgroundPreparation:
                           max_parts=parts_present(self.config.out_dir))
 
 
+def token_count(text: str) -> int:
+    """--max-train-tokens's type: a whole number >= 0, written 2000000 or 2e6."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of tokens >= 0 (e.g. 2e9; 0 = all)")
+    return int(value)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = PrepareConfig()
@@ -495,7 +507,7 @@ def main(argv=None):
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")
     parser.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
                         help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")
-    parser.add_argument("--max-train-tokens", type=lambda text: int(float(text)), default=0,
+    parser.add_argument("--max-train-tokens", type=token_count, default=0,
                         help="stop after this many training tokens (0 = all); e.g. 2e9. With a named multi-shard corpus "
                              "only the shards this needs are downloaded")
     parser.add_argument("--shards", type=int, default=0, help="named multi-shard corpus: at most this many shards "
