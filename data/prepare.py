@@ -277,13 +277,16 @@ def write_tokens(documents, tokenizer: Tokenizer, writers: dict, stats: dict, co
                     stats["dropped_documents"] += 1
                     continue
                 split = "val" if is_validation(document, config.val_fraction) else "train"
-                if split in writers:
+                # the target is checked per document (a chunk holds 512 of them); the rest of the chunk's held-out
+                # documents still go to val.bin, so a small target keeps a validation set
+                reached = split == "train" and stop_at and stats["train_tokens"] >= stop_at
+                if split in writers and not reached:
                     writers[split].write(np.array(ids + [tokenizer.sep_id]))
                     stats[f"{split}_tokens"] += len(ids) + 1
-                if stop_at and stats["train_tokens"] >= stop_at:  # per document: a chunk holds 512 of them
-                    return
             bar.update(len(chunk))
             bar.set_postfix(train_tokens=f"{stats['train_tokens']:,}")
+            if stop_at and stats["train_tokens"] >= stop_at:
+                return
     finally:
         bar.close()
 
