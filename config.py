@@ -96,7 +96,7 @@ class TrainConfig:
     checkpoint_minutes: float = flag(30.0, "wall-clock minutes between checkpoints")
     resume: bool = flag(False, "continue the run in --out-dir from its checkpoint")
     overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
-                                  "(deletes it and its log)")
+                                  "(deletes it and its log, once the new run has passed its checks and starts training)")
     device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     precision: str = flag("auto", "autocast precision. auto: bf16 on GPUs that have it, fp16 with a gradient scaler on "
                                   "older ones (T4, V100), fp32 on CPU", choices=PRECISIONS)
