@@ -207,8 +207,7 @@ def ensure_prepared(config: TrainConfig, rank: int, world_size: int, device) -> 
     val.bin and the tokenizer) now, the rest by a background process while training runs, so a day's run does
     not spend its first hour downloading. Returns that process (rank 0, while parts are missing), else None."""
     meta = read_meta(config.data_dir)
-    if rank == 0:
-        check_prepared_folder(config, meta)
+    check_prepared_folder(config, meta)  # on every process: one refusing alone would leave the others at the barrier
     needed = not is_prepared(config.data_dir)
     if dist.is_initialized():
         dist.barrier()  # every process has looked before rank 0 writes
