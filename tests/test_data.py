@@ -164,8 +164,8 @@ def test_token_file_header_is_checked(tmp_path):
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused_when_the_file_is_opened(tmp_path):
-    write_token_file(tmp_path / "bad.bin", [1, 2, GPT2.vocab_size - 1, 3, 60000, 4])  # a valid header, one bad id
-    with pytest.raises(ValueError, match=r"bad.bin: token 4 has id 60000 >= the vocabulary size 50304.*re-run data/prepare.py"):
+    write_token_file(tmp_path / "bad.bin", [1, 2, GPT2.num_tokens - 1, 3, 60000, 4])  # a valid header, one bad id
+    with pytest.raises(ValueError, match=r"bad.bin: token 4 has id 60000, past the 50261 ids of 'gpt2'.*re-run data/prepare.py"):
         TokenFile(str(tmp_path / "bad.bin"), GPT2)
 
 
