@@ -54,8 +54,26 @@ def model_from_checkpoint(checkpoint: dict) -> CramBERT:
 
 
 def tokenizer_from_checkpoint(checkpoint: dict) -> Tokenizer:
-    """The vocabulary the model was trained with (checkpoints before this field used GPT-2's)."""
-    return Tokenizer.from_state(checkpoint.get("tokenizer"))
+    """The vocabulary the model was trained with (checkpoints before this field used GPT-2's), checked against
+    the model's embedding: every id the tokenizer can produce must have a row (else an IndexError deep inside
+    the first forward pass)."""
+    tokenizer = Tokenizer.from_state(checkpoint.get("tokenizer"))
+    rows = checkpoint["model_config"]["vocab_size"]
+    if rows < tokenizer.num_tokens:
+        raise ValueError(f"the checkpoint's embedding has {rows} rows, fewer than the {tokenizer.num_tokens} ids of "
+                         f"its tokenizer {tokenizer.name!r}: the file is inconsistent (a model and a tokenizer of "
+                         f"different runs)")
+    return tokenizer
+
+
+def check_tokenizer(checkpoint: dict | None, tokenizer: Tokenizer, source: str, data_dir: str):
+    """A model only fits data of its own vocabulary: same ids, same meanings."""
+    if checkpoint is None:
+        return
+    stored = tokenizer_from_checkpoint(checkpoint).name
+    if stored != tokenizer.name:
+        raise ValueError(f"{source} was trained with tokenizer {stored!r} but {data_dir} holds {tokenizer.name!r} "
+                         f"tokens: prepare the data with that checkpoint's tokenizer or start a new run")
 
 
 def model_checkpoint(model: CramBERT, tokenizer: Tokenizer | None, **extra) -> dict:
@@ -94,38 +112,75 @@ def set_rng_states(states: dict):
 def claim_out_dir(out_dir: str, resume: bool, overwrite: bool) -> str:
     """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
     A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
-    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite deletes it
-    and its log. Temporary checkpoints left by a run killed mid-write are removed."""
+    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite replaces it, but
+    only once the new run has passed every check (open_run_log). Temporary checkpoints left by a run killed
+    mid-write are removed."""
     os.makedirs(out_dir, exist_ok=True)
     lock = os.path.join(out_dir, "LOCK")
-    while True:
-        try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            holder = lock_holder(lock)
-            if holder is not None and holder != os.getpid() and process_alive(holder):
-                raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
-                                 f"stop it, or pick another --out-dir (if no such run exists, delete {lock})") from None
-            with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
-                os.remove(lock)
-    with os.fdopen(descriptor, "w") as f:
-        f.write(f"{os.getpid()}\n")
+    while not create_lock(lock):
+        holder = lock_holder(lock)
+        if holder is not None and holder != os.getpid() and process_alive(holder):
+            raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
+                             f"stop it, or pick another --out-dir (if no such run exists, delete {lock})")
+        with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
+            os.remove(lock)
     try:
         checkpoint = os.path.join(out_dir, "ckpt.pt")
-        if os.path.exists(checkpoint) and not resume:
-            if not overwrite:
-                raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
-                                 f"replace it (and its log.jsonl), or pick another --out-dir")
-            for name in ("ckpt.pt", "log.jsonl"):
-                with suppress(FileNotFoundError):
-                    os.remove(os.path.join(out_dir, name))
+        if os.path.exists(checkpoint) and not resume and not overwrite:
+            raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
+                             f"replace it (and its log.jsonl), or pick another --out-dir")
         for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
             os.remove(orphan)
     except BaseException:
         release_out_dir(lock)
         raise
     return lock
+
+
+def create_lock(lock: str) -> bool:
+    """Create the lock holding this process's pid, or return False if it exists. The pid is written under a
+    name of its own and then linked into place, so the lock is never seen empty: an empty lock reads as stale,
+    and a run starting at the same instant would take it over too."""
+    pid = os.getpid()
+    temporary = f"{lock}.{pid}"
+    with open(temporary, "w") as f:
+        f.write(f"{pid}\n")
+    try:
+        os.link(temporary, lock)  # atomic, and fails if the lock exists
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(temporary)
+
+
+def open_run_log(out_dir: str, resume: bool, overwrite: bool, log_bytes: int | None):
+    """Open out_dir/log.jsonl for appending, the moment before training starts: the previous run's files are
+    changed only here, once every check has passed (a typo in a flag costs nothing). --resume cuts the log back
+    to its length when the checkpoint was written (log_bytes), so steps a killed run logged after its last
+    checkpoint are not logged twice. --overwrite deletes the old ckpt.pt and log. A fresh run moves aside the log
+    of an earlier run that wrote no checkpoint (log.1.jsonl, ...) and says so: a log is never mixed."""
+    path = os.path.join(out_dir, "log.jsonl")
+    if resume and log_bytes is None:
+        print(f"note: the checkpoint is older than its log length: {path} is kept whole (it may repeat the steps "
+              f"logged after that checkpoint)")
+    elif resume and os.path.exists(path) and os.path.getsize(path) > log_bytes:
+        dropped = os.path.getsize(path) - log_bytes
+        os.truncate(path, log_bytes)
+        print(f"note: {path} cut back to the checkpoint ({dropped} bytes logged after it dropped)")
+    elif overwrite:
+        for name in ("ckpt.pt", "log.jsonl"):
+            with suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+    elif not resume and os.path.exists(path):
+        number = 1
+        while os.path.exists(os.path.join(out_dir, f"log.{number}.jsonl")):
+            number += 1
+        aside = os.path.join(out_dir, f"log.{number}.jsonl")
+        os.rename(path, aside)
+        print(f"note: {path} held the log of an earlier run that wrote no checkpoint: moved to {aside}; this "
+              f"run starts a new log.jsonl")
+    return open(path, "a")
 
 
 def release_out_dir(lock: str):

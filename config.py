@@ -6,10 +6,12 @@ and the command line built from them.
 import argparse
 import math
 import os
+import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from common import PRECISIONS, resolve_device
+from data.loader import data_identity
 from data.prepare import check_vocab_size, default_corpus
 from grow import grown_config
 from model import ModelConfig, preset_config
@@ -105,7 +107,7 @@ class TrainConfig:
                                  "against pretraining compute from one run")
     resume: bool = flag(False, "continue the run in --out-dir from its checkpoint")
     overwrite: bool = flag(False, "start afresh in an --out-dir that holds another run's checkpoint "
-                                  "(deletes it and its log)")
+                                  "(deletes it and its log, once the new run has passed its checks and starts training)")
     device: str = flag("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     precision: str = flag("auto", "autocast precision. auto: bf16 on GPUs that have it, fp16 with a gradient scaler on "
                                   "older ones (T4, V100); on a CPU bf16 where its bf16 matmuls measure faster than "
@@ -174,10 +176,12 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
         if not ok:
             errors.append(message)
 
-    # budgets: written `not (x > 0)` so that NaN fails too
-    check(not config.budget_seconds < 0, f"--hours/--minutes/--seconds gives {config.budget_seconds:g} s: the budget must be > 0")
+    # budgets: NaN and infinity fail too (a NaN passes every comparison written `not x < 0`)
+    check(math.isfinite(config.budget_seconds) and config.budget_seconds >= 0,
+          f"--hours/--minutes/--seconds gives {config.budget_seconds:g} s: the budget must be a number > 0")
     check(config.max_steps >= 0, f"--max-steps {config.max_steps}: must be >= 1 (0 = no step budget)")
-    check(not config.max_flops < 0, f"--max-flops {config.max_flops:g}: must be > 0 (0 = no FLOP budget)")
+    check(math.isfinite(config.max_flops) and config.max_flops >= 0,
+          f"--max-flops {config.max_flops:g}: must be a number > 0 (0 = no FLOP budget)")
     check(errors or config.budget_seconds > 0 or config.max_steps > 0 or config.max_flops > 0,
           "no budget: give --hours/--minutes/--seconds, --max-steps or --max-flops")
     check(config.stop_after_steps >= 0, f"--stop-after-steps {config.stop_after_steps}: must be >= 0")
@@ -270,6 +274,35 @@ def check_resume(config: TrainConfig, checkpoint: dict, path: str):
     if differ:
         raise ValueError(f"cannot --resume {path} with other data settings: {'; '.join(differ)}. Resume with the "
                          f"checkpoint's values, or start a new run in another --out-dir")
+    stored = checkpoint.get("data_identity")
+    if stored is None:
+        print(f"warning: {path} is older than data fingerprints: cannot check that {config.data_dir} still holds the "
+              f"data it was trained on", file=sys.stderr)
+    elif stored != data_identity(config.data_dir):
+        raise ValueError(f"cannot --resume {path}: {config.data_dir} holds other tokens than it was trained on (the "
+                         f"folder was prepared again, from other text?). Resume on the original data, or start a new "
+                         f"run in another --out-dir")
+
+
+def check_prepared_folder(config: TrainConfig, meta: dict | None):
+    """Settings that only matter for preparing --data-dir, against a folder already prepared: another filter is
+    refused (it is part of the recipe); another tokenizer cannot be applied, so it gets a warning, not silence
+    (a refusal would stop the cpu recipe's default --vocab-size on any folder prepared otherwise)."""
+    if not meta:
+        return
+    prepared = meta["config"]
+    if prepared["max_tokens_per_char"] != config.max_tokens_per_char:
+        raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared['max_tokens_per_char']}, "
+                         f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    if config.vocab_size:
+        asked, same = f"--vocab-size {config.vocab_size}", config.vocab_size == prepared.get("vocab_size", 0)
+    else:
+        asked, same = f"--tokenizer {config.tokenizer}", not prepared.get("vocab_size") and \
+            os.path.realpath(config.tokenizer) == os.path.realpath(prepared.get("tokenizer", "gpt2"))
+    if not same:
+        print(f"warning: {config.data_dir} is already prepared, with tokenizer {meta.get('tokenizer', 'gpt2')!r}: "
+              f"{asked} only applies to preparing a folder, so it is ignored (prepare another --data-dir for it)",
+              file=sys.stderr)
 
 
 

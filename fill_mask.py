@@ -24,9 +24,16 @@ def main(argv=None):
         model, tokenizer = model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
+    if not 1 <= args.top <= tokenizer.num_ordinary:
+        sys.exit(f"error: --top {args.top}: must be in [1, {tokenizer.num_ordinary}] (the text ids of {tokenizer.name!r})")
+    room = model.config.max_seq_len - 2  # [CLS] and [SEP] take two positions
     for sentence in args.sentences:
         if "[MASK]" not in sentence:
             sys.exit(f'error: {sentence!r} has no "[MASK]" to fill')
+        length = len(tokenizer.encode_masked(sentence))
+        if length > room:  # cut to fit, a [MASK] past the cut would be dropped without a word
+            sys.exit(f"error: {sentence[:40]!r}... is {length} tokens; this model reads "
+                     f"at most {room} (its max_seq_len {model.config.max_seq_len}, less [CLS] and [SEP]): shorten it")
         fills = fill_masks(model, tokenizer, sentence, "cpu", args.top)
         print(sentence)
         for number, candidates in enumerate(fills, 1):

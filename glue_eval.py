@@ -515,8 +515,8 @@ def main(argv=None):
                  "or pass --skip-missing to score the others (the average is then partial)")
     for name, reason in skipped.items():
         print(f"{name}: skipped ({reason})", file=sys.stderr)
-    if not task_data:
-        sys.exit("error: no task could run")
+    if not task_data:  # --skip-missing skipped them all: nothing to score, which is no success
+        sys.exit(f"error: no task could be scored (all {len(skipped)} skipped, reasons above)")
     results = run_protocol(arms, task_data, config, lr_grid, args.seeds, sizes, args.subsample_seed, device,
                            args.report_drift)
     arm_names = [arm.name for arm in arms]

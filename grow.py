@@ -45,7 +45,8 @@ from tqdm import tqdm
 
 from data.loader import data_tokenizer, training_batches
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
-from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint, tokenizer_from_checkpoint
+from checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
+                        tokenizer_from_checkpoint)
 from common import autocast, gradient_scaler, resolve_device, training_precision
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
@@ -322,16 +323,17 @@ def grow_command(argv):
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     args = parser.parse_args(argv)
     source = load_checkpoint(args.source)
-    small = model_from_checkpoint(source)
+    small, tokenizer = model_from_checkpoint(source), tokenizer_from_checkpoint(source)
     target = preset_config(args.to, **{name: getattr(args, name) for name in SIZES if getattr(args, name)})
     mask_rate = args.mask_rate or trained_mask_rate(source)
     batches = None
-    if args.method == "ligo":
+    if args.method == "ligo":  # the operator learns from the data: it must be in the model's own ids
+        check_tokenizer(source, data_tokenizer(args.data_dir), args.source, args.data_dir)
         batches = mlm_batches(args.data_dir, args.seq_len or small.config.max_seq_len, mask_rate, args.batch_size,
                               args.seed)
     grown = grow_model(small, target, args.method, batches, args.ligo_steps, args.ligo_lr,
                        resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate, shared_qkv=args.shared_qkv)
-    save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer_from_checkpoint(source),
+    save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer,
                                                growth={**vars(args), "from_config": asdict(small.config)}))
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "
           f"written to {args.out}; continue with: python train.py --init-from {args.out} ...")

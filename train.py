@@ -28,15 +28,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from blimp import DEFAULT_BLIMP_DIR, blimp_accuracy, blimp_subset
-from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, release_out_dir, rng_states, save_checkpoint,
-                        set_rng_states)
+from checkpoint import (check_tokenizer, claim_out_dir, load_checkpoint, model_checkpoint, open_run_log, release_out_dir,
+                        rng_states, save_checkpoint, set_rng_states)
 from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, precision_note,
                     setup_distributed)
-from config import (AUTO_MICRO_BATCH, TrainConfig, check_resume, growth_target, head_fraction, keep_minutes,
-                    parse_train_args, validate_config)
+from config import (AUTO_MICRO_BATCH, TrainConfig, check_prepared_folder, check_resume, growth_target, head_fraction,
+                    keep_minutes, parse_train_args, validate_config)
 from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
-from data.loader import (MLMBatches, PartedBatches, TokenFile, data_tokenizer, is_prepared, mask_tokens, parts_missing,
-                         read_meta, train_token_files, training_batches, validation_batches)
+from data.loader import (MLMBatches, PartedBatches, TokenFile, data_identity, data_tokenizer, is_prepared, mask_tokens,
+                         parts_missing, read_meta, train_token_files, training_batches, validation_batches)
 from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
 from data.tokenizer import Tokenizer, embedding_rows
 from grow import grow_model, growth_flops
@@ -47,6 +47,10 @@ from policy import LearningLawPolicy, LearningLawPolicyConfig, policy_flops, wei
 from scaling import plan_for_machine
 
 EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
+
+
+class StoppedBeforeTraining(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM before the first step: nothing to save, so out at once, out_dir as it was."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -98,6 +102,8 @@ class LoopState:
     elapsed: float = 0.0  # seconds on the budget clock
     next_eval: float = 0.0  # progress at which the next evaluation is due
     val_loss: float | None = None  # latest held-out loss
+    val_step: int | None = None  # the step val_loss was measured at
+    log_bytes: int | None = None  # length of log.jsonl when this state was saved: --resume cuts the log back to it
     grown: bool = False  # the model was grown (--grow-at) in this run
 
 
@@ -203,9 +209,7 @@ def ensure_prepared(config: TrainConfig, rank: int, world_size: int, device) -> 
     val.bin and the tokenizer) now, the rest by a background process while training runs, so a day's run does
     not spend its first hour downloading. Returns that process (rank 0, while parts are missing), else None."""
     meta = read_meta(config.data_dir)
-    if meta and meta["config"]["max_tokens_per_char"] != config.max_tokens_per_char:  # the filter is part of the recipe
-        raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={meta['config']['max_tokens_per_char']}, "
-                         f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    check_prepared_folder(config, meta)  # on every process: one refusing alone would leave the others at the barrier
     needed = not is_prepared(config.data_dir)
     if dist.is_initialized():
         dist.barrier()  # every process has looked before rank 0 writes
@@ -327,16 +331,6 @@ def grammar_pairs(config: TrainConfig) -> list:
     return blimp_subset(folder, config.blimp_pairs)
 
 
-def check_tokenizer(checkpoint: dict | None, tokenizer: Tokenizer, source: str, data_dir: str):
-    """A model only fits data of its own vocabulary: same ids, same meanings."""
-    if checkpoint is None:
-        return
-    stored = (checkpoint.get("tokenizer") or {"name": "gpt2"})["name"]
-    if stored != tokenizer.name:
-        raise ValueError(f"{source} was trained with tokenizer {stored!r} but {data_dir} holds {tokenizer.name!r} "
-                         f"tokens: prepare the data with that checkpoint's tokenizer or start a new run")
-
-
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -354,12 +348,16 @@ def train(config: TrainConfig) -> dict:
             print(note)
     # out_dir is this run's until it returns or fails
     lock = claim_out_dir(config.out_dir, config.resume, config.overwrite) if rank == 0 else None
-    stop = {"signal": None}  # set by the first SIGINT / SIGTERM; the loop checks it
+    stop = {"signal": None, "training": False}  # signal: set by the first SIGINT / SIGTERM once training runs
     previous_handlers = install_stop_handlers(stop, announce=rank == 0)
     preparer = None  # the background process writing the corpus's later parts, if any
     try:
         preparer = ensure_prepared(config, rank, world_size, device)
-        return run_training(build_run(config, rank, world_size, device), stop)
+        run = build_run(config, rank, world_size, device)
+        if rank == 0:  # every check has passed: only now may the previous run's files change
+            run.log_file = open_run_log(config.out_dir, config.resume, config.overwrite, run.state.log_bytes)
+        stop["training"] = True
+        return run_training(run, stop)
     finally:
         if preparer:  # training ended, failed or was interrupted: the preparer goes with it
             preparer.stop()
@@ -372,10 +370,15 @@ def install_stop_handlers(stop: dict, announce: bool = True) -> dict:
     """The first SIGINT (Ctrl-C) or SIGTERM sets stop["signal"] and says so at once: the loop then abandons
     an evaluation in progress or an unfinished step, writes a checkpoint and returns. The second restores
     the previous handlers and raises KeyboardInterrupt: an immediate exit, the last checkpoint written
-    stays (writes are atomic). Returns the previous handlers (restore_handlers)."""
+    stays (writes are atomic). Before training has started (stop["training"]: preparing data, building and
+    measuring the model) the first raises StoppedBeforeTraining at once: there is nothing to save, and a
+    checkpoint of step 0 would make the same command refuse to run again. Returns the previous handlers."""
     previous = {}
 
     def handler(number, frame):
+        if not stop["training"]:
+            restore_handlers(previous)
+            raise StoppedBeforeTraining
         if stop["signal"] is None:
             stop["signal"] = number
             if announce:
@@ -435,10 +438,11 @@ class Run:
         return max(fractions)
 
     def save(self, path: str | None = None):
+        self.state.log_bytes = os.path.getsize(self.log_file.name) if self.log_file else None
         save_checkpoint(path or self.checkpoint_path, model_checkpoint(
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
             loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
-            policy=self.policy.state_dict() if self.policy else None))
+            policy=self.policy.state_dict() if self.policy else None, data_identity=data_identity(self.config.data_dir)))
 
 
 def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.device) -> Run:
@@ -501,11 +505,9 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     if config.compile and getattr(model, "module", model) is raw_model:  # compiling failed: eager from now on,
         config = replace(config, compile=False)  # and a growth later does not try (and fail) again
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
-    os.makedirs(config.out_dir, exist_ok=True)
-    log_file = open(os.path.join(config.out_dir, "log.jsonl"), "a") if rank == 0 else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second, log_file,
-               grammar_pairs(config) if rank == 0 else [])
+               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second,  # train() opens the log
+               blimp_pairs=grammar_pairs(config) if rank == 0 else [])
 
 
 def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
@@ -564,7 +566,7 @@ def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
                         should_stop=interrupted, precision=config.precision)
     if val_loss is None:
         return False
-    state.val_loss = val_loss
+    state.val_loss, state.val_step = val_loss, state.step
     record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
     if run.blimp_pairs:  # zero-shot grammar: the share of minimal pairs whose good sentence scores higher
         record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
@@ -763,7 +765,9 @@ def run_training(run: Run, stop: dict) -> dict:
     bar.close()
     if is_main:
         run.save()
-    summary = {"kind": "summary", "final_val_loss": state.val_loss, "steps": state.step, "tokens": state.tokens,
+    final_val_loss = state.val_loss if state.val_step == state.step else None  # an interrupted run has none
+    summary = {"kind": "summary", "final_val_loss": final_val_loss, "last_val_loss": state.val_loss,
+               "last_val_step": state.val_step, "steps": state.step, "tokens": state.tokens,
                "flops": state.flops, "elapsed_seconds": state.elapsed, "params": run.raw_model.num_params(),
                "non_embedding_params": run.raw_model.num_params(non_embedding=True), "checkpoint": run.checkpoint_path,
                "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop_requested,
@@ -905,6 +909,9 @@ def main(argv=None):
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback
         sys.exit(f"error: {error}")
+    except StoppedBeforeTraining:
+        print(f"interrupted before training started: nothing written to {config.out_dir}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # a second Ctrl-C: out at once, the last checkpoint written stays
         print(f"interrupted again: exited at once; the last checkpoint written is {os.path.join(config.out_dir, 'ckpt.pt')}",
               file=sys.stderr)

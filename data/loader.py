@@ -17,6 +17,7 @@ A prepared folder holds val.bin and either one training file, train.bin (a local
 one per shard of a named multi-shard corpus (C4), train-00000.bin, train-00001.bin, ..., written while
 training already runs (data/prepare.py, prepare_parts). meta.json says when the last part is written.
 """
+import hashlib
 import json
 import os
 import struct
@@ -83,6 +84,19 @@ def data_tokenizer(data_dir: str) -> Tokenizer:
     return Tokenizer.from_spec(path) if os.path.isfile(path) else Tokenizer.gpt2()
 
 
+def data_identity(data_dir: str) -> str:
+    """A fingerprint of the data a run trains on, stored in its checkpoint so --resume can tell a folder
+    re-prepared from other text (same tokenizer, same name) from the one it started on: a hash of val.bin's and
+    the first training file's headers and first 64 KiB of tokens. Later parts are left out: they are still being
+    written while a run trains, and the first part fixes the corpus and its order."""
+    digest = hashlib.sha256()
+    first_train = os.path.join(data_dir, "train.bin")
+    for path in (os.path.join(data_dir, "val.bin"), first_train if os.path.isfile(first_train) else part_path(data_dir, 0)):
+        with open(path, "rb") as f:
+            digest.update(f.read(HEADER.size + (1 << 16)))
+    return digest.hexdigest()[:16]
+
+
 class TokenFile:
     """A validated, read-only memmap of a token file's stream, with the tokenizer that made it."""
 
@@ -109,12 +123,14 @@ class TokenFile:
                              f"tokens ({expected_bytes} bytes): truncated or corrupt, re-run data/prepare.py")
         self.path, self.num_tokens, self.tokenizer = path, num_tokens, tokenizer
         self.tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER.size, shape=(num_tokens,))
-        for start in range(0, num_tokens, 1 << 24):  # every id must index the vocabulary: a cheap max, 32 MB at a time
+        # every id must be one the tokenizer has: a cheap max, 32 MB at a time. Not vocab_size, the embedding's rows:
+        # they are padded to a multiple of 64, and ids past num_tokens (GPT-2's 50 261-50 303) mean no text.
+        for start in range(0, num_tokens, 1 << 24):
             chunk = self.tokens[start:start + (1 << 24)]
-            if chunk.max() >= vocab_size:
-                position = start + int(np.argmax(chunk >= vocab_size))
-                raise ValueError(f"{path}: token {position} has id {int(self.tokens[position])} >= the vocabulary size {vocab_size} "
-                                 f"its header names: the file is corrupt, re-run data/prepare.py")
+            if chunk.max() >= tokenizer.num_tokens:
+                position = start + int(np.argmax(chunk >= tokenizer.num_tokens))
+                raise ValueError(f"{path}: token {position} has id {int(self.tokens[position])}, past the "
+                                 f"{tokenizer.num_tokens} ids of {encoding!r}: the file is corrupt, re-run data/prepare.py")
 
 
 def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Generator, tokenizer: Tokenizer):
@@ -309,6 +325,9 @@ def validation_batches(token_file: TokenFile, seq_len: int, mask_rate: float, ba
     run with fewer --eval-rows scores a prefix of a longer run's set: losses are comparable."""
     data = MLMBatches(token_file, seq_len, mask_rate, seed=1234)
     n_rows = min(max_rows, data.num_rows)
+    if n_rows < max_rows:
+        print(f"note: {token_file.path} holds {data.num_rows} rows of {seq_len} tokens: the validation set is those "
+              f"{n_rows}, not the {max_rows} asked for (--eval-rows)")
     masked_rows = [mask_tokens(data.rows([row]), mask_rate, torch.Generator().manual_seed(row), data.tokenizer)
                    for row in range(n_rows)]
     return [tuple(torch.cat(part) for part in zip(*masked_rows[start:start + batch_size]))

@@ -26,6 +26,7 @@ import argparse
 import glob
 import gzip
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -276,7 +277,10 @@ def write_tokens(documents, tokenizer: Tokenizer, writers: dict, stats: dict, co
                     stats["dropped_documents"] += 1
                     continue
                 split = "val" if is_validation(document, config.val_fraction) else "train"
-                if split in writers:
+                # the target is checked per document (a chunk holds 512 of them); the rest of the chunk's held-out
+                # documents still go to val.bin, so a small target keeps a validation set
+                reached = split == "train" and stop_at and stats["train_tokens"] >= stop_at
+                if split in writers and not reached:
                     writers[split].write(np.array(ids + [tokenizer.sep_id]))
                     stats[f"{split}_tokens"] += len(ids) + 1
             bar.update(len(chunk))
@@ -484,6 +488,17 @@ class BackgroundPreparation:
                           max_parts=parts_present(self.config.out_dir))
 
 
+def token_count(text: str) -> int:
+    """--max-train-tokens's type: a whole number >= 0, written 2000000 or 2e6."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0 and value == int(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of tokens >= 0 (e.g. 2e9; 0 = all)")
+    return int(value)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = PrepareConfig()
@@ -495,7 +510,7 @@ def main(argv=None):
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="share of documents held out")
     parser.add_argument("--max-tokens-per-char", type=float, default=defaults.max_tokens_per_char,
                         help="drop documents with more tokens per character than this (cramming's filter); 0 = keep all")
-    parser.add_argument("--max-train-tokens", type=lambda text: int(float(text)), default=0,
+    parser.add_argument("--max-train-tokens", type=token_count, default=0,
                         help="stop after this many training tokens (0 = all); e.g. 2e9. With a named multi-shard corpus "
                              "only the shards this needs are downloaded")
     parser.add_argument("--shards", type=int, default=0, help="named multi-shard corpus: at most this many shards "

@@ -13,6 +13,7 @@ from conftest import fake_c4, synthetic_documents
 from data.loader import HEADER, MLMBatches, PartedBatches, TokenFile, mask_tokens, training_batches, validation_batches
 from data.plant import plant
 from data.prepare import PrepareConfig, is_validation, prepare
+from data.prepare import main as prepare_main
 from data.tokenizer import Tokenizer
 
 GPT2 = Tokenizer.gpt2()
@@ -115,6 +116,34 @@ def write_token_file(path, tokens, vocab_size=GPT2.vocab_size, name="gpt2"):
     path.write_bytes(header + np.asarray(tokens, dtype="<u2").tobytes())
 
 
+def test_gpt2s_unused_padding_ids_are_refused(tmp_path):
+    write_token_file(tmp_path / "padding.bin", [1, GPT2.num_tokens - 1, GPT2.num_tokens])  # 50260 is [PAD], 50261 nothing
+    with pytest.raises(ValueError, match=f"token 2 has id {GPT2.num_tokens}, past the {GPT2.num_tokens} ids of 'gpt2'"):
+        TokenFile(str(tmp_path / "padding.bin"), GPT2)
+
+
+def test_max_train_tokens_stops_at_the_document_that_reaches_it(tmp_path):
+    documents = synthetic_documents(200)
+    (tmp_path / "corpus.txt").write_text("\n\n".join(documents) + "\n")
+    stats = prepare(PrepareConfig(corpus=str(tmp_path / "corpus.txt"), out_dir=str(tmp_path / "out"), val_fraction=0.1,
+                                  max_train_tokens=100, max_tokens_per_char=0))
+    longest = max(len(GPT2.encode(document)) + 1 for document in documents)
+    assert 100 <= stats["train_tokens"] < 100 + longest and stats["val_tokens"] > 0  # not the whole 512-document chunk
+
+
+@pytest.mark.parametrize("value", ["-5", "0.5", "nan"])
+def test_max_train_tokens_must_be_a_whole_number(tmp_path, value, capsys):
+    with pytest.raises(SystemExit):
+        prepare_main(["--corpus", str(tmp_path / "absent"), "--out-dir", str(tmp_path / "out"), "--max-train-tokens", value])
+    assert "not a whole number of tokens >= 0" in capsys.readouterr().err
+
+
+def test_a_validation_set_smaller_than_asked_is_announced(tiny_corpus, capsys):
+    batches = validation_batches(TokenFile(str(tiny_corpus / "val.bin"), GPT2), 32, 0.25, batch_size=8, max_rows=10 ** 6)
+    rows = sum(len(ids) for ids, _ in batches)
+    assert f"holds {rows} rows of 32 tokens: the validation set is those {rows}, not the 1000000" in capsys.readouterr().out
+
+
 def test_token_file_header_is_checked(tmp_path):
     write_token_file(tmp_path / "ok.bin", [1, 2, 3])
     assert TokenFile(str(tmp_path / "ok.bin"), GPT2).tokens.tolist() == [1, 2, 3]
@@ -135,8 +164,8 @@ def test_token_file_header_is_checked(tmp_path):
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused_when_the_file_is_opened(tmp_path):
-    write_token_file(tmp_path / "bad.bin", [1, 2, GPT2.vocab_size - 1, 3, 60000, 4])  # a valid header, one bad id
-    with pytest.raises(ValueError, match=r"bad.bin: token 4 has id 60000 >= the vocabulary size 50304.*re-run data/prepare.py"):
+    write_token_file(tmp_path / "bad.bin", [1, 2, GPT2.num_tokens - 1, 3, 60000, 4])  # a valid header, one bad id
+    with pytest.raises(ValueError, match=r"bad.bin: token 4 has id 60000, past the 50261 ids of 'gpt2'.*re-run data/prepare.py"):
         TokenFile(str(tmp_path / "bad.bin"), GPT2)
 
 

@@ -266,6 +266,13 @@ def test_damaged_or_missing_task_files_are_an_error_before_any_fine_tuning(tmp_p
     assert "\nerror: rte: no folder" in message and "--skip-missing" in message and "sst2" not in message
 
 
+def test_skip_missing_with_every_task_skipped_is_a_failure(tmp_path, monkeypatch):
+    glue_dir = fixture_glue(tmp_path / "glue")
+    monkeypatch.setattr(glue_eval, "run_task", lambda *args, **kwargs: pytest.fail("no task should be fine-tuned"))
+    with pytest.raises(SystemExit, match=r"error: no task could be scored \(all 2 skipped"):
+        glue_eval.main(["--random-init", "tiny", "--glue-dir", str(glue_dir), "--tasks", "mrpc,rte", "--skip-missing"])
+
+
 def test_main_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, bogus)

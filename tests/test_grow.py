@@ -9,6 +9,7 @@ from torch.func import functional_call
 import grow
 from grow import (GrowthOperator, duplication, grow_model, grown_config, growth_flops, main,
                   train_operator)
+from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
@@ -261,6 +262,19 @@ def test_cli_masks_the_operator_batches_at_the_runs_rate_not_cramming_default(ti
     (masked_default, rate_default), (masked_flag, rate_flag) = seen
     assert rate_default == 0.4 and masked_default == pytest.approx(0.4, abs=0.03)
     assert rate_flag == 0.15 and masked_flag == pytest.approx(0.15, abs=0.03)
+
+
+def test_cli_refuses_data_of_another_tokenizer(tiny_corpus, tmp_path):
+    # a model of our own 320-id BPE, and data in GPT-2 ids: LiGO would learn its operator on the wrong ids
+    (tmp_path / "corpus.txt").write_text((tiny_corpus.parent / "corpus.txt").read_text()[:20_000])
+    prepare(PrepareConfig(corpus=str(tmp_path / "corpus.txt"), out_dir=str(tmp_path / "bpe"), vocab_size=320,
+                          val_fraction=0.2, max_tokens_per_char=0))
+    bpe = Tokenizer.from_spec(str(tmp_path / "bpe" / "tokenizer.bpe"))
+    save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(CramBERT(config(vocab_size=bpe.vocab_size)), bpe))
+    with pytest.raises(SystemExit, match=r"error: .*trained with tokenizer .bpe\d+-.*holds 'gpt2' tokens"):
+        main(["--from", str(tmp_path / "small.pt"), "--to", "tiny", "--out", str(tmp_path / "big.pt"),
+                   "--data-dir", str(tiny_corpus), "--ligo-steps", "1"])
+    assert not (tmp_path / "big.pt").exists()
 
 
 def test_growth_that_cannot_be_done_fails_clearly():

@@ -1,25 +1,28 @@
 import json
 import math
+import shutil
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import fake_c4
-from data.loader import MLMBatches, TokenFile, data_tokenizer
+from conftest import fake_c4, synthetic_documents
+from data.loader import MLMBatches, TokenFile, data_identity, data_tokenizer
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
 from blimp import blimp_accuracy, blimp_subset
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import claim_out_dir, load_checkpoint, model_from_checkpoint, save_checkpoint
+from config import check_resume
 from common import make_optimizer
 from policy import LearningLawPolicyConfig, policy_flops
 from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
@@ -121,11 +124,14 @@ def test_each_evaluation_logs_the_accuracy_on_a_fixed_blimp_subset(tiny_corpus, 
 def test_resume_continues_exactly(tiny_corpus, tmp_path):
     full = train(tiny_run(tiny_corpus, tmp_path / "full", max_steps=8))
     train(tiny_run(tiny_corpus, tmp_path / "split", max_steps=8, stop_after_steps=4))
-    assert load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))["loop"]["step"] == 4
+    checkpoint = load_checkpoint(str(tmp_path / "split" / "ckpt.pt"))
+    assert checkpoint["loop"]["step"] == 4 and checkpoint["data_identity"] == data_identity(str(tiny_corpus))
+    with open(tmp_path / "split" / "log.jsonl", "a") as f:  # a session killed (SIGKILL) after logging step 5
+        f.write(json.dumps({"kind": "train", "step": 5, "loss": 99.0}) + "\n")
     resumed = train(tiny_run(tiny_corpus, tmp_path / "split", max_steps=8, resume=True))
     uninterrupted = {r["step"]: r["loss"] for r in records(tmp_path / "full", "train")}
     continued = {r["step"]: r["loss"] for r in records(tmp_path / "split", "train")}
-    assert sorted(continued) == list(range(1, 9))
+    assert [r["step"] for r in records(tmp_path / "split", "train")] == list(range(1, 9))  # cut back, not repeated
     for step in range(5, 9):
         assert continued[step] == pytest.approx(uninterrupted[step], rel=1e-5)
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-5)
@@ -181,6 +187,40 @@ def test_a_second_run_into_a_folder_with_a_checkpoint_is_refused(tiny_corpus, tm
     assert not list(tmp_path.glob("ckpt.pt.tmp*")) and not (tmp_path / "LOCK").exists()
 
 
+def test_overwrite_deletes_nothing_until_the_new_run_has_passed_its_checks(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"a trained run")
+    (out / "log.jsonl").write_text('{"kind": "config"}\n')
+    with pytest.raises(FileNotFoundError):  # a typo in --data-dir
+        train(tiny_run(tmp_path / "typo", out, max_steps=1, overwrite=True, corpus=str(tmp_path / "absent")))
+    with pytest.raises(FileNotFoundError):  # a missing --init-from
+        train(tiny_run(tiny_corpus, out, max_steps=1, overwrite=True, init_from=str(tmp_path / "absent.pt")))
+    assert (out / "ckpt.pt").read_bytes() == b"a trained run" and (out / "log.jsonl").read_text() == '{"kind": "config"}\n'
+    assert not (out / "LOCK").exists()
+
+
+def test_the_lock_is_never_empty_so_a_run_starting_at_the_same_instant_is_refused(tmp_path):
+    # The other run's pid is slow to come (a loaded machine): before the fix its LOCK existed empty meanwhile, was
+    # taken as stale, and both runs held the folder.
+    script = ("import os, sys, time, checkpoint; real = os.getpid\n"
+              "def slow_getpid():\n    time.sleep(1.5)\n    return real()\n"
+              "os.getpid = slow_getpid\n"
+              "checkpoint.claim_out_dir(sys.argv[1], False, False)\nprint('held', flush=True)\ntime.sleep(30)\n")
+    other = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(p.name.startswith("LOCK") for p in tmp_path.iterdir()):
+            time.sleep(0.01)
+        with pytest.raises(ValueError, match=f"in use by a live run \\(pid {other.pid}"):
+            claim_out_dir(str(tmp_path), False, False)
+        assert other.stdout.readline() == "held\n"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_a_live_run_locks_its_folder_and_a_dead_ones_lock_is_stale(tiny_corpus, tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -191,8 +231,11 @@ def test_a_live_run_locks_its_folder_and_a_dead_ones_lock_is_stale(tiny_corpus, 
     finally:
         live.kill()
         live.wait()
+    (tmp_path / "log.jsonl").write_text('{"kind": "config", "run": "died before its first checkpoint"}\n')
     train(tiny_run(tiny_corpus, tmp_path, max_steps=1))  # the same lock, now of a dead process: taken over
     assert not (tmp_path / "LOCK").exists()
+    assert "died before" in (tmp_path / "log.1.jsonl").read_text()  # the old log moved aside, not appended to
+    assert len(records(tmp_path, "config")) == 1 and "died before" not in (tmp_path / "log.jsonl").read_text()
 
 
 def cli(*args, **kwargs):
@@ -215,6 +258,10 @@ def test_sigint_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
     assert "stopping after this step, writing checkpoint" in stderr and "interrupted" in stdout
     checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
     assert checkpoint["loop"]["step"] >= 1 and checkpoint["loop"]["elapsed"] < 120
+    summary = json.loads(stdout[stdout.index("\n{") + 1:])
+    assert summary["last_val_loss"] is not None  # the evaluation at step 0 at least...
+    if summary["last_val_step"] != summary["steps"]:  # ...is not a final loss of a run stopped later
+        assert summary["final_val_loss"] is None
 
 
 def interrupt_at_forward(monkeypatch, evaluating: bool, at_call: int, times: int = 1) -> list:
@@ -233,13 +280,24 @@ def interrupt_at_forward(monkeypatch, evaluating: bool, at_call: int, times: int
     return calls
 
 
-def test_ctrl_c_abandons_an_evaluation_in_progress(tiny_corpus, tmp_path, monkeypatch):
+@pytest.fixture
+def own_sigint_handler():
+    """A SIGINT handler of the test's own, restored afterwards: the tests check train() puts back the handler that
+    was there before, whatever the one pytest was started with (a shell's background job ignores SIGINT)."""
+    def handler(number, frame):
+        raise AssertionError("train() should have had its own handler in place")
+    previous = signal.signal(signal.SIGINT, handler)
+    yield handler
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_abandons_an_evaluation_in_progress(tiny_corpus, tmp_path, monkeypatch, own_sigint_handler):
     calls = interrupt_at_forward(monkeypatch, evaluating=True, at_call=2)
     summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=5, eval_rows=64))  # 8 validation batches of 8 rows
     assert summary["interrupted"] and len(calls) == 2  # stopped after the batch in progress, not after all 8
     assert records(tmp_path, "eval") == [] and summary["final_val_loss"] is None  # no partial loss recorded
     assert load_checkpoint(summary["checkpoint"])["loop"]["step"] == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler  # handlers restored
 
 
 def test_ctrl_c_drops_an_unfinished_step(tiny_corpus, tmp_path, monkeypatch):
@@ -251,7 +309,8 @@ def test_ctrl_c_drops_an_unfinished_step(tiny_corpus, tmp_path, monkeypatch):
     assert checkpoint["loop"]["step"] == 2 and checkpoint["data"]["cursor"] == 2 * 16
 
 
-def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys):
+def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys,
+                                                                   own_sigint_handler):
     flags = ["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len", "32",
              "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6", "--no-progress-bar"]
     train_module.main(flags + ["--stop-after-steps", "2"])  # a pause exits 0 (returns)
@@ -263,7 +322,23 @@ def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, 
     assert "interrupted again: exited at once" in capsys.readouterr().err
     assert (tmp_path / "ckpt.pt").read_bytes() == before  # no new checkpoint, the last good one intact
     assert load_checkpoint(str(tmp_path / "ckpt.pt"))["loop"]["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
+
+
+def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_corpus, tmp_path, monkeypatch, capsys,
+                                                                          own_sigint_handler):
+    def ctrl_c_while_preparing(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        return None
+    monkeypatch.setattr(train_module, "ensure_prepared", ctrl_c_while_preparing)
+    monkeypatch.setattr(train_module, "build_run", lambda *args: pytest.fail("went on after Ctrl-C"))
+    with pytest.raises(SystemExit) as exit_info:
+        train_module.main(["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len",
+                           "32", "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6"])
+    assert exit_info.value.code == EXIT_INTERRUPTED
+    assert "interrupted before training started: nothing written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no step-0 checkpoint (so no --resume needed), no LOCK
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -271,6 +346,8 @@ def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, 
     (["--mask-rate", "1.5"], "--mask-rate 1.5 is outside (0, 1)"),
     (["--mask-rate", "0.01", "--seq-len", "32"], "--mask-rate 0.01 masks no token of a 32-token row"),
     (["--hours", "-1"], "--hours/--minutes/--seconds gives -3600 s"),
+    (["--hours", "nan"], "--hours/--minutes/--seconds gives nan s"),
+    (["--max-flops", "inf"], "--max-flops inf: must be a number > 0"),
     (["--vocab-size", "100"], "--vocab-size 100: must be in [260, 65536]"),
     (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 8 × --seq-len 128"),
     (["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
@@ -325,6 +402,27 @@ def test_resume_with_other_data_settings_names_them(tiny_corpus, tmp_path):
     train(tiny_run(tiny_corpus, tmp_path, max_steps=4, stop_after_steps=1))
     with pytest.raises(ValueError, match=r"--mask-rate 0.15 differs from the checkpoint's 0.25; --seed 3 differs"):
         train(tiny_run(tiny_corpus, tmp_path, max_steps=4, resume=True, mask_rate=0.15, seed=3))
+
+
+def test_resume_refuses_a_folder_prepared_again_from_other_text(tiny_corpus, tmp_path, capsys):
+    config = tiny_run(tmp_path / "tokens", tmp_path / "run", max_steps=4)
+    shutil.copytree(tiny_corpus, tmp_path / "tokens")
+    checkpoint = {"train_config": asdict(config), "data_identity": data_identity(str(tmp_path / "tokens"))}
+    check_resume(config, checkpoint, "ckpt.pt")  # the same data: fine
+    (tmp_path / "other.txt").write_text("\n\n".join(synthetic_documents(300, seed=7)) + "\n")
+    prepare(PrepareConfig(corpus=str(tmp_path / "other.txt"), out_dir=str(tmp_path / "tokens"), val_fraction=0.1))
+    with pytest.raises(ValueError, match="holds other tokens than it was trained on"):
+        check_resume(config, checkpoint, "ckpt.pt")
+    del checkpoint["data_identity"]  # a checkpoint from before fingerprints: accepted, with a warning
+    check_resume(config, checkpoint, "ckpt.pt")
+    assert "older than data fingerprints" in capsys.readouterr().err
+
+
+def test_a_tokenizer_flag_on_a_prepared_folder_is_not_silently_ignored(tiny_corpus, capsys):
+    train_module.ensure_prepared(TrainConfig(data_dir=str(tiny_corpus), vocab_size=16384), 0, 1, "cpu")
+    assert "--vocab-size 16384 only applies to preparing a folder, so it is ignored" in capsys.readouterr().err
+    train_module.ensure_prepared(TrainConfig(data_dir=str(tiny_corpus)), 0, 1, "cpu")  # its own settings: silent
+    assert capsys.readouterr().err == ""
 
 
 def test_missing_data_names_the_fix(tmp_path):
