@@ -80,6 +80,14 @@ class TrainConfig:
     peak_at: float = flag(0.75, "one-cycle: budget fraction of the peak")
     warmup_steps: int = flag(10_000, "bert schedule: warmup steps")
     schedule_steps: int = flag(0, "bert schedule: step at which lr reaches 0 (default: --max-steps)")
+    # A run can be one piece of a longer schedule (one-cycle, constant): a small model to be grown stops mid-schedule
+    # with --schedule-to, and the grown model continues from there with --schedule-from, with no second warmup.
+    schedule_from: float = flag(0.0, "share of one longer schedule already behind this run: lr and batch ramp start "
+                                     "there instead of at 0 (a grown model: the small run's --schedule-to, or later)")
+    schedule_to: float = flag(1.0, "share of that schedule at which this run ends (a small model to be grown: it "
+                                   "stops with the lr still up, and the grown run continues with --schedule-from)")
+    rewarm: float = flag(0.0, "after growth (--grow-at, or the start of an --init-from run), ramp the lr from 0 "
+                              "back up to the schedule over this share of it (0 = off: the schedule carries on)")
     batch_tokens: int = flag(524_288, "tokens per optimizer step at full batch (4096 rows of 128)")
     micro_batch_size: int | str = flag("auto", "rows per forward/backward pass per device; the rest of --batch-tokens "
                                                f"is gradient accumulation. auto: on CUDA the largest of "
@@ -230,6 +238,12 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     check(config.warmup_steps >= 0 and config.schedule_steps >= 0, "--warmup-steps and --schedule-steps must be >= 0")
     check(config.schedule != "bert" or config.schedule_steps or config.max_steps,
           "--schedule bert decays over steps: give --schedule-steps (or --max-steps)")
+    check(0 <= config.schedule_from < config.schedule_to <= 1,
+          f"--schedule-from {config.schedule_from:g} and --schedule-to {config.schedule_to:g} are shares of one "
+          f"schedule: use 0 <= from < to <= 1")
+    check(config.schedule != "bert" or (config.schedule_from, config.schedule_to) == (0, 1),
+          "--schedule bert counts steps, not budget shares: --schedule-from/--schedule-to need one-cycle or constant")
+    check(0 <= config.rewarm < 1, f"--rewarm {config.rewarm:g} is a share of the schedule: use a value in [0, 1)")
     check(config.weight_decay >= 0, f"--weight-decay {config.weight_decay:g}: must be >= 0")
     check(config.grad_clip > 0, f"--grad-clip {config.grad_clip:g}: must be > 0")
     # evaluation, checkpoints, growth

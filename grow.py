@@ -335,8 +335,10 @@ def grow_command(argv):
                        resolve_device(args.device), args.noise, args.seed, mask_rate=mask_rate, shared_qkv=args.shared_qkv)
     save_checkpoint(args.out, model_checkpoint(grown.cpu(), tokenizer,
                                                growth={**vars(args), "from_config": asdict(small.config)}))
+    stopped_at = (source.get("train_config") or {}).get("schedule_to", 1.0)  # where the small run's schedule ended
+    carry_on = f" --schedule-from {stopped_at:g}" if stopped_at < 1 else ""  # no second warmup (train.schedule_progress)
     print(f"{args.method}: {small.num_params() / 1e6:.1f}M -> {grown.num_params() / 1e6:.1f}M parameters, "
-          f"written to {args.out}; continue with: python train.py --init-from {args.out} ...")
+          f"written to {args.out}; continue with: python train.py --init-from {args.out}{carry_on} ...")
 
 
 def main(argv=None):

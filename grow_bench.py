@@ -9,6 +9,16 @@ by each method of grow.py, every run on the same FLOP budget.
 FLOPs saved is reported two ways. "Small charged": the small model's training counts against the grown runs,
 the fair account when the small model is trained for the purpose. "Small given": it does not, the paper's
 setting (Sec. 4: growth starts from an existing pretrained model); the operator's steps count in both.
+
+The small model and the grown one share one one-cycle schedule over the whole budget: the small run is its first
+--small-fraction (train.py --schedule-to) and stops with the learning rate still up, the operator's FLOPs pass
+on the schedule's clock, and the grown run continues from there (--schedule-from) with a fresh optimizer and no
+second warmup to the peak, as LiGO's released recipe trains the grown BERT (--warmup_steps 0). --rewarm ramps
+the lr up again over a few per cent after growth (default off); --restart-schedule gives every run a one-cycle
+of its own instead, the setting of BENCHMARKS.md's first LiGO table.
+
+    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
+    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
 """
 import argparse
 import json
@@ -53,6 +63,8 @@ class BenchConfig:
     peak_at: float = 0.1  # budget fraction of the peak: short runs cannot afford cramming's 0.75 warmup
     eval_rows: int = 256  # rows of val.bin in the fixed held-out set (fewer: savings drown in noise)
     eval_interval: float = 0.125  # budget fraction between evaluations
+    rewarm: float = 0.0  # share of the schedule over which a grown run's lr climbs back from 0 (0 = carries on)
+    restart_schedule: bool = False  # every run its own one-cycle: the small one anneals to 0, the grown one warms up
     seed: int = 0
 
 
@@ -98,8 +110,10 @@ def bench(config: BenchConfig) -> dict:
                   seed=config.seed)
     curves = {"scratch": eval_curve(scratch["log"], 0.0, 0.0)}
     print(f"small: {config.small} {config.small_overrides} for {config.small_fraction * config.big_flops:.3g} FLOPs")
+    shared = not config.restart_schedule  # one schedule over big_flops: the small run is its first small_fraction
     small_run = run("small", config.small_fraction * config.big_flops, preset=config.small,
-                    model_overrides=config.small_overrides, seed=config.seed)
+                    model_overrides=config.small_overrides, seed=config.seed,
+                    schedule_to=config.small_fraction if shared else 1.0)
     curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
     small_checkpoint = load_checkpoint(small_run["checkpoint"])
     small = model_from_checkpoint(small_checkpoint)
@@ -122,7 +136,10 @@ def bench(config: BenchConfig) -> dict:
         print(f"{name}: grown after {spent:.3g} FLOPs; training on for {config.big_flops - spent:.3g}")
         # Another seed, so another row order and masking: with the small run's seed the grown model would
         # relearn the very examples the small one saw, which costs held-out loss instead of lowering it.
-        summary = run(name, config.big_flops - spent, init_from=path, seed=config.seed + 1)
+        # The grown run is the rest of the shared schedule: its lr starts where the small run's stopped, moved on by
+        # the operator's FLOPs (train.schedule_progress), not at a second warmup's 0.
+        summary = run(name, config.big_flops - spent, init_from=path, seed=config.seed + 1, rewarm=config.rewarm,
+                      schedule_from=spent / config.big_flops if shared else 0.0)
         curves[name] = eval_curve(summary["log"], spent, seconds)
 
     target = curves["scratch"][-1]["val_loss"]
@@ -246,6 +263,11 @@ def main(argv=None):
     parser.add_argument("--peak-at", type=float, default=defaults.peak_at, help="budget fraction of the lr peak")
     parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="held-out rows")
     parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget between evals")
+    parser.add_argument("--rewarm", type=float, default=defaults.rewarm,
+                        help="share of the schedule over which a grown run's lr climbs back up from 0 (0 = off)")
+    parser.add_argument("--restart-schedule", action="store_true",
+                        help="every run its own one-cycle schedule (the small model anneals to 0, the grown one warms "
+                             "up again) instead of one schedule shared through growth")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
                         help="comma-separated seeds: the whole comparison once per seed, then mean ± spread")

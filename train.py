@@ -56,7 +56,27 @@ class StoppedBeforeTraining(KeyboardInterrupt):
 # ----------------------------------------------------------------------------------------------------
 # Schedules: pure functions of progress (0 at the start of the budget, 1 at its end)
 
+def schedule_progress(config: TrainConfig, progress: float) -> float:
+    """Where this run's progress falls on its schedule. A run may be only the piece [--schedule-from, --schedule-to]
+    of one longer schedule: a small model stops mid-schedule, and the model grown from it carries on with the
+    learning rate and batch size where they were, instead of warming up to the peak again and losing the small
+    model's lead. The grown model's optimizer still starts fresh; LiGO's released BERT recipe likewise trains
+    the grown model with no second warmup (--warmup_steps 0; Wang et al. 2023, github.com/VITA-Group/LiGO)."""
+    return config.schedule_from + (config.schedule_to - config.schedule_from) * progress
+
+
 def learning_rate(config: TrainConfig, progress: float, step: int) -> float:
+    """The schedule's value at this run's progress; with --rewarm, ramped up from 0 again just after growth."""
+    at = schedule_progress(config, progress)
+    lr = scheduled_learning_rate(config, at, step)
+    if config.rewarm and (config.grow_at or config.init_from):
+        since_growth = at - schedule_progress(config, config.grow_at)  # an --init-from run starts grown (grow_at 0)
+        if 0 <= since_growth < config.rewarm:
+            lr *= since_growth / config.rewarm
+    return lr
+
+
+def scheduled_learning_rate(config: TrainConfig, progress: float, step: int) -> float:
     if config.schedule == "one-cycle":  # cramming's budget triangle: up to the peak, then down to 0 at the end
         if progress < config.peak_at:
             return config.lr * progress / config.peak_at
@@ -81,7 +101,7 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
     full = max(1, round(config.batch_tokens / config.seq_len / rows_per_micro_step))  # micro-steps at full batch
     if not config.batch_ramp:
         return full * rows_per_micro_step
-    fraction = min(1.0, progress / config.ramp_until)
+    fraction = min(1.0, schedule_progress(config, progress) / config.ramp_until)
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
 
 

@@ -277,6 +277,18 @@ def test_cli_refuses_data_of_another_tokenizer(tiny_corpus, tmp_path):
     assert not (tmp_path / "big.pt").exists()
 
 
+def test_cli_says_where_the_small_runs_schedule_stopped(tmp_path, capsys):
+    # A source run that stopped mid-schedule (--schedule-to 0.3): the grown model continues it with --schedule-from.
+    small = CramBERT(preset_config("tiny"))
+    for schedule_to, hint in ((0.3, "--init-from " + str(tmp_path / "grown.pt") + " --schedule-from 0.3 ..."),
+                              (1.0, "--init-from " + str(tmp_path / "grown.pt") + " ...")):
+        save_checkpoint(str(tmp_path / "small.pt"), model_checkpoint(
+            small, Tokenizer.gpt2(), train_config=asdict(TrainConfig(schedule_to=schedule_to))))
+        main(["--from", str(tmp_path / "small.pt"), "--to", "tiny", "--n-layer", "3", "--method", "stack",
+              "--out", str(tmp_path / "grown.pt"), "--device", "cpu"])
+        assert hint in capsys.readouterr().out
+
+
 def test_growth_that_cannot_be_done_fails_clearly():
     small = CramBERT(config())
     with pytest.raises(ValueError, match="cannot shrink"):

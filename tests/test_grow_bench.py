@@ -3,7 +3,9 @@ import json
 import pytest
 
 import grow_bench
+from config import TrainConfig
 from grow_bench import COLUMNS, BenchConfig, bench, bench_seeds, flops_to_reach, print_table
+from train import learning_rate
 
 
 def test_flops_to_reach_interpolates_a_loss_curve():
@@ -31,6 +33,21 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
         if row["flops_saved"] is not None:
             assert row["flops_saved_small_given"] == pytest.approx(row["flops_saved"] + share)
     assert "FLOPs saved (small given)" in capsys.readouterr().out
+    # One one-cycle schedule (lr 3e-3, peak at 0.1) through growth: the small run stops at 0.3 of it with the lr still
+    # up; each grown run starts where the small run and its operator left it and only decays from there.
+    small = run_config(tmp_path / "bench" / "small")
+    assert small.schedule_to == 0.3 and learning_rate(small, 1.0, 0) == pytest.approx(3e-3 * 0.7 / 0.9)
+    for name in ("stack", "ligo-2"):
+        grown = run_config(tmp_path / "bench" / name)
+        start = results["curves"][name][0]["flops"] / config.big_flops  # the small model's and the operator's share
+        assert grown.schedule_from == pytest.approx(start) and start >= 0.3
+        assert learning_rate(grown, 0.0, 0) == pytest.approx(3e-3 * (1 - start) / 0.9)  # no warmup from 0
+
+
+def run_config(run_dir) -> TrainConfig:
+    """The settings a train.py run logged on its first line."""
+    with open(run_dir / "log.jsonl") as f:
+        return TrainConfig(**json.loads(f.readline())["config"])
 
 
 def test_bench_over_seeds_tables_mean_and_spread(monkeypatch, tmp_path):

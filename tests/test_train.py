@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,11 @@ from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
 from blimp import blimp_accuracy, blimp_subset
-from checkpoint import claim_out_dir, load_checkpoint, model_from_checkpoint, save_checkpoint
+from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, model_from_checkpoint,
+                        save_checkpoint)
 from config import check_resume
 from common import make_optimizer
+from grow import grow_model
 from policy import LearningLawPolicyConfig, policy_flops
 from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
                    unigram_log_probs)
@@ -360,6 +362,9 @@ def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_
     (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
     (["--keep-minutes", "15,x"], "--keep-minutes '15,x': give minutes >= 0"),
     (["--keep-minutes", "-5"], "--keep-minutes '-5': give minutes >= 0"),
+    (["--schedule-from", "0.5", "--schedule-to", "0.5"], "--schedule-from 0.5 and --schedule-to 0.5 are shares"),
+    (["--schedule", "bert", "--max-steps", "9", "--schedule-from", "0.5"], "--schedule bert counts steps"),
+    (["--rewarm", "1"], "--rewarm 1 is a share of the schedule"),
 ])
 def test_bad_flags_are_refused_before_any_data_is_prepared(tmp_path, flags, message):
     # --data-dir is empty and --corpus absent: reaching data preparation would fail with another message
@@ -496,13 +501,60 @@ def test_max_flops_charges_the_learning_law_policys_own_passes(tiny_corpus, tmp_
 
 def test_growing_inside_one_budget(tiny_corpus, tmp_path):
     # tiny with one head of 64 grows into mini (4 heads of 64): LiGO keeps the head size and adds heads.
-    settings = dict(max_steps=4, grow_at=0.5, grow_to="mini", ligo_steps=2, model_overrides={"n_head": 1}, eval_rows=8)
-    summary = train(tiny_run(tiny_corpus, tmp_path, **settings))
+    settings = dict(max_steps=4, grow_at=0.5, grow_to="mini", ligo_steps=2, model_overrides={"n_head": 1}, eval_rows=8,
+                    eval_interval=1.0)
+    config = tiny_run(tiny_corpus, tmp_path, **settings)
+    summary = train(config)
+    # one schedule through growth: the grown model's fresh optimizer takes the lr where it was, no second warmup
+    assert [r["lr"] for r in records(tmp_path, "train")] == pytest.approx([learning_rate(config, step / 4, step)
+                                                                           for step in range(4)])
     grow_record = records(tmp_path, "grow")[0]
     assert grow_record["step"] == 2 and grow_record["to_params"] > grow_record["from_params"]
     checkpoint = load_checkpoint(summary["checkpoint"])
     assert (checkpoint["model_config"]["n_layer"], checkpoint["model_config"]["n_embd"]) == (4, 256)
     assert checkpoint["loop"]["grown"] and summary["steps"] == 4
+
+
+def test_a_piece_of_a_schedule_is_that_part_of_the_whole():
+    # --schedule-from/--schedule-to: the run's progress p sits at from + (to - from) p of one longer schedule,
+    # for the learning rate and the batch ramp alike.
+    whole = TrainConfig(lr=1e-3, peak_at=0.1, batch_tokens=128 * 64, seq_len=128, micro_batch_size=4, ramp_until=0.6)
+    for start, end in [(0.0, 0.3), (0.3, 1.0), (0.2, 0.5)]:
+        piece = replace(whole, schedule_from=start, schedule_to=end)
+        for p in (0.0, 0.25, 1.0):
+            at = start + (end - start) * p
+            assert learning_rate(piece, p, step=7) == pytest.approx(learning_rate(whole, at, step=7), abs=1e-15)
+            assert batch_rows(piece, p, 1) == batch_rows(whole, at, 1)
+    assert learning_rate(replace(whole, schedule_from=0.3), 0.0, 0) == pytest.approx(1e-3 * 0.7 / 0.9)  # no warmup
+
+
+def test_rewarm_ramps_the_lr_back_up_after_growth_only_when_asked():
+    # --rewarm 0.1 with --grow-at 0.5: from the schedule's value at 0.5 the lr falls to 0 and climbs back to the
+    # schedule by 0.6; before growth and after the ramp, and for a run that never grows, it is the schedule's.
+    config = TrainConfig(lr=1.0, peak_at=0.1, grow_at=0.5, grow_to="mini", rewarm=0.1)
+    one_cycle = lambda at: (1 - at) / 0.9  # noqa: E731  (past the peak)
+    for progress, expected in [(0.4, one_cycle(0.4)), (0.5, 0.0), (0.55, 0.5 * one_cycle(0.55)), (0.6, one_cycle(0.6))]:
+        assert learning_rate(config, progress, 0) == pytest.approx(expected)
+    continued = TrainConfig(lr=1.0, peak_at=0.1, init_from="grown.pt", schedule_from=0.5, rewarm=0.1)
+    assert learning_rate(continued, 0.0, 0) == 0.0 and learning_rate(continued, 0.1, 0) == pytest.approx(0.5 * one_cycle(0.55))
+    assert learning_rate(replace(config, grow_at=0.0, grow_to=""), 0.5, 0) == pytest.approx(one_cycle(0.5))
+
+
+def test_a_grown_checkpoint_continues_the_small_runs_schedule(tiny_corpus, tmp_path):
+    # The small run covers [0, 0.5] of a one-cycle schedule and stops with the lr still up; the model grown from
+    # it (--init-from, a fresh optimizer) takes its first step at the schedule's value at 0.5, not at a warmup's ~0.
+    small = train(tiny_run(tiny_corpus, tmp_path / "small", max_steps=4, peak_at=0.1, schedule_to=0.5, eval_rows=8,
+                           eval_interval=1.0))
+    grown = grow_model(model_from_checkpoint(load_checkpoint(small["checkpoint"])), preset_config("tiny", n_layer=4),
+                       "stack")
+    save_checkpoint(str(tmp_path / "grown.pt"), model_checkpoint(grown, Tokenizer.gpt2()))
+    train(tiny_run(tiny_corpus, tmp_path / "big", max_steps=2, peak_at=0.1, schedule_from=0.5, eval_rows=8,
+                   eval_interval=1.0, init_from=str(tmp_path / "grown.pt"), seed=1))
+    small_lrs = [r["lr"] for r in records(tmp_path / "small", "train")]
+    grown_lrs = [r["lr"] for r in records(tmp_path / "big", "train")]
+    at_the_stop = 3e-3 * (1 - 0.5) / (1 - 0.1)  # one-cycle's value where the small run's schedule stopped
+    assert small_lrs[-1] > at_the_stop and grown_lrs[0] == pytest.approx(at_the_stop)
+    assert grown_lrs[1] == pytest.approx(3e-3 * (1 - 0.75) / (1 - 0.1))  # and on down to 0 at the end
 
 
 def test_unigram_line_matches_a_hand_computation():
