@@ -109,7 +109,8 @@ def announce_machine(config: TrainConfig, how: str, device, world_size: int):
     """One log line: what machine.fit_to_machine decided."""
     full_rows, micro_rows = batch_rows(config, 1.0, world_size), config.micro_batch_size * world_size
     scaler_note = " with a gradient scaler" if config.precision == "fp16" else precision_note(device, config.precision)
-    print(f"machine: {device} x{world_size} ({torch.get_num_threads()} threads each), {config.precision}{scaler_note}, torch.compile "
+    threads = torch.get_num_threads()
+    print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}{scaler_note}, torch.compile "
           f"{'on' if config.compile else 'off'}, micro-batch {config.micro_batch_size} rows ({how}) x "
           f"{full_rows // micro_rows} accumulation steps x {world_size} = {full_rows * config.seq_len:,} tokens per full batch")
 
