@@ -428,8 +428,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     # --- how the encoder scores ---
     parser.add_argument("--pll", choices=PLL_VARIANTS, default="word", help="word: PLL-word-l2r (Kauf & Ivanova "
                         "2023), also masking a word's later pieces; plain: one token at a time (Salazar et al. 2020)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="autocast precision (auto: bf16 "
-                        "or fp16 on a GPU, fp32 on CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="autocast precision (auto: as "
+                        "train.py decides for this device: bf16 where native, fp16 on older GPUs, else fp32)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     parser.add_argument("--batch-rows", type=int, default=1024, help="masked copies per forward pass")
     parser.add_argument("--seed", type=int, default=0, help="seed of a --random-init encoder's weights")

@@ -36,7 +36,7 @@ class FinetuneConfig:
     eval_batch_size: int = 64  # examples per forward pass when scoring the dev set
     max_train_examples: int | None = None  # deviation from GLUE: subsample train for quick CPU runs
     max_eval_examples: int | None = None  # deviation from GLUE: subsample dev for quick CPU runs
-    precision: str = "auto"  # autocast precision (common.training_precision): bf16/fp16 on a GPU, fp32 on CPU
+    precision: str = "auto"  # autocast precision (common.training_precision): bf16/fp16 on a GPU, bf16 on a CPU that computes it natively
     layer_decay: float = 1.0  # layer-wise lr decay (ELECTRA: 0.8); 1 = one lr everywhere (parameter_groups)
     epochs_small: int | None = None  # passes for a task with < SMALL_TASK_ROWS training rows; None = epochs
     method: str = "finetune"  # "finetune"; "probe": frozen features + a linear model; "lp-ft": head first, then all

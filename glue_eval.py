@@ -443,7 +443,7 @@ def add_hyperparameter_flags(parser: argparse.ArgumentParser, defaults: Finetune
     parser.add_argument("--pooling", choices=("cls", "mean"), default=defaults.pooling,
                         help="sentence vector for the head: the [CLS] position (BERT) or the mean over tokens")
     parser.add_argument("--precision", choices=PRECISIONS, default=defaults.precision,
-                        help="autocast precision of fine-tuning and prediction (auto: bf16/fp16 on a GPU, fp32 on CPU)")
+                        help="autocast precision of fine-tuning and prediction (auto: as train.py decides for this device)")
     parser.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="dev batch size")
     # --- deviations from the GLUE protocol, for quick CPU runs ---
     parser.add_argument("--max-train-examples", type=int, help="fine-tune on a fixed random subset of this size "
