@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from checkpoint import encoder_from_file, encoder_shape
 from common import PRECISIONS, autocast, resolve_device, training_precision, write_json
 from data.fetch import DownloadError, fetch
 from data.tokenizer import Tokenizer
 from finetune import collate
-from model import CramBERT, model_config_from_dict, preset_config
+from model import CramBERT
 from ngram import KneserNey, ngram_streams
 
 # The 67 paradigms (the files' UIDs), so that a missing file is noticed rather than silently averaged over.
@@ -163,6 +163,19 @@ def blimp_subset(blimp_dir, pairs_per_paradigm: int = 5) -> list[MinimalPair]:
     """The first pairs_per_paradigm pairs (by pairID) of every paradigm present: a fixed set, the same at every
     call, small enough to score at each of train.py's evaluations (blimp_accuracy)."""
     return read_blimp(blimp_dir, pairs_per_paradigm, skip_missing=True)[0]
+
+
+def evaluation_pairs(blimp_dir: str, pairs_per_paradigm: int) -> list[MinimalPair]:
+    """train.py --blimp-pairs: the subset every evaluation scores, from blimp_dir ("" = DEFAULT_BLIMP_DIR); []
+    when 0 pairs are asked for or the files are absent (said once)."""
+    if not pairs_per_paradigm:
+        return []
+    folder = blimp_dir or str(DEFAULT_BLIMP_DIR)
+    if not os.path.isdir(folder):
+        print(f"no BLiMP files in {folder}: evaluations log no grammar score (python blimp.py --download DIR, then "
+              f"--blimp-dir DIR)")
+        return []
+    return blimp_subset(folder, pairs_per_paradigm)
 
 
 def read_references(blimp_dir) -> dict[str, dict[str, float]]:
@@ -357,18 +370,11 @@ def format_table(columns: dict[str, dict]) -> str:
 def load_encoder(args) -> tuple[CramBERT, Tokenizer]:
     """The checkpoint's model, or (--random-init) a fresh one of a preset (GPT-2's ids) or of a checkpoint's exact
     config and tokenizer, seeded by --seed; a file that is not a usable checkpoint raises ValueError."""
-    path = args.ckpt or (args.random_init if os.path.isfile(args.random_init or "") else None)
+    if args.ckpt:
+        return encoder_from_file(args.ckpt)
+    shaped, tokenizer = encoder_shape(args.random_init)
     torch.manual_seed(args.seed)
-    if path is None:
-        return CramBERT(preset_config(args.random_init)), Tokenizer.gpt2()
-    checkpoint = load_checkpoint(path)
-    try:
-        tokenizer = tokenizer_from_checkpoint(checkpoint)
-        if args.random_init:
-            return CramBERT(model_config_from_dict(checkpoint["model_config"])), tokenizer
-        return model_from_checkpoint(checkpoint), tokenizer
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{path} has the cramlm marker but no usable model: {error!r}") from error
+    return CramBERT(shaped.config), tokenizer
 
 
 def score_model(args, pairs, model, tokenizer, device) -> tuple[dict, dict]:

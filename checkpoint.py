@@ -15,7 +15,7 @@ import torch
 
 from common import atomic_path
 from data.tokenizer import Tokenizer
-from model import CramBERT, model_config_from_dict
+from model import CramBERT, model_config_from_dict, preset_config
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 
@@ -64,6 +64,24 @@ def tokenizer_from_checkpoint(checkpoint: dict) -> Tokenizer:
                          f"its tokenizer {tokenizer.name!r}: the file is inconsistent (a model and a tokenizer of "
                          f"different runs)")
     return tokenizer
+
+
+def encoder_from_file(path: str) -> tuple[CramBERT, Tokenizer]:
+    """A checkpoint file's MLM model and the tokenizer it was trained with (what glue_eval.py and blimp.py score);
+    ValueError for a file that carries our marker but no usable model."""
+    checkpoint = load_checkpoint(path)  # raises a clear error for a file that is not ours
+    try:
+        return model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{path} has the cramlm marker but no usable model: {error!r}") from error
+
+
+def encoder_shape(spec: str) -> tuple[CramBERT, Tokenizer]:
+    """--random-init's argument: a checkpoint file (its exact config and tokenizer) or a preset name (GPT-2's ids).
+    The caller draws fresh weights of the returned model's config."""
+    if os.path.isfile(spec) or spec.endswith(".pt") or os.sep in spec:
+        return encoder_from_file(spec)
+    return CramBERT(preset_config(spec)), Tokenizer.gpt2()
 
 
 def check_tokenizer(checkpoint: dict | None, tokenizer: Tokenizer, source: str, data_dir: str):

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from checkpoint import encoder_from_file, encoder_shape
 from common import PRECISIONS, training_precision, write_json
 from data.glue import TASKS, GlueDataError, GlueTask, download_glue, load_examples, subsample, task_files
 from data.tokenizer import Tokenizer
 from finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
                       probe_task)
-from model import CramBERT, preset_config
+from model import CramBERT
 from plot import plot_label_efficiency
 from transfer import PROBE_HELD_OUT, PROBE_L2_GRID, DriftMonitor
 
@@ -316,27 +316,15 @@ def parse_list(text: str, flag: str, convert, allow_all: bool = False) -> list:
     return values
 
 
-def load_encoder(path: str) -> tuple[CramBERT, Tokenizer]:
-    checkpoint = load_checkpoint(path)  # raises a clear error for a file that is not ours
-    try:
-        return model_from_checkpoint(checkpoint), tokenizer_from_checkpoint(checkpoint)  # its own vocabulary
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{path} has the cramlm marker but no usable model: {error!r}") from error
-
-
 def load_arms(args) -> list[Arm]:
     """The pretrained arm (--ckpt) and/or the random-init arm (--random-init: a checkpoint's exact shape and
     tokenizer, or a preset with GPT-2's vocabulary)."""
     arms = []
     if args.ckpt:
-        arms.append(Arm("pretrained", *load_encoder(args.ckpt), pretrained=True, source=args.ckpt))
-    if args.random_init:
-        shape = args.random_init
-        if os.path.isfile(shape) or shape.endswith(".pt") or os.sep in shape:
-            mlm_model, tokenizer = load_encoder(shape)
-        else:
-            mlm_model, tokenizer = CramBERT(preset_config(shape)), Tokenizer.gpt2()  # only its config is used
-        arms.append(Arm("random-init", mlm_model, tokenizer, pretrained=False, source=f"random-init {shape}"))
+        arms.append(Arm("pretrained", *encoder_from_file(args.ckpt), pretrained=True, source=args.ckpt))
+    if args.random_init:  # only the model's config is used (build_classifier with pretrained=False)
+        arms.append(Arm("random-init", *encoder_shape(args.random_init), pretrained=False,
+                        source=f"random-init {args.random_init}"))
     if not arms:
         raise ValueError("nothing to evaluate: pass --ckpt, --random-init or both (or --download DIR)")
     return arms
