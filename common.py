@@ -76,7 +76,10 @@ def training_precision(device: torch.device, requested: str = "auto") -> str:
 
 
 def precision_note(device: torch.device, precision: str) -> str:
-    """Why a CPU run computes in this precision, for the machine: line ("" elsewhere)."""
+    """What the machine: line and --plan add after the precision: fp16's gradient scaler, or why a CPU run computes
+    in bf16 or fp32 ("" otherwise)."""
+    if precision == "fp16":
+        return " with a gradient scaler"
     if device.type != "cpu" or precision not in ("bf16", "fp32"):
         return ""
     speedup = cpu_bf16_matmul_speedup()

@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from blimp import DEFAULT_BLIMP_DIR, blimp_accuracy, blimp_subset
+from blimp import blimp_accuracy, evaluation_pairs
 from checkpoint import (check_tokenizer, claim_out_dir, load_checkpoint, model_checkpoint, open_run_log, release_out_dir,
                         rng_states, save_checkpoint, set_rng_states)
 from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, precision_note,
@@ -108,9 +108,9 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
 def announce_machine(config: TrainConfig, how: str, device, world_size: int):
     """One log line: what machine.fit_to_machine decided."""
     full_rows, micro_rows = batch_rows(config, 1.0, world_size), config.micro_batch_size * world_size
-    scaler_note = " with a gradient scaler" if config.precision == "fp16" else precision_note(device, config.precision)
     threads = torch.get_num_threads()
-    print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}{scaler_note}, torch.compile "
+    print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}"
+          f"{precision_note(device, config.precision)}, torch.compile "
           f"{'on' if config.compile else 'off'}, micro-batch {config.micro_batch_size} rows ({how}) x "
           f"{full_rows // micro_rows} accumulation steps x {world_size} = {full_rows * config.seq_len:,} tokens per full batch")
 
@@ -340,18 +340,6 @@ def eval_record(val_loss: float, reference: dict, model: CramBERT, tokenizer: To
             "probes": {text: fill_masks(model, tokenizer, text, device) for text in PROBES}}
 
 
-def grammar_pairs(config: TrainConfig) -> list:
-    """--blimp-pairs: the fixed BLiMP subset every evaluation scores, or [] when off or the files are absent."""
-    if not config.blimp_pairs:
-        return []
-    folder = config.blimp_dir or str(DEFAULT_BLIMP_DIR)
-    if not os.path.isdir(folder):
-        print(f"no BLiMP files in {folder}: evaluations log no grammar score (python blimp.py --download DIR, then "
-              f"--blimp-dir DIR)")
-        return []
-    return blimp_subset(folder, config.blimp_pairs)
-
-
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -528,7 +516,7 @@ def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.dev
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
     return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
                optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second,  # train() opens the log
-               blimp_pairs=grammar_pairs(config) if rank == 0 else [])
+               blimp_pairs=evaluation_pairs(config.blimp_dir, config.blimp_pairs) if rank == 0 else [])
 
 
 def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
@@ -898,7 +886,7 @@ def print_plan(plan: dict, config: TrainConfig):
                                           f" (CPU budgets under {CPU_COMPILE_MIN_BUDGET_SECONDS // 60} min run eager)")
     print(f"""plan (nothing is trained or written):
   device        {plan['device']} ({plan['threads']} threads each)
-  precision     {plan['precision']}{' with a gradient scaler' if plan['precision'] == 'fp16' else plan['precision_note']}
+  precision     {plan['precision']}{plan['precision_note']}
   compile       {compile_text}
   micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
   model         {plan['params'] / 1e6:.1f}M parameters
