@@ -1,13 +1,10 @@
 """
 Checkpoints: the unwrapped model's config and weights, its tokenizer, and (for train.py) the whole loop
 state. Written atomically; read with torch.load(weights_only=True), so a crafted file cannot run code.
-And the run folder that holds one: a LOCK so that one live run at a time writes there.
 """
-import glob
 import os
 import pickle
 import random
-from contextlib import suppress
 from dataclasses import asdict
 
 import numpy as np
@@ -122,105 +119,3 @@ def set_rng_states(states: dict):
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-# ----------------------------------------------------------------------------------------------------
-# The run folder: one live run at a time, and another run's checkpoint is never replaced silently
-
-def claim_out_dir(out_dir: str, resume: bool, overwrite: bool) -> str:
-    """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
-    A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
-    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite replaces it, but
-    only once the new run has passed every check (open_run_log). Temporary checkpoints left by a run killed
-    mid-write are removed."""
-    os.makedirs(out_dir, exist_ok=True)
-    lock = os.path.join(out_dir, "LOCK")
-    while not create_lock(lock):
-        holder = lock_holder(lock)
-        if holder is not None and holder != os.getpid() and process_alive(holder):
-            raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
-                             f"stop it, or pick another --out-dir (if no such run exists, delete {lock})")
-        with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
-            os.remove(lock)
-    try:
-        checkpoint = os.path.join(out_dir, "ckpt.pt")
-        if os.path.exists(checkpoint) and not resume and not overwrite:
-            raise ValueError(f"{checkpoint} holds another run: pass --resume to continue it, --overwrite to "
-                             f"replace it (and its log.jsonl), or pick another --out-dir")
-        for orphan in glob.glob(glob.escape(checkpoint) + ".tmp*"):  # a kill mid-write; we hold the lock
-            os.remove(orphan)
-    except BaseException:
-        release_out_dir(lock)
-        raise
-    return lock
-
-
-def create_lock(lock: str) -> bool:
-    """Create the lock holding this process's pid, or return False if it exists. The pid is written under a
-    name of its own and then linked into place, so the lock is never seen empty: an empty lock reads as stale,
-    and a run starting at the same instant would take it over too."""
-    pid = os.getpid()
-    temporary = f"{lock}.{pid}"
-    with open(temporary, "w") as f:
-        f.write(f"{pid}\n")
-    try:
-        os.link(temporary, lock)  # atomic, and fails if the lock exists
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.remove(temporary)
-
-
-def open_run_log(out_dir: str, resume: bool, overwrite: bool, log_bytes: int | None):
-    """Open out_dir/log.jsonl for appending, the moment before training starts: the previous run's files are
-    changed only here, once every check has passed (a typo in a flag costs nothing). --resume cuts the log back
-    to its length when the checkpoint was written (log_bytes), so steps a killed run logged after its last
-    checkpoint are not logged twice. --overwrite deletes the old ckpt.pt and log. A fresh run moves aside the log
-    of an earlier run that wrote no checkpoint (log.1.jsonl, ...) and says so: a log is never mixed."""
-    path = os.path.join(out_dir, "log.jsonl")
-    if resume and log_bytes is None:
-        print(f"note: the checkpoint is older than its log length: {path} is kept whole (it may repeat the steps "
-              f"logged after that checkpoint)")
-    elif resume and os.path.exists(path) and os.path.getsize(path) > log_bytes:
-        dropped = os.path.getsize(path) - log_bytes
-        os.truncate(path, log_bytes)
-        print(f"note: {path} cut back to the checkpoint ({dropped} bytes logged after it dropped)")
-    elif overwrite:
-        for name in ("ckpt.pt", "log.jsonl"):
-            with suppress(FileNotFoundError):
-                os.remove(os.path.join(out_dir, name))
-    elif not resume and os.path.exists(path):
-        number = 1
-        while os.path.exists(os.path.join(out_dir, f"log.{number}.jsonl")):
-            number += 1
-        aside = os.path.join(out_dir, f"log.{number}.jsonl")
-        os.rename(path, aside)
-        print(f"note: {path} held the log of an earlier run that wrote no checkpoint: moved to {aside}; this "
-              f"run starts a new log.jsonl")
-    return open(path, "a")
-
-
-def release_out_dir(lock: str):
-    with suppress(FileNotFoundError):
-        os.remove(lock)
-
-
-def lock_holder(lock: str) -> int | None:
-    try:
-        with open(lock) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):  # unreadable or half-written: treat as stale
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

@@ -5,6 +5,7 @@ the optimizer, and writing files so that a crash never leaves half of one. Nothi
 import functools
 import json
 import os
+import subprocess
 import time
 from contextlib import contextmanager, nullcontext, suppress
 
@@ -170,3 +171,12 @@ def pyplot():
     except ImportError:
         return None
     return plt
+
+
+def git_commit() -> str:
+    """The code's commit, for a run's log (empty outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from common import PRECISIONS, resolve_device
 from data.loader import data_identity
 from data.prepare import check_vocab_size, default_corpus
-from grow import grown_config
-from model import ModelConfig, preset_config
+from model import preset_config
 
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
 # attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)
@@ -210,10 +209,9 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
                           f"or a longer --seq-len")
     check(config.max_tokens_per_char >= 0, f"--max-tokens-per-char {config.max_tokens_per_char:g}: must be >= 0 (0 = off)")
     # model
-    model_config = None
     if config.preset != "auto":
         try:
-            model_config = preset_config(config.preset, **{"max_seq_len": max(1, config.seq_len), **config.model_overrides})
+            preset_config(config.preset, **{"max_seq_len": max(1, config.seq_len), **config.model_overrides})
         except (ValueError, TypeError, ZeroDivisionError) as error:
             errors.append(f"--preset {config.preset} with the size/recipe flags: {error}")
     # optimisation
@@ -262,11 +260,6 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
     check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
     check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
-    if config.grow_at and config.grow_to and model_config is not None and not config.init_from:
-        try:  # fail now, not at --grow-at of the budget (an --init-from or auto model is checked once it is known)
-            growth_target(config, model_config)
-        except ValueError as error:
-            errors.append(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}")
     if errors:
         raise ValueError("\nerror: ".join(errors))  # main() prefixes the first line with "error: "
     return notes
@@ -298,31 +291,15 @@ def check_resume(config: TrainConfig, checkpoint: dict, path: str):
                          f"run in another --out-dir")
 
 
-def check_prepared_folder(config: TrainConfig, meta: dict | None):
-    """Settings that only matter for preparing --data-dir, against a folder already prepared: another filter is
-    refused (it is part of the recipe); another tokenizer cannot be applied, so it gets a warning, not silence
-    (a refusal would stop the cpu recipe's default --vocab-size on any folder prepared otherwise)."""
-    if not meta:
-        return
-    prepared = meta["config"]
-    if prepared["max_tokens_per_char"] != config.max_tokens_per_char:
-        raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared['max_tokens_per_char']}, "
-                         f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
-    if config.vocab_size:
-        asked, same = f"--vocab-size {config.vocab_size}", config.vocab_size == prepared.get("vocab_size", 0)
-    else:
-        asked, same = f"--tokenizer {config.tokenizer}", not prepared.get("vocab_size") and \
-            os.path.realpath(config.tokenizer) == os.path.realpath(prepared.get("tokenizer", "gpt2"))
-    if not same:
-        print(f"warning: {config.data_dir} is already prepared, with tokenizer {meta.get('tokenizer', 'gpt2')!r}: "
-              f"{asked} only applies to preparing a folder, so it is ignored (prepare another --data-dir for it)",
-              file=sys.stderr)
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.3g} s"
 
 
-
-def growth_target(config: TrainConfig, small: ModelConfig) -> ModelConfig:
-    return grown_config(small, preset_config(config.grow_to))
-
+def describe_budget(config: TrainConfig) -> str:
+    """The budget as given: "24 h", "100 steps", or several joined by "or" (the first reached ends the run)."""
+    seconds = config.budget_seconds
+    return " or ".join(part for part in (duration(seconds) if seconds else "", f"{config.max_steps} steps" if config.max_steps else "",
+                                         f"{config.max_flops:.3g} FLOPs" if config.max_flops else "") if part)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from data.loader import data_tokenizer, training_batches
+from config import head_fraction
+from data.corpus import training_batches
+from data.loader import data_tokenizer
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
 from checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
                         tokenizer_from_checkpoint)
@@ -264,6 +266,38 @@ def grow_model(small: CramBERT, target: ModelConfig, method: str, batches=None, 
     with torch.no_grad():
         model.load_state_dict(operator.materialise())
     return model
+
+
+def growth_target(config, small: ModelConfig) -> ModelConfig:
+    """The model train.py's --grow-to asks the small one to grow into (an error now, not mid-run, if it cannot)."""
+    return grown_config(small, preset_config(config.grow_to))
+
+
+def check_growth_flags(config):
+    """--grow-to must be reachable from the --preset model: refused before the run touches anything, not at
+    --grow-at of the budget (an --init-from or auto model is checked once it is known, train.build_model)."""
+    if not (config.grow_at and config.grow_to) or config.init_from or config.preset == "auto":
+        return
+    try:
+        growth_target(config, preset_config(config.preset, **{"max_seq_len": config.seq_len, **config.model_overrides}))
+    except ValueError as error:
+        raise ValueError(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}") from None
+
+
+def grow_on_training_rows(raw_model: CramBERT, config, train_data, device) -> CramBERT:
+    """train.py's --grow-at: the grown model. LiGO trains its operator on the next training rows (and the run
+    skips them), the same rows on every process, so all processes grow the same model."""
+    rows = config.micro_batch_size
+
+    def batches(step):
+        input_ids, labels = train_data.batch_after(step * rows, rows)
+        return input_ids.to(device), labels.to(device)
+
+    grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
+                       device=device, seed=config.seed, progress_bar=False, mask_rate=head_fraction(config))
+    if config.grow_method == "ligo":
+        train_data.advance(config.ligo_steps * rows)
+    return grown
 
 
 def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_steps: int, tokens_per_step: int,

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from bench import random_batch
-from common import autocast, synchronize, training_precision
+from common import autocast, precision_note, synchronize, training_precision
 from config import AUTO_MICRO_BATCH, TrainConfig, head_fraction
 from model import CramBERT, sparse_rows
 
@@ -105,6 +105,24 @@ def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.op
             micro_batch_size = int(smallest.item())
     config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
     return config, how
+
+
+def announce_machine(config: TrainConfig, how: str, device, world_size: int, full_batch_rows: int):
+    """One log line: what fit_to_machine decided, and why (precision_note)."""
+    micro_rows, threads = config.micro_batch_size * world_size, torch.get_num_threads()
+    print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}"
+          f"{precision_note(device, config.precision)}, torch.compile {'on' if config.compile else 'off'}, micro-batch "
+          f"{config.micro_batch_size} rows ({how}) x {full_batch_rows // micro_rows} accumulation steps x {world_size} = "
+          f"{full_batch_rows * config.seq_len:,} tokens per full batch")
+
+
+def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:
+    """What the training loop calls: compiled (compile_with_fallback) and/or DDP-wrapped. Checkpoints always save
+    raw_model, so their keys carry no _orig_mod. or module. prefix."""
+    model = compile_with_fallback(raw_model, config, device) if config.compile else raw_model
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
 
 
 def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> torch.nn.Module:

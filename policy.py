@@ -19,13 +19,17 @@ The paper's experiments (Sec. 4) that use Part 1 are reproduced by policy_bench.
 """
 import contextlib
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from config import head_fraction
+from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens
 from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
 
 
@@ -364,15 +368,17 @@ def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: 
 class LearningLawPolicy:
     """Weights for each batch from the Learning Law, for train.py: loss = Σ_n w_n · mean-CE_n.
 
-    Per micro-batch: logits, loss = model(...) as usual, then w = policy.weights(raw_model, logits, labels,
-    n_kept) and the loss becomes weighted_mlm_loss(logits, labels, w, n_kept). Call policy.watch(raw_model)
-    before the forward pass: it hooks the decoder's input (and moves the hook to a grown model)."""
+    Per micro-batch: logits, loss = model(...) as usual, then loss = policy.weighted_loss(raw_model, logits,
+    labels, n_kept): weighted_mlm_loss with this batch's weights. Call policy.watch(raw_model) once before the
+    first forward pass (and before torch.compile traces it, so the hook is part of the graph); again after
+    growth, to move the hook to the grown model: it keeps the decoder's input."""
 
-    def __init__(self, config: LearningLawPolicyConfig, desired_batch):
+    def __init__(self, config: LearningLawPolicyConfig, desired_batch: tuple | None):
         if config.refresh_every < 1 or config.step_size < 0 or config.score not in ("loss", "decoder"):
             raise ValueError(f"need refresh_every >= 1, step_size >= 0 and score loss or decoder, got {config}")
         self.config = config
-        self.desired_batch = tuple(desired_batch)  # (input_ids, attention_mask, labels), a fixed held-out batch
+        # (input_ids, attention_mask, labels): a fixed held-out batch (train.py sets it once the data is prepared)
+        self.desired_batch = None if desired_batch is None else tuple(desired_batch)
         self.calls = 0  # weights() calls so far: decides when the cached desired gradient is refreshed
         self.desired_gradient = None  # cached G = ∇_W L_desired (V, C) as low_rank's factors, from the last refresh
         self.desired_losses = None  # (mean, std) of the desired batch's example losses, from the last refresh
@@ -427,6 +433,11 @@ class LearningLawPolicy:
         scaled = c / c.std().clamp(min=1e-12) if B > 1 else torch.zeros_like(c)
         return project_to_simplex((1 + self.config.step_size * scaled) / B).detach()
 
+    def weighted_loss(self, model: CramBERT, logits: torch.Tensor, labels: torch.Tensor,
+                      n_kept: int | None = None) -> torch.Tensor:
+        """This batch's training loss Σ_n w_n · mean-CE_n, the weights from the forward pass that gave logits."""
+        return weighted_mlm_loss(logits, labels, self.weights(model, logits, labels, n_kept), n_kept)
+
     def state_dict(self) -> dict:
         return {"config": asdict(self.config), "calls": self.calls, "desired_batch": self.desired_batch,
                 "desired_gradient": self.desired_gradient, "desired_losses": self.desired_losses}
@@ -435,3 +446,38 @@ class LearningLawPolicy:
         self.config = LearningLawPolicyConfig(**state["config"])
         self.calls, self.desired_batch = state["calls"], tuple(state["desired_batch"])
         self.desired_gradient, self.desired_losses = state["desired_gradient"], state["desired_losses"]
+
+
+def make_policy(config) -> LearningLawPolicy | None:
+    """train.py's --policy: None for uniform (the plain mean loss), else a LearningLawPolicy. Its desired batch
+    comes once the data is prepared (held_out_batch)."""
+    if config.policy == "uniform":
+        return None
+    if config.policy != "learning-law":
+        raise ValueError(f"unknown policy {config.policy!r}; choose uniform or learning-law")
+    return LearningLawPolicy(LearningLawPolicyConfig(), desired_batch=None)
+
+
+def held_out_batch(config, rows: int) -> tuple:
+    """The Learning Law's "desired" data: held-out rows just after the evaluation rows of val.bin, so the policy
+    aims at the held-out distribution without ever seeing the rows we report losses on."""
+    val = MLMBatches(TokenFile(os.path.join(config.data_dir, "val.bin"), data_tokenizer(config.data_dir)),
+                     config.seq_len, config.eval_mask_rate)
+    if config.eval_rows + rows > val.num_rows:
+        raise ValueError(f"val.bin has {val.num_rows} rows: too few for --eval-rows {config.eval_rows} plus the "
+                         f"policy's {rows} desired rows; lower --eval-rows")
+    ids = val.rows(np.arange(config.eval_rows, config.eval_rows + rows))
+    input_ids, labels = mask_tokens(ids, config.eval_mask_rate, torch.Generator().manual_seed(config.seed), val.tokenizer)
+    return input_ids, None, labels
+
+
+def charged_flops_per_token(model: CramBERT, config, policy_config: LearningLawPolicyConfig | None) -> float:
+    """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
+    (model.flops_per_token) plus, with --policy learning-law, the policy's own work on each micro-batch (a
+    decoder-sized product for the contributions and the amortised desired-gradient refresh: policy_flops)."""
+    model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
+    if policy_config is None:
+        return model_flops
+    micro_batch_tokens = config.micro_batch_size * config.seq_len
+    return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, head_fraction(config),
+                                      policy_config) / micro_batch_tokens

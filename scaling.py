@@ -25,12 +25,13 @@ import os
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from bench import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 from common import write_json
 from config import AUTO_MICRO_BATCH, TrainConfig
-from model import MASK_RATE, ModelConfig, flops_per_token
+from model import MASK_RATE, ModelConfig, flops_per_token, model_config_from_dict, preset_config
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -397,3 +398,28 @@ def run_command():
 
 if __name__ == "__main__":
     main()
+
+
+def requested_model_config(config: TrainConfig, device, rank: int, world_size: int, vocab_size: int,
+                           init_checkpoint: dict | None = None) -> ModelConfig:
+    """The model train.py's flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or, with
+    --preset auto, the compute-optimal size for the wall-clock budget on this machine (plan_for_machine)."""
+    if init_checkpoint is not None:
+        model_config = model_config_from_dict(init_checkpoint["model_config"])
+        if model_config.max_seq_len < config.seq_len:
+            raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
+        return model_config
+    overrides = {"max_seq_len": config.seq_len, "vocab_size": vocab_size, **config.model_overrides}
+    if config.preset != "auto":
+        return preset_config(config.preset, **overrides)
+    if not config.budget_seconds:
+        raise ValueError("--model auto sizes the model for a wall-clock budget: give --hours/--minutes/--seconds")
+    planned = [None]
+    if rank == 0:  # one process measures and plans; the others take its answer
+        plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
+                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size)
+        print(plan.explanation)
+        planned = [plan.model_config]
+    if world_size > 1:
+        dist.broadcast_object_list(planned, src=0)
+    return ModelConfig(**{**asdict(planned[0]), **overrides})

@@ -13,10 +13,7 @@ largest of the three fractions), which is what the tests and the scaling sweep u
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -24,33 +21,22 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from blimp import blimp_accuracy, evaluation_pairs
-from checkpoint import (check_tokenizer, claim_out_dir, load_checkpoint, model_checkpoint, open_run_log, release_out_dir,
-                        rng_states, save_checkpoint, set_rng_states)
-from common import (autocast, gradient_scaler, make_optimizer, measure_peak_flops, precision_note,
-                    setup_distributed)
-from config import (AUTO_MICRO_BATCH, TrainConfig, check_prepared_folder, check_resume, growth_target, head_fraction,
-                    keep_minutes, parse_train_args, validate_config)
-from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
-from data.loader import (MLMBatches, PartedBatches, TokenFile, data_identity, data_tokenizer, is_prepared, mask_tokens,
-                         parts_missing, read_meta, train_token_files, training_batches, validation_batches)
-from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
-from data.tokenizer import Tokenizer, embedding_rows
-from grow import grow_model, growth_flops
-from machine import CPU_COMPILE_MIN_BUDGET_SECONDS, compile_with_fallback, fit_to_machine, measure_tokens_per_second
-from model import MASK_RATE, CramBERT, ModelConfig, fill_masks, model_config_from_dict, preset_config, sparse_rows
+from checkpoint import check_tokenizer, load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
+from common import autocast, git_commit, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
+from config import TrainConfig, check_resume, describe_budget, head_fraction, keep_minutes, parse_train_args, validate_config
+from data.corpus import corpus_outlook, ensure_prepared, planned_vocab_size, training_batches
+from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
+from data.tokenizer import Tokenizer
+from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
+from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
+from model import MASK_RATE, CramBERT, fill_masks, model_config_from_dict, sparse_rows
 from plot import plot_runs, read_log
-from policy import LearningLawPolicy, LearningLawPolicyConfig, policy_flops, weighted_mlm_loss
-from scaling import plan_for_machine
-
-EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
-
-
-class StoppedBeforeTraining(KeyboardInterrupt):
-    """Ctrl-C / SIGTERM before the first step: nothing to save, so out at once, out_dir as it was."""
+from policy import LearningLawPolicy, charged_flops_per_token, held_out_batch, make_policy
+from runfolder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
+from scaling import requested_model_config
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -105,16 +91,6 @@ def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
 
 
-def announce_machine(config: TrainConfig, how: str, device, world_size: int):
-    """One log line: what machine.fit_to_machine decided."""
-    full_rows, micro_rows = batch_rows(config, 1.0, world_size), config.micro_batch_size * world_size
-    threads = torch.get_num_threads()
-    print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}"
-          f"{precision_note(device, config.precision)}, torch.compile "
-          f"{'on' if config.compile else 'off'}, micro-batch {config.micro_batch_size} rows ({how}) x "
-          f"{full_rows // micro_rows} accumulation steps x {world_size} = {full_rows * config.seq_len:,} tokens per full batch")
-
-
 @dataclass
 class LoopState:
     step: int = 0  # optimizer steps taken
@@ -142,135 +118,6 @@ class BudgetClock:
 
     def elapsed(self) -> float:
         return self.banked + (time.perf_counter() - self.started if self.started is not None else 0.0)
-
-
-# ----------------------------------------------------------------------------------------------------
-# The training run
-
-def charged_flops_per_token(model: CramBERT, config: TrainConfig,
-                            policy_config: LearningLawPolicyConfig | None) -> float:
-    """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
-    (model.flops_per_token) plus, with --policy learning-law, the policy's own work on each micro-batch (a
-    decoder-sized product for the contributions and the amortised desired-gradient refresh: policy.policy_flops)."""
-    model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
-    if policy_config is None:
-        return model_flops
-    micro_batch_tokens = config.micro_batch_size * config.seq_len
-    return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, head_fraction(config),
-                                      policy_config) / micro_batch_tokens
-
-
-def requested_model_config(config: TrainConfig, device: torch.device, rank: int, world_size: int,
-                           vocab_size: int, init_checkpoint: dict | None = None) -> ModelConfig:
-    """The model these flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or
-    Chinchilla's plan (auto)."""
-    if init_checkpoint is not None:
-        model_config = model_config_from_dict(init_checkpoint["model_config"])
-        if model_config.max_seq_len < config.seq_len:
-            raise ValueError(f"{config.init_from} covers {model_config.max_seq_len} positions < --seq-len {config.seq_len}")
-        return model_config
-    overrides = {"max_seq_len": config.seq_len, "vocab_size": vocab_size, **config.model_overrides}
-    if config.preset != "auto":
-        return preset_config(config.preset, **overrides)
-    if not config.budget_seconds:
-        raise ValueError("--model auto sizes the model for a wall-clock budget: give --hours/--minutes/--seconds")
-    planned = [None]
-    if rank == 0:  # one process measures and plans; the others take its answer
-        plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
-                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size)
-        print(plan.explanation)
-        planned = [plan.model_config]
-    if world_size > 1:
-        dist.broadcast_object_list(planned, src=0)
-    return ModelConfig(**{**asdict(planned[0]), **overrides})
-
-
-def grow_during_run(raw_model: CramBERT, config: TrainConfig, train_data: MLMBatches | PartedBatches,
-                    device) -> CramBERT:
-    """Swap the small model for a grown one (grow.py). LiGO trains its operator on the next training rows,
-    the same rows on every process, so all processes grow the same model."""
-    rows = config.micro_batch_size
-
-    def batches(step):
-        input_ids, labels = train_data.batch_after(step * rows, rows)
-        return input_ids.to(device), labels.to(device)
-
-    grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
-                       device=device, seed=config.seed, progress_bar=False, mask_rate=head_fraction(config))
-    if config.grow_method == "ligo":
-        train_data.advance(config.ligo_steps * rows)
-    return grown
-
-
-def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:
-    """What the loop calls: compiled and/or DDP-wrapped. We always save raw_model (no key prefixes)."""
-    model = compile_with_fallback(raw_model, config, device) if config.compile else raw_model
-    if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model
-
-
-def desired_batch(config: TrainConfig, rows: int):
-    """The Learning Law's "desired" data: held-out rows just after the evaluation rows of val.bin, so the
-    policy aims at the held-out distribution without ever seeing the rows we report losses on."""
-    val = MLMBatches(TokenFile(os.path.join(config.data_dir, "val.bin"), data_tokenizer(config.data_dir)),
-                     config.seq_len, config.eval_mask_rate)
-    if config.eval_rows + rows > val.num_rows:
-        raise ValueError(f"val.bin has {val.num_rows} rows: too few for --eval-rows {config.eval_rows} plus the "
-                         f"policy's {rows} desired rows; lower --eval-rows")
-    ids = val.rows(np.arange(config.eval_rows, config.eval_rows + rows))
-    input_ids, labels = mask_tokens(ids, config.eval_mask_rate, torch.Generator().manual_seed(config.seed), val.tokenizer)
-    return input_ids, None, labels
-
-
-def ensure_prepared(config: TrainConfig, rank: int, world_size: int, device) -> BackgroundPreparation | None:
-    """Prepare --data-dir on first use (rank 0; the others wait). A local corpus is prepared whole. A named
-    multi-shard corpus (c4) is sized to the budget: the run's model is built, fitted and timed first, as --plan
-    does, and the tokens the budget will consume over --max-passes are prepared, one part per shard: part 0 (with
-    val.bin and the tokenizer) now, the rest by a background process while training runs, so a day's run does
-    not spend its first hour downloading. Returns that process (rank 0, while parts are missing), else None."""
-    meta = read_meta(config.data_dir)
-    check_prepared_folder(config, meta)  # on every process: one refusing alone would leave the others at the barrier
-    needed = not is_prepared(config.data_dir)
-    if dist.is_initialized():
-        dist.barrier()  # every process has looked before rank 0 writes
-    prepare_config = PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, tokenizer=config.tokenizer,
-                                   max_tokens_per_char=config.max_tokens_per_char, vocab_size=config.vocab_size)
-    if needed and is_sharded(config.corpus):  # every process measures: fitting may wrap the model in DDP
-        prepare_config.max_train_tokens = budget_target(config, rank, world_size, device)
-    preparer = None
-    if rank == 0 and (needed or parts_missing(config.data_dir)):
-        if needed:
-            print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
-        else:  # parts an earlier run left unwritten: resume its preparation, with its settings and token target
-            prepare_config = PrepareConfig(**meta["config"])
-        try:
-            prepare(prepare_config, max_parts=1)  # all of a local corpus; part 0 of a sharded one
-        except (FileNotFoundError, RuntimeError) as error:
-            raise FileNotFoundError(
-                f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
-                f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
-        if parts_missing(config.data_dir):
-            preparer = BackgroundPreparation(prepare_config)
-            print(f"preparing the other parts of {config.data_dir} in the background (pid {preparer.process.pid}, "
-                  f"output in {preparer.log_path})")
-    if dist.is_initialized():
-        dist.barrier()
-    return preparer
-
-
-def budget_target(config: TrainConfig, rank: int, world_size: int, device) -> int:
-    """Training tokens to prepare of a named multi-shard corpus: what the budget consumes (measured_budget),
-    over --max-passes, said in one log line."""
-    tokens, tokens_per_second = measured_budget(config, rank, world_size, device)[:2]
-    target = train_tokens_to_prepare(tokens, config.max_passes)
-    named = CORPORA[config.corpus]
-    shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
-    if rank == 0:
-        speed = f" at {tokens_per_second:,.0f} tokens/s" if config.budget_seconds else f" ({describe_budget(config)})"
-        print(f"budget ~{tokens:,.0f} tokens{speed}: preparing {target:,} tokens of {named.name} (~{shards} shards, "
-              f"~{shards * named.download_bytes_per_shard / 1e9:.1f} GB) for ≤ {config.max_passes:g} passes")
-    return target
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -303,17 +150,13 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 
 @torch.no_grad()
 def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
-             should_stop=lambda: False, precision: str = "auto") -> float | None:
+             precision: str = "auto") -> float:
     """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
-    mask_rate: the most any batch masks (the sparse head's count, sparse_rows). None if should_stop() turns
-    true between batches (Ctrl-C): an abandoned evaluation has no loss."""
+    mask_rate: the most any batch masks (the sparse head's count, sparse_rows)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
     for input_ids, labels in batches[rank::world_size]:
-        if should_stop():
-            model.train(was_training)
-            return None
         with autocast(device, precision):
             _, loss = model(input_ids.to(device), labels=labels.to(device),
                             n_kept=sparse_rows(*input_ids.shape, mask_rate))
@@ -340,98 +183,31 @@ def eval_record(val_loss: float, reference: dict, model: CramBERT, tokenizer: To
             "probes": {text: fill_masks(model, tokenizer, text, device) for text in PROBES}}
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def train(config: TrainConfig) -> dict:
-    """Run (or resume) one pretraining run; returns a summary dict (also the last line of log.jsonl)."""
-    notes = validate_config(config, world_size=int(os.environ.get("WORLD_SIZE", 1)))
-    rank, world_size, device = setup_distributed(config.device)
-    if rank == 0:
-        for note in notes:
-            print(note)
-    # out_dir is this run's until it returns or fails
-    lock = claim_out_dir(config.out_dir, config.resume, config.overwrite) if rank == 0 else None
-    stop = {"signal": None, "training": False}  # signal: set by the first SIGINT / SIGTERM once training runs
-    previous_handlers = install_stop_handlers(stop, announce=rank == 0)
-    preparer = None  # the background process writing the corpus's later parts, if any
-    try:
-        preparer = ensure_prepared(config, rank, world_size, device)
-        run = build_run(config, rank, world_size, device)
-        if rank == 0:  # every check has passed: only now may the previous run's files change
-            run.log_file = open_run_log(config.out_dir, config.resume, config.overwrite, run.state.log_bytes)
-        stop["training"] = True
-        return run_training(run, stop)
-    finally:
-        if preparer:  # training ended, failed or was interrupted: the preparer goes with it
-            preparer.stop()
-        restore_handlers(previous_handlers)
-        if lock:
-            release_out_dir(lock)
-
-
-def install_stop_handlers(stop: dict, announce: bool = True) -> dict:
-    """The first SIGINT (Ctrl-C) or SIGTERM sets stop["signal"] and says so at once: the loop then abandons
-    an evaluation in progress or an unfinished step, writes a checkpoint and returns. The second restores
-    the previous handlers and raises KeyboardInterrupt: an immediate exit, the last checkpoint written
-    stays (writes are atomic). Before training has started (stop["training"]: preparing data, building and
-    measuring the model) the first raises StoppedBeforeTraining at once: there is nothing to save, and a
-    checkpoint of step 0 would make the same command refuse to run again. Returns the previous handlers."""
-    previous = {}
-
-    def handler(number, frame):
-        if not stop["training"]:
-            restore_handlers(previous)
-            raise StoppedBeforeTraining
-        if stop["signal"] is None:
-            stop["signal"] = number
-            if announce:
-                sys.stderr.write("\nstopping after this step, writing checkpoint… (Ctrl-C again to exit at once)\n")
-            return
-        restore_handlers(previous)
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
-        previous.update({number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)})
-    return previous
-
-
-def restore_handlers(previous: dict):
-    for number, handler in previous.items():
-        signal.signal(number, handler)
-
+# ----------------------------------------------------------------------------------------------------
+# Building a run: the model is built, fitted to the machine, compiled and timed once, before the clock
 
 @dataclass
 class Run:
     """What the loop works on. Growth replaces raw_model, model and optimizer together (grow_now)."""
-    config: TrainConfig
+    config: TrainConfig  # as fitted to the machine (machine.fit_to_machine: precision, compile, micro-batch)
     rank: int
     world_size: int
     device: torch.device
-    tokenizer: Tokenizer
-    train_data: MLMBatches | PartedBatches  # the training rows, in a resumable order (train.bin, or parts)
-    val_batches: list  # the fixed validation set
-    reference: dict  # the unigram line and bytes of the validation set (reference_metrics)
     raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
-    model: torch.nn.Module  # what the loop calls (wrap)
+    model: torch.nn.Module  # what the loop calls (machine.wrap)
     optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler  # fp16's loss scaling; a pass-through in bf16 and fp32 (common.gradient_scaler)
     policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
     state: LoopState
+    tokens_per_second: float | None  # measured before the clock, for a wall-clock budget (else None)
     flops_per_token: float  # charged per training token: the model's, plus the policy's (charged_flops_per_token)
     peak_flops: float  # measured, for MFU
-    tokens_per_second: float | None  # measured before the clock starts, for a wall-clock budget (else None)
+    tokenizer: Tokenizer = None
+    train_data: object = None  # the training rows in a resumable order: MLMBatches (train.bin) or PartedBatches
+    val_batches: list = None  # the fixed validation set
+    reference: dict = None  # the unigram line and bytes of the validation set (reference_metrics)
+    scaler: torch.amp.GradScaler = None  # fp16's loss scaling; a pass-through in bf16 and fp32
     log_file: object = None  # out_dir/log.jsonl, on the main process only
     blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
-
-    @property
-    def checkpoint_path(self) -> str:
-        return os.path.join(self.config.out_dir, "ckpt.pt")
 
     def log(self, record: dict):
         if self.log_file:
@@ -441,82 +217,85 @@ class Run:
     def progress(self) -> float:
         """Share of the budget spent: the largest of the time, step and FLOP fractions."""
         config, s = self.config, self.state
-        fractions = [s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
-                     s.step / config.max_steps if config.max_steps else 0.0,
-                     s.flops / config.max_flops if config.max_flops else 0.0]
-        return max(fractions)
+        return max(s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
+                   s.step / config.max_steps if config.max_steps else 0.0,
+                   s.flops / config.max_flops if config.max_flops else 0.0)
 
     def save(self, path: str | None = None):
         self.state.log_bytes = os.path.getsize(self.log_file.name) if self.log_file else None
-        save_checkpoint(path or self.checkpoint_path, model_checkpoint(
+        save_checkpoint(path or os.path.join(self.config.out_dir, "ckpt.pt"), model_checkpoint(
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
             loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
             policy=self.policy.state_dict() if self.policy else None, data_identity=data_identity(self.config.data_dir)))
 
 
-def build_run(config: TrainConfig, rank: int, world_size: int, device: torch.device) -> Run:
-    """Data, model, optimizer and policy for a new run, or restored from out_dir/ckpt.pt with --resume."""
+def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpoint: dict | None,
+                init_checkpoint: dict | None) -> Run:
+    """The model these flags ask for (a resumed run's, an --init-from checkpoint's, a preset, or Chinchilla's plan
+    for the budget: scaling.requested_model_config), its optimizer and policy, fitted to the machine, compiled and
+    timed. No data yet: a corpus prepared for the budget is sized from the tokens/s measured here."""
     torch.manual_seed(config.seed)  # the same initial weights on every process
-    checkpoint_path = os.path.join(config.out_dir, "ckpt.pt")
-    checkpoint = load_checkpoint(checkpoint_path, map_location=device) if config.resume else None
-    if checkpoint:
-        check_resume(config, checkpoint, checkpoint_path)
-    tokenizer = data_tokenizer(config.data_dir)  # train() has prepared data_dir (ensure_prepared)
-    train_data = training_batches(config.data_dir, tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
     state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
-    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
-    for source, loaded in ((checkpoint_path, checkpoint), (config.init_from, init_checkpoint)):
-        check_tokenizer(loaded, tokenizer, source, config.data_dir)
     if checkpoint and config.preset == "auto":
         model_config = model_config_from_dict(checkpoint["model_config"])  # the plan made when the run started
     else:
-        model_config = requested_model_config(config, device, rank, world_size, tokenizer.vocab_size, init_checkpoint)
+        model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
         if state.grown:
             model_config = growth_target(config, model_config)
         if checkpoint and model_config_from_dict(checkpoint["model_config"]) != model_config:
-            raise ValueError(f"{checkpoint_path} holds a model of another config: {checkpoint['model_config']}")
+            raise ValueError(f"{config.out_dir}/ckpt.pt holds a model of another config: {checkpoint['model_config']}")
     if config.grow_at and not state.grown:
         growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
     raw_model = CramBERT(model_config).to(device)
     if init_checkpoint and not checkpoint:
         raw_model.load_state_dict(init_checkpoint["model"])
-    optimizer = make_optimizer(raw_model, config)
-    policy = None
-    if config.policy == "learning-law":
-        policy_config = LearningLawPolicyConfig()
-        policy = LearningLawPolicy(policy_config, desired_batch(config, policy_config.desired_batch_size))
+    optimizer, policy = make_optimizer(raw_model, config), make_policy(config)
+    if policy:
         policy.watch(raw_model)  # before torch.compile traces the model, so the hook is part of the graph
-    elif config.policy != "uniform":
-        raise ValueError(f"unknown policy {config.policy!r}; choose uniform or learning-law")
-    if checkpoint:
-        raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        train_data.load_state_dict(checkpoint["data"])
-        set_rng_states(checkpoint["rng"])
-        if policy:
-            policy.load_state_dict(checkpoint["policy"])
-    config, how = fit_to_machine(config, raw_model, optimizer, device, world_size)  # before the clock
-    if rank == 0:
-        announce_machine(config, how, device, world_size)
-    val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), tokenizer), config.seq_len,
-                                     config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
-    # The unigram line counts train.bin, or part 0 of a folder in parts: the parts present grow while a run
-    # trains, and the reference must be the same at every start and resume (a shard's ~0.17 B tokens is plenty).
-    first_train_file = train_token_files(config.data_dir, tokenizer)[0]
-    reference = reference_metrics(val_batches, unigram_log_probs(first_train_file.tokens, tokenizer.vocab_size),
-                                  byte_lengths(tokenizer, tokenizer.vocab_size))
-    scaler = gradient_scaler(device, config.precision)
-    if checkpoint and checkpoint.get("scaler"):
-        scaler.load_state_dict(checkpoint["scaler"])
-    flops_per_token = charged_flops_per_token(raw_model, config, policy.config if policy else None)
-    peak_flops = measure_peak_flops(device, precision=config.precision)  # after the RNG restore, as before: it draws from torch's generator
+    config, how = fit_to_machine(config, raw_model, optimizer, device, world_size)
     model = wrap(raw_model, config, world_size, device)
     if config.compile and getattr(model, "module", model) is raw_model:  # compiling failed: eager from now on,
         config = replace(config, compile=False)  # and a growth later does not try (and fail) again
+    if rank == 0:
+        announce_machine(config, how, device, world_size, batch_rows(config, 1.0, world_size))
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
-    return Run(config, rank, world_size, device, tokenizer, train_data, val_batches, reference, raw_model, model,
-               optimizer, scaler, policy, state, flops_per_token, peak_flops, tokens_per_second,  # train() opens the log
-               blimp_pairs=evaluation_pairs(config.blimp_dir, config.blimp_pairs) if rank == 0 else [])
+    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state, tokens_per_second,
+               charged_flops_per_token(raw_model, config, policy.config if policy else None),
+               measure_peak_flops(device, precision=config.precision))
+
+
+def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None):
+    """The prepared folder's tokenizer, training rows, validation set and unigram line; a resumed run's weights,
+    optimizer, data position, RNG and policy from its checkpoint."""
+    config = run.config
+    run.tokenizer = data_tokenizer(config.data_dir)
+    for source, loaded in ((os.path.join(config.out_dir, "ckpt.pt"), checkpoint), (config.init_from, init_checkpoint)):
+        check_tokenizer(loaded, run.tokenizer, source, config.data_dir)
+    if run.raw_model.config.vocab_size != run.tokenizer.vocab_size:
+        raise ValueError(f"{config.data_dir} holds a {run.tokenizer.vocab_size}-id vocabulary, the model "
+                         f"{run.raw_model.config.vocab_size} embedding rows")
+    run.train_data = training_batches(config.data_dir, run.tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
+    run.scaler = gradient_scaler(run.device, config.precision)
+    if checkpoint:
+        check_resume(config, checkpoint, os.path.join(config.out_dir, "ckpt.pt"))
+        run.raw_model.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.train_data.load_state_dict(checkpoint["data"])
+        set_rng_states(checkpoint["rng"])
+        if run.policy:
+            run.policy.load_state_dict(checkpoint["policy"])
+        if checkpoint.get("scaler"):
+            run.scaler.load_state_dict(checkpoint["scaler"])
+    elif run.policy:
+        run.policy.desired_batch = held_out_batch(config, run.policy.config.desired_batch_size)
+    run.val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), run.tokenizer),
+                                         config.seq_len, config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
+    # The unigram line counts train.bin, or part 0 of a folder in parts: the parts present grow while a run
+    # trains, and the reference must be the same at every start and resume (a shard's ~0.17 B tokens is plenty).
+    first_train_file = train_token_files(config.data_dir, run.tokenizer)[0]
+    run.reference = reference_metrics(run.val_batches, unigram_log_probs(first_train_file.tokens, run.tokenizer.vocab_size),
+                                      byte_lengths(run.tokenizer, run.tokenizer.vocab_size))
+    run.blimp_pairs = evaluation_pairs(config.blimp_dir, config.blimp_pairs) if run.rank == 0 else []
 
 
 def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
@@ -534,131 +313,34 @@ def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_pe
     return min(limits)
 
 
-def duration(seconds: float) -> str:
-    return f"{seconds / 3600:.3g} h" if seconds >= 3600 else f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.3g} s"
+# ----------------------------------------------------------------------------------------------------
+# One optimizer step
 
-
-def describe_budget(config: TrainConfig) -> str:
-    """The budget as given: "24 h", "100 steps", or several joined by "or" (the first reached ends the run)."""
-    seconds = config.budget_seconds
-    return " or ".join(part for part in (duration(seconds) if seconds else "", f"{config.max_steps} steps" if config.max_steps else "",
-                                         f"{config.max_flops:.3g} FLOPs" if config.max_flops else "") if part)
-
-
-def log_start(run: Run):
-    """The config line at the top of log.jsonl, and the model's and the budget's lines on the console (the
-    budget's warning also on stderr, where it survives a redirected log)."""
-    raw_model, reference, config = run.raw_model, run.reference, run.config
-    tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
-    outlook = corpus_outlook(config, tokens)
-    passes, warning = outlook["passes"], outlook["warning"]
-    run.log({"kind": "config", "config": asdict(run.config), "model_config": asdict(raw_model.config),
-             "budget_tokens": tokens, "passes": passes, "measured_tokens_per_second": run.tokens_per_second,
-             "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
-             "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
-             "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
-             "tokenizer": run.tokenizer.name, **reference})
-    if run.rank == 0:
-        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
-              f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
-              f"tokenizer {run.tokenizer.name}, unigram line {reference['unigram_loss']:.3f} nats")
-        print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {passes:.2f} passes over "
-              f"{outlook['corpus']} (--max-passes {config.max_passes:g})")
-        if warning:
-            print(warning, file=sys.stderr)
-
-
-def evaluate_now(run: Run, progress: float, interrupted, bar) -> bool:
-    """Evaluate, log and plot; False if Ctrl-C abandoned the evaluation (no partial loss is recorded)."""
-    config, state = run.config, run.state
-    val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size, head_fraction(config),
-                        should_stop=interrupted, precision=config.precision)
-    if val_loss is None:
-        return False
-    state.val_loss, state.val_step = val_loss, state.step
-    record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
-    if run.blimp_pairs:  # zero-shot grammar: the share of minimal pairs whose good sentence scores higher
-        record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
-    grammar = f", BLiMP {record['blimp']:.1%}" if "blimp" in record else ""
-    run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-             "elapsed": state.elapsed, "progress": progress, **record})
-    bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
-              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte{grammar} | "
-              f"{state.elapsed:7.1f}s of budget")
-    for text, fills in record["probes"].items():
-        bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
-    if run.rank == 0 and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
-            and state.step == 0:
-        bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
-    state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
-    return True
-
-
-def keep_copy(run: Run, minutes: float, bar):
-    """--keep-minutes: a copy of the checkpoint as ckpt-{minutes}min.pt beside ckpt.pt, just evaluated (the log
-    holds its held-out loss), for scoring downstream later (blimp.py, glue_eval.py)."""
-    path = os.path.join(run.config.out_dir, f"ckpt-{minutes:g}min.pt")
-    run.save(path)
-    run.log({"kind": "kept", "step": run.state.step, "elapsed": run.state.elapsed, "minutes": minutes, "path": path})
-    bar.write(f"step {run.state.step:6d} | kept {path} ({minutes:g} min of budget)")
-
-
-def grow_now(run: Run, elapsed: float, bar):
-    """--grow-at: swap the small model for a grown one (grow.py), with a fresh optimizer and wrapper. LiGO
-    trains its operator on the next training rows, the same rows on every process, so all processes grow
-    the same model; its FLOPs count against the budget."""
-    config, state = run.config, run.state
-    small_params, small_config = run.raw_model.num_params(), run.raw_model.config
-    run.raw_model = grow_during_run(run.raw_model, config, run.train_data, run.device)
-    run.optimizer = make_optimizer(run.raw_model, config)
-    run.model = wrap(run.raw_model, config, run.world_size, run.device)
-    state.flops += growth_flops(small_config, run.raw_model.config, config.grow_method, config.ligo_steps,  # LiGO's
-                                config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
-    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
-    state.grown = True
-    run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
-             "from_params": small_params, "to_params": run.raw_model.num_params(),
-             "model_config": asdict(run.raw_model.config)})
-    bar.write(f"step {state.step:6d} | grew {small_params / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
-              f"parameters with {config.grow_method}")
-
-
-def train_step(run: Run, progress: float, interrupted) -> tuple[float, torch.Tensor, int] | None:
-    """One optimizer step, batch size and learning rate from the budget schedules. Returns (mean micro-batch
-    loss, gradient norm, rows), or None when Ctrl-C dropped the unfinished step (the checkpoint then holds
-    the last whole one)."""
-    config, rank, world_size, model, optimizer = run.config, run.rank, run.world_size, run.model, run.optimizer
-    lr = learning_rate(config, progress, run.state.step)
+def train_step(run: Run, progress: float) -> tuple[float, torch.Tensor, int]:
+    """One optimizer step, its batch size and learning rate from the budget schedules. Returns (mean micro-batch
+    loss, gradient norm before clipping, rows)."""
+    config, world_size, model, optimizer = run.config, run.world_size, run.model, run.optimizer
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = learning_rate(config, progress, run.state.step)
     rows = batch_rows(config, progress, world_size)
     accumulation = rows // (config.micro_batch_size * world_size)
     n_kept = sparse_rows(config.micro_batch_size, config.seq_len, head_fraction(config))  # static, for torch.compile
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(accumulation):
-        if interrupted():
-            break
         # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
         # same global batch gives the same gradients whatever the number of processes.
-        offset = (micro_step * world_size + rank) * config.micro_batch_size
-        input_ids, labels = run.train_data.batch_after(offset, config.micro_batch_size)
-        input_ids, labels = input_ids.to(run.device), labels.to(run.device)
+        offset = (micro_step * world_size + run.rank) * config.micro_batch_size
+        input_ids, labels = (t.to(run.device) for t in run.train_data.batch_after(offset, config.micro_batch_size))
         sync = micro_step == accumulation - 1 or world_size == 1  # DDP: all-reduce on the last micro-step only
-        if run.policy:
-            run.policy.watch(run.raw_model)  # keeps the decoder's input from the forward pass below (a no-op once hooked)
         with (nullcontext() if sync else model.no_sync()), autocast(run.device, config.precision):
             logits, loss = model(input_ids, labels=labels, n_kept=n_kept)
             if run.policy:  # the Learning Law weights this micro-batch's examples (uniform: the plain mean above)
-                weights = run.policy.weights(run.raw_model, logits, labels, n_kept)
-                loss = weighted_mlm_loss(logits, labels, weights, n_kept)
+                loss = run.policy.weighted_loss(run.raw_model, logits, labels, n_kept)
         # Each micro-batch loss is a MEAN over its masked tokens. Gradients from backward() SUM over
         # micro-steps, so dividing by the count makes the sum the gradient of the mean over the whole
         # batch, independent of how many micro-steps it took (DDP then averages over processes).
         run.scaler.scale(loss / accumulation).backward()  # fp16: scaled up so small gradients do not flush to 0
         loss_sum += loss.detach()
-    if interrupted():
-        optimizer.zero_grad(set_to_none=True)
-        return None
     grad_norm = apply_gradients(run.raw_model, optimizer, run.scaler, config.grad_clip)
     run.train_data.advance(rows)
     return loss_sum.item() / accumulation, grad_norm, rows  # .item() syncs: a fair end point for step timing
@@ -677,50 +359,113 @@ def apply_gradients(raw_model: CramBERT, optimizer: torch.optim.Optimizer, scale
     return grad_norm
 
 
+# ----------------------------------------------------------------------------------------------------
+# The loop, and what it logs
+
+def log_start(run: Run):
+    """The config line at the top of log.jsonl; the model's and the budget's lines on the console (the budget's
+    warning on stderr, where it survives a redirected log)."""
+    raw_model, config = run.raw_model, run.config
+    tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
+    outlook = corpus_outlook(config, tokens)
+    run.log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
+             "budget_tokens": tokens, "passes": outlook["passes"], "measured_tokens_per_second": run.tokens_per_second,
+             "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
+             "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
+             "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
+             "tokenizer": run.tokenizer.name, **run.reference})
+    if run.rank == 0:
+        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
+              f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
+              f"tokenizer {run.tokenizer.name}, unigram line {run.reference['unigram_loss']:.3f} nats")
+        print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {outlook['passes']:.2f} passes "
+              f"over {outlook['corpus']} (--max-passes {config.max_passes:g})")
+        if outlook["warning"]:
+            print(outlook["warning"], file=sys.stderr)
+
+
+def evaluate_now(run: Run, progress: float, bar):
+    """Evaluate, log, print and plot; with --blimp-pairs also the share of BLiMP minimal pairs it gets right."""
+    config, state = run.config, run.state
+    state.val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size,
+                              head_fraction(config), precision=config.precision)
+    state.val_step = state.step
+    record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
+    if run.blimp_pairs:
+        record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
+    run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
+             "elapsed": state.elapsed, "progress": progress, **record})
+    grammar = f", BLiMP {record['blimp']:.1%}" if "blimp" in record else ""
+    bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
+              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte{grammar} | "
+              f"{state.elapsed:7.1f}s of budget")
+    for text, fills in record["probes"].items():
+        bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
+    if run.rank == 0 and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
+            and state.step == 0:
+        bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
+    state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
+
+
+def keep_copy(run: Run, minutes: float, bar):
+    """--keep-minutes: a copy of the checkpoint as ckpt-{minutes}min.pt beside ckpt.pt, just evaluated (the log
+    holds its held-out loss), for scoring downstream later (blimp.py, glue_eval.py)."""
+    path = os.path.join(run.config.out_dir, f"ckpt-{minutes:g}min.pt")
+    run.save(path)
+    run.log({"kind": "kept", "step": run.state.step, "elapsed": run.state.elapsed, "minutes": minutes, "path": path})
+    bar.write(f"step {run.state.step:6d} | kept {path} ({minutes:g} min of budget)")
+
+
+def grow_now(run: Run, elapsed: float, bar):
+    """--grow-at: swap the small model for a grown one (grow.py) with a fresh optimizer and wrapper; LiGO's
+    operator training counts against the budget."""
+    config, state, small = run.config, run.state, run.raw_model
+    run.raw_model = grow_on_training_rows(small, config, run.train_data, run.device)
+    if run.policy:
+        run.policy.watch(run.raw_model)  # the hook moves to the grown model before it is compiled
+    run.optimizer, run.model = make_optimizer(run.raw_model, config), wrap(run.raw_model, config, run.world_size, run.device)
+    state.flops += growth_flops(small.config, run.raw_model.config, config.grow_method, config.ligo_steps,
+                                config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
+    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
+    state.grown = True
+    run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
+             "from_params": small.num_params(), "to_params": run.raw_model.num_params(),
+             "model_config": asdict(run.raw_model.config)})
+    bar.write(f"step {state.step:6d} | grew {small.num_params() / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
+              f"parameters with {config.grow_method}")
+
+
 class StepLog:
-    """Averages between log lines: one line per log_interval steps with loss, lr, batch, grad norm, tokens/s, MFU."""
+    """One log line per --log-interval steps: loss, lr, batch, grad norm, tokens/s and MFU averaged since the last."""
 
     def __init__(self):
-        self.reset()
-
-    def reset(self):
         self.loss, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0.0
 
-    def add(self, run: Run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float,
-            elapsed: float, bar):
+    def add(self, run: Run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float, bar):
         config, state = run.config, run.state
-        self.loss += loss
-        self.steps += 1
-        self.tokens += rows * config.seq_len
-        self.seconds += seconds
+        self.loss, self.steps, self.tokens, self.seconds = (self.loss + loss, self.steps + 1,
+                                                            self.tokens + rows * config.seq_len, self.seconds + seconds)
         if state.step % config.log_interval:
             return
         mean_loss = torch.tensor(self.loss / self.steps, device=run.device)
         if run.world_size > 1:
             dist.all_reduce(mean_loss)
             mean_loss /= run.world_size
-        tokens_per_second = self.tokens / self.seconds
-        lr = run.optimizer.param_groups[0]["lr"]
+        tokens_per_second, lr = self.tokens / self.seconds, run.optimizer.param_groups[0]["lr"]
         record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                  "elapsed": elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
-                  "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(),
-                  "tokens_per_second": tokens_per_second,
+                  "elapsed": state.elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
+                  "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(), "tokens_per_second": tokens_per_second,
                   "mfu": tokens_per_second * run.flops_per_token / (run.peak_flops * run.world_size)}
         run.log(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
                         mfu=f"{record['mfu']:.0%}")
-        self.reset()
+        self.__init__()
 
 
-def run_training(run: Run, stop: dict) -> dict:
-    """The loop, in an out_dir that train() has claimed; stop["signal"] is set on SIGINT / SIGTERM."""
+def run_training(run: Run, folder: RunFolder) -> dict:
+    """The loop. Ctrl-C is looked at once per step (folder.stop_requested): the step or evaluation in progress
+    finishes, then a checkpoint is written and the loop returns."""
     config, state, is_main = run.config, run.state, run.rank == 0
-
-    def interrupted() -> bool:
-        """Ctrl-C seen inside a step or an evaluation. One process only: with several, each stops only at a
-        step boundary, where they agree through the all-reduce below."""
-        return run.world_size == 1 and stop["signal"] is not None
-
     log_start(run)
     bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
     clock, step_log = BudgetClock(state.elapsed), StepLog()
@@ -728,40 +473,34 @@ def run_training(run: Run, stop: dict) -> dict:
     last_checkpoint, steps_this_session = time.monotonic(), 0
     clock.start()
     while True:
-        state.elapsed = clock.elapsed()
-        stop_requested = stop["signal"] is not None
+        state.elapsed, stop_requested = clock.elapsed(), folder.stop_requested  # the one place Ctrl-C is looked at
         if run.world_size > 1:  # every process must take the same decisions: batch size, lr, when to stop
             shared = torch.tensor([state.elapsed, float(stop_requested)], device=run.device)
             dist.all_reduce(shared, op=dist.ReduceOp.MAX)
             state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
         progress = run.progress()
         keep_now = bool(keep_marks) and state.elapsed >= keep_marks[0] * 60  # --keep-minutes: evaluate and copy
-        if progress >= state.next_eval or progress >= 1.0 or keep_now:  # evaluation is off the clock
+        due = progress >= state.next_eval or (progress >= 1.0 and state.val_step != state.step) or keep_now
+        if due and not stop_requested:  # evaluation is off the clock; then back to the top (Ctrl-C meanwhile?)
             clock.stop()
-            if not evaluate_now(run, progress, interrupted, bar):  # Ctrl-C during the evaluation
-                stop_requested = True
-                break
-            if keep_now:
-                minutes = keep_marks.pop(0)
-                if is_main:
-                    keep_copy(run, minutes, bar)
+            evaluate_now(run, progress, bar)
+            if keep_now and is_main:
+                keep_copy(run, keep_marks[0], bar)
+            keep_marks = keep_marks[1:] if keep_now else keep_marks
             clock.start()
+            continue
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
-        if config.grow_at and not state.grown and progress >= config.grow_at:  # on the clock: growth is training
+        if config.grow_at and not state.grown and progress >= config.grow_at:  # LiGO: on the clock, growth is training
             grow_now(run, clock.elapsed(), bar)
 
         step_start = clock.elapsed()
-        result = train_step(run, progress, interrupted)
-        if result is None:  # Ctrl-C inside the step: dropped
-            stop_requested = True
-            break
-        loss, grad_norm, rows = result
-        state.step += 1
-        steps_this_session += 1
+        loss, grad_norm, rows = train_step(run, progress)
+        state.step, steps_this_session = state.step + 1, steps_this_session + 1
         state.tokens += rows * config.seq_len
         state.flops += rows * config.seq_len * run.flops_per_token
-        step_log.add(run, loss, grad_norm, rows, clock.elapsed() - step_start, progress, clock.elapsed(), bar)
+        state.elapsed = clock.elapsed()
+        step_log.add(run, loss, grad_norm, rows, state.elapsed - step_start, progress, bar)
         bar.update(int(run.progress() * 1000) - bar.n)
         if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
             clock.stop()
@@ -774,135 +513,40 @@ def run_training(run: Run, stop: dict) -> dict:
     bar.close()
     if is_main:
         run.save()
-    final_val_loss = state.val_loss if state.val_step == state.step else None  # an interrupted run has none
-    summary = {"kind": "summary", "final_val_loss": final_val_loss, "last_val_loss": state.val_loss,
-               "last_val_step": state.val_step, "steps": state.step, "tokens": state.tokens,
-               "flops": state.flops, "elapsed_seconds": state.elapsed, "params": run.raw_model.num_params(),
-               "non_embedding_params": run.raw_model.num_params(non_embedding=True), "checkpoint": run.checkpoint_path,
-               "log": os.path.join(config.out_dir, "log.jsonl"), "interrupted": stop_requested,
-               "finished": run.progress() >= 1.0}
+    summary = {"kind": "summary", "final_val_loss": state.val_loss if state.val_step == state.step else None,
+               "last_val_loss": state.val_loss, "last_val_step": state.val_step, "steps": state.step,
+               "tokens": state.tokens, "flops": state.flops, "elapsed_seconds": state.elapsed,
+               "params": run.raw_model.num_params(), "non_embedding_params": run.raw_model.num_params(non_embedding=True),
+               "checkpoint": os.path.join(config.out_dir, "ckpt.pt"), "log": os.path.join(config.out_dir, "log.jsonl"),
+               "interrupted": stop_requested, "finished": run.progress() >= 1.0}
     run.log(summary)
     if run.log_file:
         run.log_file.close()
     return summary
 
 
-# ----------------------------------------------------------------------------------------------------
-# --plan: what a run will do, measured on this machine, without training
-
-def planned_vocab_size(config: TrainConfig) -> int:
-    """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
-    it will make (--vocab-size counts the special tokens, so it is the BPE's num_tokens)."""
-    if is_prepared(config.data_dir):
-        return data_tokenizer(config.data_dir).vocab_size
-    if config.vocab_size:
-        return embedding_rows(config.vocab_size)
-    return Tokenizer.from_spec(config.tokenizer).vocab_size
-
-
-def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
-    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared (while parts are
-    still being written, the preparation's target stands in for them: the parts end at or just past it),
-    estimated from data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
-    def rows_of(stream_tokens: float) -> int:  # whole rows of seq_len - 1 tokens, as MLMBatches cuts them
-        return int(stream_tokens // (config.seq_len - 1))
-
-    if is_prepared(config.data_dir):
-        files = train_token_files(config.data_dir, data_tokenizer(config.data_dir))
-        rows, prepared = sum(rows_of(file.num_tokens) for file in files), True
-        corpus = config.data_dir if len(files) == 1 and files[0].path.endswith("train.bin") else \
-            f"{config.data_dir} ({len(files)} part(s))"
-        if parts_missing(config.data_dir):
-            target = read_meta(config.data_dir)["config"]["max_train_tokens"]
-            rows = max(rows, rows_of(target))
-            corpus = (f"{config.data_dir} ({len(files)} part(s) prepared so far, the rest in the background"
-                      f"{f' up to {target:,} training tokens' if target else ''})")
-    elif config.corpus in CORPORA:
-        named = CORPORA[config.corpus]
-        shards, stream_tokens = 1, named.tokens_per_shard  # a single-file corpus is prepared whole
-        if named.num_shards > 1:  # as many whole shards as the budget needs (ensure_prepared)
-            shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
-            stream_tokens = min(train_tokens_to_prepare(tokens, config.max_passes), named.num_shards * named.tokens_per_shard)
-        rows, prepared = rows_of(stream_tokens), False
-        corpus = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
-                  f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"
-                  f"{'; part 0 before training, the rest in the background' if shards > 1 else ''}")
-    else:
-        return {"prepared": False, "corpus_tokens": None, "passes": None, "warning": None,
-                "corpus": f"{config.corpus}, not prepared in {config.data_dir} yet: counted once tokenised, when the "
-                          f"run logs its passes (and warns above --max-passes {config.max_passes:g})"}
-    passes, warning = passes_warning(rows * config.seq_len, tokens, config.max_passes, corpus)
-    return {"prepared": prepared, "corpus_tokens": rows * config.seq_len, "passes": passes, "warning": warning,
-            "corpus": f"{corpus}: {rows * config.seq_len:,} tokens a pass"}
-
-
-def measured_budget(config: TrainConfig, rank: int, world_size: int, device) -> tuple:
-    """Build the run's model, fit it to the machine (precision, compile, micro-batch) and time a few forward and
-    backward passes on random tokens: (training tokens the budget consumes, tokens/s, the fitted config, the
-    model, flops per token, seconds spent compiling). What --plan reports, and what sizes a corpus prepared for the run (budget_target)."""
-    torch.manual_seed(config.seed)
-    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
-    model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
-    raw_model = CramBERT(model_config).to(device)
-    config, _ = fit_to_machine(config, raw_model, make_optimizer(raw_model, config), device, world_size)
-    compile_start = time.perf_counter()
-    model = wrap(raw_model, config, world_size, device)  # compiles (and warms up) with --compile
-    compile_seconds = time.perf_counter() - compile_start if config.compile else 0.0
-    tokens_per_second = measure_tokens_per_second(model, config, device, world_size)
-    policy_config = LearningLawPolicyConfig() if config.policy == "learning-law" else None  # as build_run makes it
-    flops_per_token = charged_flops_per_token(raw_model, config, policy_config)
-    tokens = budget_tokens(config, tokens_per_second, flops_per_token, world_size)
-    return tokens, tokens_per_second, config, raw_model, flops_per_token, compile_seconds
-
-
-def plan_run(config: TrainConfig) -> dict:
-    """`train.py ... --plan`: builds the model, fits it to the machine and times it (measured_budget). Prepares no
-    data, trains nothing, writes nothing."""
+def train(config: TrainConfig) -> dict:
+    """Run (or resume) one pretraining run in out_dir; returns a summary dict (also the last line of log.jsonl)."""
+    notes = validate_config(config, world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    check_growth_flags(config)
     rank, world_size, device = setup_distributed(config.device)
-    tokens, tokens_per_second, config, raw_model, _, compile_seconds = measured_budget(config, rank, world_size, device)
-    training_seconds = tokens / tokens_per_second
-    evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
-    eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
-    wall_seconds = training_seconds + eval_seconds
-    full_batch_rows = batch_rows(config, 1.0, world_size)
-    return {"device": f"{device} x{world_size}", "threads": torch.get_num_threads(), "precision": config.precision,
-            "precision_note": precision_note(device, config.precision), "compile": config.compile,
-            "compile_seconds": compile_seconds,
-            "micro_batch_size": config.micro_batch_size,
-            "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
-            "batch_tokens": full_batch_rows * config.seq_len, "params": raw_model.num_params(),
-            "tokens_per_second": tokens_per_second, "budget_tokens": tokens, "training_seconds": training_seconds,
-            **corpus_outlook(config, tokens), "checkpoint_minutes": config.checkpoint_minutes,
-            "checkpoints": math.floor(wall_seconds / (config.checkpoint_minutes * 60)) + 1,  # and one at the end
-            "evaluations": evaluations, "eval_seconds": eval_seconds,
-            "end": time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + wall_seconds))}
+    for note in notes if rank == 0 else []:
+        print(note)
+    with RunFolder(config.out_dir, config.resume, config.overwrite, is_main=rank == 0) as folder:
+        checkpoint = load_checkpoint(os.path.join(config.out_dir, "ckpt.pt"), map_location=device) if config.resume else None
+        init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+        run = build_model(config, rank, world_size, device, checkpoint, init_checkpoint)
+        preparer = ensure_prepared(run.config, rank, budget_tokens(run.config, run.tokens_per_second,
+                                                                    run.flops_per_token, world_size))
+        try:  # the background preparer, if any, goes with the run: ended, failed or interrupted
+            attach_data(run, checkpoint, init_checkpoint)
+            run.log_file = folder.open_log(run.state.log_bytes)  # every check has passed: only now may files change
+            folder.training_started()
+            return run_training(run, folder)
+        finally:
+            if preparer:
+                preparer.stop()
 
-
-def print_plan(plan: dict, config: TrainConfig):
-    passes = "unknown until prepared" if plan["passes"] is None else \
-        f"{plan['passes']:.2f} (at most {config.max_passes:g} wanted: --max-passes)"
-    compile_text = f"on: compiling and warming up took {plan['compile_seconds']:.0f} s, before the clock" \
-        if plan["compile"] else "off" + ("" if config.compile is False else
-                                          f" (CPU budgets under {CPU_COMPILE_MIN_BUDGET_SECONDS // 60} min run eager)")
-    print(f"""plan (nothing is trained or written):
-  device        {plan['device']} ({plan['threads']} threads each)
-  precision     {plan['precision']}{plan['precision_note']}
-  compile       {compile_text}
-  micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
-  model         {plan['params'] / 1e6:.1f}M parameters
-  speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)
-  budget        {describe_budget(config)}: ~{plan['budget_tokens']:,.0f} tokens, {duration(plan['training_seconds'])} of training
-  corpus        {plan['corpus']}
-  passes        {passes}
-  checkpoints   every {plan['checkpoint_minutes']:g} min: ~{plan['checkpoints']} (the last at the end)
-  evaluations   {plan['evaluations']}, ~{plan['eval_seconds'] / 60:.1f} min off the clock (estimate)
-  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus (a sharded one: its part 0) first'}""")
-    if plan["warning"]:
-        print(plan["warning"], file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Command line
 
 def parse_args(argv=None) -> TrainConfig:
     return parse_train_args(argv, description=__doc__)
@@ -912,8 +556,9 @@ def main(argv=None):
     config = parse_args(argv)
     try:
         if config.plan:
+            import plan  # only here: plan.py measures a run with this file's pieces
             validate_config(config)
-            print_plan(plan_run(config), config)
+            plan.print_plan(plan.plan_run(config), config)
             return
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback

@@ -15,7 +15,8 @@ import train as train_module
 from conftest import synthetic_documents
 from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
                         train_tokens_to_prepare)
-from data.loader import PartedBatches, TokenFile
+from data.corpus import PartedBatches
+from data.loader import TokenFile
 from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare, resolve_inputs
 from data.tokenizer import Tokenizer
 

@@ -14,9 +14,11 @@ from common import autocast, gradient_scaler, make_optimizer, precision_note, tr
 from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from machine import auto_micro_batch_size, compile_by_default, fit_to_machine
+from machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine
+import policy
 from policy import LearningLawPolicyConfig, policy_flops
-from train import announce_machine, apply_gradients, plan_run, train
+from plan import plan_run
+from train import apply_gradients, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -161,7 +163,7 @@ def test_auto_flags_resolve_without_trials_on_cpu(capsys):
     fitted, how = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
     # TrainConfig's default budget is 24 hours: long enough for compile_by_default to compile on a CPU
     assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", True, 48)
-    announce_machine(fitted, how, torch.device("cpu"), world_size=1)
+    announce_machine(fitted, how, torch.device("cpu"), world_size=1, full_batch_rows=48)
     assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
 
 
@@ -202,7 +204,7 @@ def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path
 def test_plan_charges_the_learning_law_policy_like_the_run_does(tiny_corpus, tmp_path, monkeypatch, score):
     # A FLOP budget buys fewer tokens with the policy: its own work (policy.policy_flops) is charged per token,
     # whichever score the policy uses.
-    monkeypatch.setattr(train_module, "LearningLawPolicyConfig", lambda: LearningLawPolicyConfig(score=score))
+    monkeypatch.setattr(policy, "LearningLawPolicyConfig", lambda: LearningLawPolicyConfig(score=score))
     uniform = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True))
     reweighted = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True, policy="learning-law"))
     model = CramBERT(preset_config("tiny", vocab_size=data_tokenizer(tiny_corpus).vocab_size, max_seq_len=32))

@@ -21,13 +21,15 @@ from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
 from blimp import blimp_accuracy, blimp_subset
-from checkpoint import (claim_out_dir, load_checkpoint, model_checkpoint, model_from_checkpoint,
+from checkpoint import (load_checkpoint, model_checkpoint, model_from_checkpoint,
                         save_checkpoint)
 from config import check_resume
+from data.corpus import ensure_prepared
+from runfolder import EXIT_INTERRUPTED, claim_out_dir
 from common import make_optimizer
 from grow import grow_model
 from policy import LearningLawPolicyConfig, policy_flops
-from train import (EXIT_INTERRUPTED, PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
+from train import (PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
                    unigram_log_probs)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,10 +207,10 @@ def test_overwrite_deletes_nothing_until_the_new_run_has_passed_its_checks(tiny_
 def test_the_lock_is_never_empty_so_a_run_starting_at_the_same_instant_is_refused(tmp_path):
     # The other run's pid is slow to come (a loaded machine): before the fix its LOCK existed empty meanwhile, was
     # taken as stale, and both runs held the folder.
-    script = ("import os, sys, time, checkpoint; real = os.getpid\n"
+    script = ("import os, sys, time, runfolder; real = os.getpid\n"
               "def slow_getpid():\n    time.sleep(1.5)\n    return real()\n"
               "os.getpid = slow_getpid\n"
-              "checkpoint.claim_out_dir(sys.argv[1], False, False)\nprint('held', flush=True)\ntime.sleep(30)\n")
+              "runfolder.claim_out_dir(sys.argv[1], False, False)\nprint('held', flush=True)\ntime.sleep(30)\n")
     other = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -293,22 +295,24 @@ def own_sigint_handler():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_ctrl_c_abandons_an_evaluation_in_progress(tiny_corpus, tmp_path, monkeypatch, own_sigint_handler):
+def test_ctrl_c_during_an_evaluation_finishes_it_then_stops_with_a_checkpoint(tiny_corpus, tmp_path, monkeypatch,
+                                                                             own_sigint_handler):
+    # Ctrl-C is looked at once per step, at the top of the loop: an evaluation in progress is completed and logged
     calls = interrupt_at_forward(monkeypatch, evaluating=True, at_call=2)
     summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=5, eval_rows=64))  # 8 validation batches of 8 rows
-    assert summary["interrupted"] and len(calls) == 2  # stopped after the batch in progress, not after all 8
-    assert records(tmp_path, "eval") == [] and summary["final_val_loss"] is None  # no partial loss recorded
+    assert summary["interrupted"] and len(calls) == 8 and summary["steps"] == 0  # the whole evaluation, no step after
+    assert [r["step"] for r in records(tmp_path, "eval")] == [0] and summary["final_val_loss"] == summary["last_val_loss"]
     assert load_checkpoint(summary["checkpoint"])["loop"]["step"] == 0
     assert signal.getsignal(signal.SIGINT) is own_sigint_handler  # handlers restored
 
 
-def test_ctrl_c_drops_an_unfinished_step(tiny_corpus, tmp_path, monkeypatch):
+def test_ctrl_c_inside_a_step_finishes_that_step_and_checkpoints_it_whole(tiny_corpus, tmp_path, monkeypatch):
     train(tiny_run(tiny_corpus, tmp_path, max_steps=6, stop_after_steps=2, batch_ramp=False))  # 2 micro-steps a step
     calls = interrupt_at_forward(monkeypatch, evaluating=False, at_call=1)
     summary = train(tiny_run(tiny_corpus, tmp_path, max_steps=6, batch_ramp=False, resume=True))
-    assert summary["interrupted"] and len(calls) == 1 and summary["steps"] == 2  # the half step was not applied
+    assert summary["interrupted"] and len(calls) == 2 and summary["steps"] == 3  # both micro-steps, then out
     checkpoint = load_checkpoint(summary["checkpoint"])
-    assert checkpoint["loop"]["step"] == 2 and checkpoint["data"]["cursor"] == 2 * 16
+    assert checkpoint["loop"]["step"] == 3 and checkpoint["data"]["cursor"] == 3 * 16  # weights, data, step agree
 
 
 def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys,
@@ -333,7 +337,7 @@ def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_
         os.kill(os.getpid(), signal.SIGINT)
         return None
     monkeypatch.setattr(train_module, "ensure_prepared", ctrl_c_while_preparing)
-    monkeypatch.setattr(train_module, "build_run", lambda *args: pytest.fail("went on after Ctrl-C"))
+    monkeypatch.setattr(train_module, "attach_data", lambda *args: pytest.fail("went on after Ctrl-C"))
     with pytest.raises(SystemExit) as exit_info:
         train_module.main(["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len",
                            "32", "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6"])
@@ -424,9 +428,9 @@ def test_resume_refuses_a_folder_prepared_again_from_other_text(tiny_corpus, tmp
 
 
 def test_a_tokenizer_flag_on_a_prepared_folder_is_not_silently_ignored(tiny_corpus, capsys):
-    train_module.ensure_prepared(TrainConfig(data_dir=str(tiny_corpus), vocab_size=16384), 0, 1, "cpu")
+    ensure_prepared(TrainConfig(data_dir=str(tiny_corpus), vocab_size=16384), 0, 1.0)
     assert "--vocab-size 16384 only applies to preparing a folder, so it is ignored" in capsys.readouterr().err
-    train_module.ensure_prepared(TrainConfig(data_dir=str(tiny_corpus)), 0, 1, "cpu")  # its own settings: silent
+    ensure_prepared(TrainConfig(data_dir=str(tiny_corpus)), 0, 1.0)  # its own settings: silent
     assert capsys.readouterr().err == ""
 
 

@@ -1,0 +1,224 @@
+"""
+The corpus a run trains on: prepared on first use, sized to the budget, and read in parts while the rest is
+still being written.
+
+A local corpus is prepared whole before training. A named multi-shard corpus (C4) is prepared only as far as the
+budget needs: train.py measures the run's tokens/s first (machine.py), so the tokens it will consume over
+--max-passes are known; part 0 (with val.bin and the tokenizer) is written before the clock starts and the other
+parts by a background process while training runs, so a day's run does not spend its first hour downloading.
+PartedBatches reads such a folder part by part, waiting for a part that is not written yet.
+"""
+import os
+import sys
+import time
+
+import torch
+
+from config import TrainConfig, describe_budget
+from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
+from data.loader import (WAIT_SECONDS, MLMBatches, TokenFile, data_tokenizer, final_parts, is_prepared, part_path,
+                         parts_missing, read_meta, seed_from, train_token_files)
+from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
+from data.tokenizer import Tokenizer, embedding_rows
+
+
+def check_prepared_folder(config: TrainConfig, meta: dict | None):
+    """Settings that only matter for preparing --data-dir, against a folder already prepared: another filter is
+    refused (it is part of the recipe); another tokenizer cannot be applied, so it gets a warning, not silence
+    (a refusal would stop the cpu recipe's default --vocab-size on any folder prepared otherwise)."""
+    if not meta:
+        return
+    prepared = meta["config"]
+    if prepared["max_tokens_per_char"] != config.max_tokens_per_char:
+        raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared['max_tokens_per_char']}, "
+                         f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    if config.vocab_size:
+        asked, same = f"--vocab-size {config.vocab_size}", config.vocab_size == prepared.get("vocab_size", 0)
+    else:
+        asked, same = f"--tokenizer {config.tokenizer}", not prepared.get("vocab_size") and \
+            os.path.realpath(config.tokenizer) == os.path.realpath(prepared.get("tokenizer", "gpt2"))
+    if not same:
+        print(f"warning: {config.data_dir} is already prepared, with tokenizer {meta.get('tokenizer', 'gpt2')!r}: "
+              f"{asked} only applies to preparing a folder, so it is ignored (prepare another --data-dir for it)",
+              file=sys.stderr)
+
+
+def planned_vocab_size(config: TrainConfig) -> int:
+    """The embedding rows the run's model will have: its prepared folder's tokenizer, or the one that preparing
+    it will make (--vocab-size counts the special tokens, so it is the BPE's num_tokens)."""
+    if is_prepared(config.data_dir):
+        return data_tokenizer(config.data_dir).vocab_size
+    if config.vocab_size:
+        return embedding_rows(config.vocab_size)
+    return Tokenizer.from_spec(config.tokenizer).vocab_size
+
+
+def ensure_prepared(config: TrainConfig, rank: int, budget_tokens: float) -> BackgroundPreparation | None:
+    """Prepare --data-dir on first use (rank 0; the others wait at the caller's barrier): a local corpus whole, a
+    named multi-shard one up to the tokens the budget consumes (budget_tokens) over --max-passes, part 0 now and
+    the rest in the background. Returns that background process (rank 0, while parts are missing), else None."""
+    meta = read_meta(config.data_dir)
+    check_prepared_folder(config, meta)  # on every process: one refusing alone would leave the others at the barrier
+    needed = not is_prepared(config.data_dir)
+    if rank != 0 or not (needed or parts_missing(config.data_dir)):
+        return None
+    prepare_config = PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, tokenizer=config.tokenizer,
+                                   max_tokens_per_char=config.max_tokens_per_char, vocab_size=config.vocab_size)
+    if not needed:  # parts an earlier run left unwritten: resume its preparation, with its settings and token target
+        prepare_config = PrepareConfig(**meta["config"])
+    elif is_sharded(config.corpus):
+        prepare_config.max_train_tokens = announce_target(config, budget_tokens)
+    if needed:
+        print(f"no token files in {config.data_dir}: preparing them from {config.corpus}")
+    try:
+        prepare(prepare_config, max_parts=1)  # all of a local corpus; part 0 of a sharded one
+    except (FileNotFoundError, RuntimeError) as error:
+        raise FileNotFoundError(
+            f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
+            f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
+    if not parts_missing(config.data_dir):
+        return None
+    preparer = BackgroundPreparation(prepare_config)
+    print(f"preparing the other parts of {config.data_dir} in the background (pid {preparer.process.pid}, "
+          f"output in {preparer.log_path})")
+    return preparer
+
+
+def announce_target(config: TrainConfig, budget_tokens: float) -> int:
+    """Training tokens to prepare of a named multi-shard corpus, said in one log line."""
+    target = train_tokens_to_prepare(budget_tokens, config.max_passes)
+    named = CORPORA[config.corpus]
+    shards = shards_needed(budget_tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+    print(f"budget ~{budget_tokens:,.0f} tokens ({describe_budget(config)}): preparing {target:,} tokens of "
+          f"{named.name} (~{shards} shards, ~{shards * named.download_bytes_per_shard / 1e9:.1f} GB) for ≤ "
+          f"{config.max_passes:g} passes")
+    return target
+
+
+def corpus_outlook(config: TrainConfig, tokens: float) -> dict:
+    """The corpus against the tokens the budget consumes: counted when --data-dir is prepared (while parts are
+    still being written, the preparation's target stands in for them: the parts end at or just past it),
+    estimated from data/fetch.py's registry for a named corpus, unknown for local text not tokenised yet."""
+    def rows_of(stream_tokens: float) -> int:  # whole rows of seq_len - 1 tokens, as MLMBatches cuts them
+        return int(stream_tokens // (config.seq_len - 1))
+
+    if is_prepared(config.data_dir):
+        files = train_token_files(config.data_dir, data_tokenizer(config.data_dir))
+        rows, prepared = sum(rows_of(file.num_tokens) for file in files), True
+        corpus = config.data_dir if len(files) == 1 and files[0].path.endswith("train.bin") else \
+            f"{config.data_dir} ({len(files)} part(s))"
+        if parts_missing(config.data_dir):
+            target = read_meta(config.data_dir)["config"]["max_train_tokens"]
+            rows = max(rows, rows_of(target))
+            corpus = (f"{config.data_dir} ({len(files)} part(s) prepared so far, the rest in the background"
+                      f"{f' up to {target:,} training tokens' if target else ''})")
+    elif config.corpus in CORPORA:
+        named = CORPORA[config.corpus]
+        shards, stream_tokens = 1, named.tokens_per_shard  # a single-file corpus is prepared whole
+        if named.num_shards > 1:  # as many whole shards as the budget needs (ensure_prepared)
+            shards = shards_needed(tokens, named.tokens_per_shard, config.max_passes, named.num_shards)
+            stream_tokens = min(train_tokens_to_prepare(tokens, config.max_passes), named.num_shards * named.tokens_per_shard)
+        rows, prepared = rows_of(stream_tokens), False
+        corpus = (f"{named.name}, not prepared yet: ~{shards} of its {named.num_shards} shard(s), ~"
+                  f"{shards * named.download_bytes_per_shard / 1e9:.1f} GB to download (estimates)"
+                  f"{'; part 0 before training, the rest in the background' if shards > 1 else ''}")
+    else:
+        return {"prepared": False, "corpus_tokens": None, "passes": None, "warning": None,
+                "corpus": f"{config.corpus}, not prepared in {config.data_dir} yet: counted once tokenised, when the "
+                          f"run logs its passes (and warns above --max-passes {config.max_passes:g})"}
+    passes, warning = passes_warning(rows * config.seq_len, tokens, config.max_passes, corpus)
+    return {"prepared": prepared, "corpus_tokens": rows * config.seq_len, "passes": passes, "warning": warning,
+            "corpus": f"{corpus}: {rows * config.seq_len:,} tokens a pass"}
+
+
+def training_batches(data_dir: str, tokenizer: Tokenizer, seq_len: int, mask_rate: float, seed: int = 0):
+    """The training rows of a prepared folder: an MLMBatches over train.bin, or a PartedBatches over its parts."""
+    train_path = os.path.join(data_dir, "train.bin")
+    if os.path.isfile(train_path):
+        return MLMBatches(TokenFile(train_path, tokenizer), seq_len, mask_rate, seed=seed)
+    return PartedBatches(data_dir, tokenizer, seq_len, mask_rate, seed=seed)
+
+
+class PartedBatches:
+    """MLM rows of a folder prepared in parts (train-00000.bin, train-00001.bin, ...: one per source shard), the
+    later ones possibly still being written by the background preparer.
+
+    Pass p reads part 0, then 1, 2, ... in order; part k is an MLMBatches seeded with seed_from(seed, k), so its
+    rows come in an order derived from (seed, p, k) and are masked from (seed, p, k, cursor). The state to resume
+    exactly is three integers (pass, part, cursor). A part is read only under its final name: a part being
+    written has a temporary name (.tmp) and is renamed only when complete. When the next part is not there yet,
+    the reader waits for it; once meta.json lists the final parts, the pass after the last one starts again at
+    part 0. Waiting stays on the budget clock, and should be rare. Preparing a part (a C4 shard, ~0.17 B tokens)
+    costs ~850 core-seconds: one CPU core tokenised Wikipedia text in C4's format at ~0.2 M tokens/s here, so
+    ~1 minute on a GPU machine's 16 cores if the tokenizer's threads scale (not measured), the download overlapped.
+    The crammed model (0.64 GFLOP a token) at 40% MFU reads ~0.2 M tokens/s on an A100 and ~0.6 M on an H100,
+    i.e. ~15 and ~5 minutes a part: the preparer, started as soon as part 0 exists, stays ahead (with 4 cores,
+    ~3.5 minutes a part, barely so on an H100).
+    """
+
+    def __init__(self, data_dir: str, tokenizer: Tokenizer, seq_len: int, mask_rate: float, seed: int = 0):
+        self.data_dir, self.tokenizer, self.seq_len, self.mask_rate, self.seed = data_dir, tokenizer, seq_len, mask_rate, seed
+        self.epoch, self.part, self.cursor = 0, 0, 0  # the next unread row: pass, part, row in that part's order
+        self._parts = {}  # part index -> its MLMBatches, opened when read (two at most)
+
+    def _rows(self, part: int) -> MLMBatches:
+        if part not in self._parts:
+            if len(self._parts) == 2:  # keep the part being read and the next: a C4 part's row order alone is ~10 MB
+                del self._parts[next(iter(self._parts))]  # the one opened first
+            self._parts[part] = MLMBatches(TokenFile(part_path(self.data_dir, part), self.tokenizer), self.seq_len,
+                                           self.mask_rate, seed=seed_from(self.seed, part))
+        return self._parts[part]
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the parts present now (a pass holds more while parts are still being written)."""
+        return sum(MLMBatches(file, self.seq_len, self.mask_rate).num_rows
+                   for file in train_token_files(self.data_dir, self.tokenizer))
+
+    def _following(self, epoch: int, part: int) -> tuple[int, int]:
+        """(pass, part) read after `part` of pass `epoch`: the next part, once it exists, or part 0 of the next
+        pass after the last part of a finished preparation."""
+        announced = False
+        while True:
+            final = final_parts(self.data_dir)
+            if final is not None:
+                return (epoch, part + 1) if part + 1 < len(final) else (epoch + 1, 0)
+            if os.path.isfile(part_path(self.data_dir, part + 1)):
+                return epoch, part + 1
+            if not announced:
+                print(f"waiting for part {part + 1} of {self.data_dir} (the background preparer is writing it)")
+                announced = True
+            time.sleep(WAIT_SECONDS)
+
+    def _locate(self, offset: int) -> tuple[int, int, int]:
+        """(pass, part, cursor) of the row `offset` rows past the current position."""
+        epoch, part, cursor = self.epoch, self.part, self.cursor + offset
+        while cursor >= self._rows(part).num_rows:
+            cursor -= self._rows(part).num_rows
+            epoch, part = self._following(epoch, part)
+        return epoch, part, cursor
+
+    def batch_after(self, offset: int, size: int):
+        """The `size` rows `offset` rows past the current position, masked; a batch that reaches the end of a
+        part continues in the next one (each piece masked with its own part's seed)."""
+        epoch, part, cursor = self._locate(offset)
+        pieces = []
+        while size > 0:
+            rows = self._rows(part)
+            take = min(size, rows.num_rows - cursor)
+            pieces.append(rows.batch_at(epoch, cursor, take))
+            size -= take
+            if size:
+                (epoch, part), cursor = self._following(epoch, part), 0
+        return tuple(torch.cat(tensors) for tensors in zip(*pieces))
+
+    def advance(self, size: int):
+        self.epoch, self.part, self.cursor = self._locate(size)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "part": self.part, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict):
+        if state["seed"] != self.seed:
+            raise ValueError(f"checkpoint data seed {state['seed']} != configured seed {self.seed}")
+        self.epoch, self.part, self.cursor = state["epoch"], state.get("part", 0), state["cursor"]
