@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from bench import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 from common import write_json
 from config import AUTO_MICRO_BATCH, TrainConfig
+from machine import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 from model import MASK_RATE, ModelConfig, flops_per_token
 
 
