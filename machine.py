@@ -147,7 +147,7 @@ def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, devic
 
 # ----------------------------------------------------------------------------------------------------
 # Measuring the machine: random batches, timed training steps, parameters, memory and achieved FLOP/s
-# (forward_backward above, bench.py and scaling.py's plan use them)
+# (forward_backward above, experiments/bench.py and scaling.py's plan use them)
 
 import os  # noqa: E402  (this section's own imports, kept with it)
 
@@ -169,7 +169,7 @@ def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: in
 def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1, steps: int = 0,
                   seconds: float = 0.0, precision: str = "auto") -> tuple[int, float]:
     """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
-    Returns (timed steps, their seconds). bench.py times its table with it, and
+    Returns (timed steps, their seconds). experiments/bench.py times its table with it, and
     measure_training_flops_per_second the achieved FLOP/s of scaling.py's plan."""
     def step():
         with autocast(device, precision):

@@ -3,8 +3,8 @@ Training throughput on this device: tokens/s, peak memory and MFU of one cramlm 
 (forward, backward, AdamW), next to Hugging Face's BertForMaskedLM of the same size when the optional
 `transformers` package is installed. Each model runs in its own fresh process, so peak memory is its own.
 
-    python bench.py --preset base --micro-batch-size 128 --compile        # GPU: the README's H100 numbers
-    python bench.py --preset mini --micro-batch-size 16 --steps 5         # CPU
+    python -m experiments.bench --preset base --micro-batch-size 128 --compile        # GPU: the README's H100 numbers
+    python -m experiments.bench --preset mini --micro-batch-size 16 --steps 5         # CPU
 
 MFU = achieved training FLOP/s (model.flops_per_token x tokens/s) / the matmul FLOP/s measured on this
 device in the same precision (common.measure_peak_flops): a measured peak, never a datasheet number.

@@ -3,7 +3,7 @@ Chinchilla's IsoFLOP sweep (Hoffmann et al. 2022, Sec. 3.2 and Fig. 3) at our sc
 compute level, each trained by train.py to exactly that many FLOPs, then the law of scaling.py fitted to the
 final losses and plotted.
 
-    python scaling_sweep.py --flops 1e12,3e12 --sizes 3 --data-dir data/cache/wiki00 --batch-tokens 4096 --micro-batch-size 32
+    python -m experiments.scaling_sweep --flops 1e12,3e12 --sizes 3 --data-dir data/cache/wiki00 --batch-tokens 4096 --micro-batch-size 32
 
 The sweep is resumable: the same command again skips finished runs and resumes an interrupted one.
 """

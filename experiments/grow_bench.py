@@ -3,8 +3,8 @@ The LiGO paper's comparison (Wang et al. 2023, Fig. 2 and Table 1, at toy scale)
 training FLOPs for a big model trained from scratch and for the same model grown from a trained small one
 by each method of grow.py, every run on the same FLOP budget.
 
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_seeds --seeds 0,1,2   # mean ± spread
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_bench
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_seeds --seeds 0,1,2   # mean ± spread
 
 FLOPs saved is reported two ways. "Small charged": the small model's training counts against the grown runs,
 the fair account when the small model is trained for the purpose. "Small given": it does not, the paper's
@@ -17,8 +17,8 @@ second warmup to the peak, as LiGO's released recipe trains the grown BERT (--wa
 the lr up again over a few per cent after growth (default off); --restart-schedule gives every run a one-cycle
 of its own instead, the setting of BENCHMARKS.md's first LiGO table.
 
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
 """
 import argparse
 import json
