@@ -164,7 +164,8 @@ def save_results(config: AblationConfig, runs: list[dict], rows: list[dict]):
 
 def main(argv=None):
     defaults = AblationConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.ablate",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training budget of each run (default 3)")
     budget.add_argument("--seconds", type=float, help="the same in seconds")

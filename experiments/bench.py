@@ -111,7 +111,8 @@ def cpu_table(config: BenchConfig) -> list[dict]:
 
 def main(argv=None):
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=defaults.preset, help="model size: tiny, laptop, mini, small, base, crammed")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size,

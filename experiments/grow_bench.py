@@ -236,7 +236,7 @@ def plot(curves: dict, path: str):
 
 def main(argv=None):
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=bench.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.grow_bench", description=bench.__doc__)
     parser.add_argument("--data-dir", default=defaults.data_dir, help="prepared token files")
     parser.add_argument("--out-dir", default=defaults.out_dir, help="fresh folder for the runs and results")
     parser.add_argument("--small", default=defaults.small, help="small model's preset")

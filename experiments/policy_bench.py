@@ -284,7 +284,8 @@ def save_plot(path: str, result: dict):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Learn a Learning-Law data policy exactly on a small problem.")
+    parser = argparse.ArgumentParser(prog="python -m experiments.policy_bench",
+                                     description="Learn a Learning-Law data policy exactly on a small problem.")
     parser.add_argument("setting", choices=sorted(SETTINGS), help="which experiment of Sec. 4 to reproduce")
     # --- inner training run and policy optimisation (defaults per setting: see SETTINGS) ---
     parser.add_argument("--steps", type=int, help="T, full-batch gradient-descent steps")

@@ -76,7 +76,8 @@ def plot_sweep(points: list[dict], law: ScalingLaw, path: str):
 # Command line
 
 def main(argv=None):
-    sweep_parser = argparse.ArgumentParser(description=__doc__, parents=[fit_flags()],
+    sweep_parser = argparse.ArgumentParser(prog="python -m experiments.scaling_sweep",
+                                           description=__doc__, parents=[fit_flags()],
                                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep_parser.add_argument("--flops", required=True, help="comma-separated compute levels, e.g. 1e14,3e14,1e15")
     sweep_parser.add_argument("--sizes", type=int, default=5, help="model sizes per compute level")
