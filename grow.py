@@ -3,7 +3,7 @@ Grow a trained small model into a wider and deeper one, then keep pretraining th
 
     python grow.py --from runs/mini/ckpt.pt --to small --method ligo --data-dir data/cache/wiki00 --out grown.pt
     python train.py --init-from grown.pt --data-dir data/cache/wiki00 --hours 1   # ordinary pretraining goes on
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench  # loss vs FLOPs of every method
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_bench  # loss vs FLOPs of every method
 
 LiGO (Wang et al. 2023, "Learning to Grow Pretrained Models for Efficient Transformer Training", Sec. 3)
 writes every weight of the big model as a linear function of the small model's weights, M = L_depth · R_width:

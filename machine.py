@@ -7,6 +7,7 @@ halving on out-of-memory), compilation is tried on one micro-batch and abandoned
 and the speed is timed. train.py calls fit_to_machine, compile_with_fallback and measure_tokens_per_second
 while it builds a run; `train.py --plan` calls them to say what a run would do without running it.
 """
+import os
 import time
 from dataclasses import replace
 
@@ -14,10 +15,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from bench import random_batch
-from common import autocast, precision_note, synchronize, training_precision
+from common import autocast, make_optimizer, precision_note, synchronize, training_precision
 from config import AUTO_MICRO_BATCH, TrainConfig, head_fraction
-from model import CramBERT, sparse_rows
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, sparse_rows
 
 
 def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
@@ -162,3 +162,88 @@ def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, devic
         seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     return steps * config.micro_batch_size * config.seq_len * world_size / seconds
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measuring the machine: random batches, timed training steps, parameters, memory and achieved FLOP/s
+# (forward_backward above, experiments/bench.py and scaling.py's plan use them)
+
+def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: int, device):
+    """Random tokens with labels at an exact mask_rate share of each row, as data/loader.py masks."""
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g)
+    labels = torch.full_like(input_ids, -100)
+    n_masked = int(mask_rate * seq_len)
+    positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :n_masked]
+    labels.scatter_(1, positions, input_ids.gather(1, positions))
+    return input_ids.to(device), labels.to(device)
+
+
+def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1, steps: int = 0,
+                  seconds: float = 0.0, precision: str = "auto") -> tuple[int, float]:
+    """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
+    Returns (timed steps, their seconds). experiments/bench.py times its table with it, and
+    measure_training_flops_per_second the achieved FLOP/s of scaling.py's plan."""
+    def step():
+        with autocast(device, precision):
+            loss = loss_fn(input_ids, labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):  # first-call allocations, autotuning and compilation are not what a long run sees
+        step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    done, start = 0, time.perf_counter()
+    while done < steps or (seconds and (done == 0 or time.perf_counter() - start < seconds)):
+        step()
+        done += 1
+    synchronize(device)
+    return done, time.perf_counter() - start
+
+
+def count_params(config: ModelConfig) -> int:
+    """model.num_params() without allocating the model: the blocks are identical, so build a one-block
+    model on the meta device (shapes, no storage) and add the remaining blocks' share."""
+    with torch.device("meta"):
+        model = CramBERT(replace(config, n_layer=1))
+    block = sum(p.numel() for p in model.encoder.blocks[0].parameters())
+    return model.num_params() + (config.n_layer - 1) * block
+
+
+def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
+                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
+    """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
+    gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
+    are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
+    in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
+    states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
+    C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
+    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
+    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
+    return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
+
+
+def available_memory_bytes(device: str) -> int:
+    """Free memory on a GPU; the machine's physical memory on a CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
+                                      micro_batch_size: int = 8, seq_len: int | None = None,
+                                      mask_rate: float = MASK_RATE) -> float:
+    """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
+    (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
+    seq_len = seq_len or config.max_seq_len
+    device = torch.device(device)
+    model = CramBERT(config).to(device)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
+    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
+    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
+                                   input_ids, labels, device, warmup=1, seconds=seconds)
+    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed

@@ -2,7 +2,7 @@
 A BERT-style encoder with the "crammed BERT" recipe (Geiping & Goldstein 2022, "Cramming: Training a
 Language Model on a Single GPU in One Day", Sections 4.2 and Table 9).
 
-The recipe, all on by default and each a config switch so the ablation study (ablate.py) can turn it off:
+The recipe, all on by default and each a config switch so the ablation study (experiments/ablate.py) can turn it off:
   - pre-LayerNorm blocks and a final LayerNorm (stable at high learning rates, Sec. 4.2 "Layer structure"),
   - no biases in linear layers (fewer parameters, same quality, faster: Sec. 4.2 "Attention block"),
   - gated-GELU feed-forward (Sec. 4.2 "Feedforward block"),
@@ -30,7 +30,7 @@ class ModelConfig:
     n_head: int = 12  # attention heads; n_embd must divide by it
     n_embd: int = 768  # width of the residual stream
     intermediate_size: int = 3072  # width of the first FFN linear; a gated FFN splits it into value and gate halves
-    # --- recipe switches (crammed default first, original-BERT alternative second; see ablate.py) ---
+    # --- recipe switches (crammed default first, original-BERT alternative second; see experiments/ablate.py) ---
     norm_position: str = "pre"  # "pre": x + f(norm(x)) and a final norm; "post": norm(x + f(x)) as in BERT
     bias: bool = False  # biases in every linear layer (BERT: True)
     ffn: str = "glu"  # "glu": gated GELU; "gelu": plain GELU MLP

@@ -15,7 +15,7 @@ Part 1 finds γ exactly at small scale: γ ← Proj_simplex(γ − ε ∇_γ J) 
 doing MLM on Wikipedia). Part 2 (LearningLawPolicy) is a cheap approximation that train.py can afford:
 one proximal step from the uniform policy with the meta-gradient truncated to a single step.
 
-The paper's experiments (Sec. 4) that use Part 1 are reproduced by policy_bench.py.
+The paper's experiments (Sec. 4) that use Part 1 are reproduced by experiments/policy_bench.py.
 """
 import contextlib
 import math

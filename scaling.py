@@ -10,7 +10,7 @@ and ask which (N, D) gives the lowest loss for a compute budget of C = 6ND FLOPs
 
     python scaling.py plan --hours 24                 # measure this machine, recommend a model and a token count
     python scaling.py fit runs/*/log.jsonl            # fit L(N, D) to our own runs, as the paper does (Approach 3)
-    python scaling_sweep.py --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
+    python -m experiments.scaling_sweep --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
 
 N counts every parameter once, embeddings included: that is Chinchilla's convention (Kaplan et al. 2020 left
 the embeddings out, which Pearce & Song 2024 find is most of why the two papers disagree). At our scale the
@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from bench import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 from common import write_json
 from config import AUTO_MICRO_BATCH, TrainConfig
+from machine import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 from model import MASK_RATE, ModelConfig, flops_per_token, model_config_from_dict, preset_config
 
 
@@ -348,7 +348,7 @@ def report_fit(law: ScalingLaw, n_points: int) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 def fit_flags() -> argparse.ArgumentParser:
-    """The fit's settings, shared with scaling_sweep.py."""
+    """The fit's settings, shared with experiments/scaling_sweep.py."""
     fitting = argparse.ArgumentParser(add_help=False)
     fitting.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log-loss (paper: 1e-3)")
     fitting.add_argument("--starts", type=int, default=16, help="L-BFGS runs from the best grid points")

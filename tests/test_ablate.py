@@ -1,11 +1,11 @@
-"""Each recipe switch changes the model or the loop the way it says; ablate.py runs them all."""
+"""Each recipe switch changes the model or the loop the way it says; experiments/ablate.py runs them all."""
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-import ablate
+from experiments import ablate
 from model import Block, CramBERT, preset_config
 from checkpoint import load_checkpoint
 from train import parse_args, train

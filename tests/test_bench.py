@@ -1,8 +1,8 @@
-"""bench.py's CPU table: which variants it times, and that each one reaches the timed process as asked."""
+"""experiments/bench.py's CPU table: which variants it times, and that each one reaches the timed process as asked."""
 import torch
 
-import bench
-from bench import BenchConfig, cpu_table
+from experiments import bench
+from experiments.bench import BenchConfig, cpu_table
 
 
 def test_the_cpu_table_times_every_variant_once(monkeypatch):

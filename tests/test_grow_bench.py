@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-import grow_bench
+from experiments import grow_bench
 from config import TrainConfig
-from grow_bench import COLUMNS, BenchConfig, bench, bench_seeds, flops_to_reach, print_table
+from experiments.grow_bench import COLUMNS, BenchConfig, bench, bench_seeds, flops_to_reach, print_table
 from train import learning_rate
 
 

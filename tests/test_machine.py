@@ -8,13 +8,12 @@ import pytest
 import torch
 
 import train as train_module
-from bench import random_batch
 import common
 from common import autocast, gradient_scaler, make_optimizer, precision_note, training_precision
 from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, sparse_rows
-from machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine
+from machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine, random_batch
 import policy
 from policy import LearningLawPolicyConfig, policy_flops
 from plan import plan_run

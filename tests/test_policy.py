@@ -15,8 +15,8 @@ from model import CramBERT, preset_config, sparse_rows
 from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
                     contributions, decoder_contributions, fit_learning_curves, law_check, low_rank,
                     optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
-from policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
-                          reproduction_config, transformer_task)
+from experiments.policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
+                                      reproduction_config, transformer_task)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

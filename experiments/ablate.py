@@ -4,8 +4,8 @@ help under a fixed compute budget? We train the full crammed recipe and, for eac
 with just that change undone (the original-BERT choice), all for the same wall-clock budget on the same
 data, and compare held-out MLM loss on one fixed validation set.
 
-    python ablate.py --minutes 3 --preset mini --corpus ../shared/data/wiki
-    python ablate.py --seconds 20 --preset tiny --only post-ln,dense-head --seeds 3
+    python -m experiments.ablate --minutes 3 --preset mini --corpus ../shared/data/wiki
+    python -m experiments.ablate --seconds 20 --preset tiny --only post-ln,dense-head --seeds 3
 
 Equal wall-clock is the point: a change that makes each step slower (a dense head, dropout) must pay for
 it with fewer tokens, exactly as in the paper's one-day budget.
@@ -164,7 +164,8 @@ def save_results(config: AblationConfig, runs: list[dict], rows: list[dict]):
 
 def main(argv=None):
     defaults = AblationConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.ablate",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, help="training budget of each run (default 3)")
     budget.add_argument("--seconds", type=float, help="the same in seconds")

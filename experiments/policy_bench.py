@@ -4,8 +4,8 @@ optimal policy exactly with policy.py's Part 1 for a perceptron with noisy label
 doing MLM on Wikipedia, then compare it with uniform weights (AUC, speed-ups, the Law's contribution spread and
 zero-weight property) and measure the speed-up the paper's way (Eq. 9: acceleration ratio on fitted test curves).
 
-    OMP_NUM_THREADS=1 python policy_bench.py perceptron
-    OMP_NUM_THREADS=1 python policy_bench.py transformer --outer-epochs 20 --plot transformer.png
+    OMP_NUM_THREADS=1 python -m experiments.policy_bench perceptron
+    OMP_NUM_THREADS=1 python -m experiments.policy_bench transformer --outer-epochs 20 --plot transformer.png
 (the tensors are small: one thread per process is faster than two fighting on a busy machine)
 """
 import argparse
@@ -26,7 +26,7 @@ from model import CramBERT, preset_config
 from policy import (Task, acceleration_ratio, area_under_curve, fit_learning_curves, law_check, optimise_policy,
                     run, uniform_policy, weighted_mlm_loss)
 
-DATA_DIR = Path(__file__).resolve().parent / ".." / "shared" / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # the repository's parent holds shared/
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -284,7 +284,8 @@ def save_plot(path: str, result: dict):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Learn a Learning-Law data policy exactly on a small problem.")
+    parser = argparse.ArgumentParser(prog="python -m experiments.policy_bench",
+                                     description="Learn a Learning-Law data policy exactly on a small problem.")
     parser.add_argument("setting", choices=sorted(SETTINGS), help="which experiment of Sec. 4 to reproduce")
     # --- inner training run and policy optimisation (defaults per setting: see SETTINGS) ---
     parser.add_argument("--steps", type=int, help="T, full-batch gradient-descent steps")

@@ -3,25 +3,23 @@ Training throughput on this device: tokens/s, peak memory and MFU of one cramlm 
 (forward, backward, AdamW), next to Hugging Face's BertForMaskedLM of the same size when the optional
 `transformers` package is installed. Each model runs in its own fresh process, so peak memory is its own.
 
-    python bench.py --preset base --micro-batch-size 128 --compile        # GPU: the README's H100 numbers
-    python bench.py --preset mini --micro-batch-size 16 --steps 5         # CPU
+    python -m experiments.bench --preset base --micro-batch-size 128 --compile        # GPU: the README's H100 numbers
+    python -m experiments.bench --preset mini --micro-batch-size 16 --steps 5         # CPU
 
 MFU = achieved training FLOP/s (model.flops_per_token x tokens/s) / the matmul FLOP/s measured on this
 device in the same precision (common.measure_peak_flops): a measured peak, never a datasheet number.
 """
 import argparse
 import multiprocessing
-import os
 import resource
-import time
 from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from common import (PRECISIONS, autocast, make_optimizer, measure_peak_flops, resolve_device, synchronize,
-                    training_precision)
+from common import PRECISIONS, make_optimizer, measure_peak_flops, resolve_device, training_precision
 from config import TrainConfig
-from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
+from machine import random_batch, time_training
+from model import CramBERT, flops_per_token, preset_config, sparse_rows
 
 
 @dataclass
@@ -37,17 +35,6 @@ class BenchConfig:
     compile: bool = False  # torch.compile both models
     precision: str = "auto"  # autocast precision (common.training_precision): auto, bf16, fp16 or fp32
     threads: int = 0  # CPU threads for the timed process (0: torch's default, one per core)
-
-
-def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: int, device):
-    """Random tokens with labels at an exact mask_rate share of each row, as data/loader.py masks."""
-    g = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g)
-    labels = torch.full_like(input_ids, -100)
-    n_masked = int(mask_rate * seq_len)
-    positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :n_masked]
-    labels.scatter_(1, positions, input_ids.gather(1, positions))
-    return input_ids.to(device), labels.to(device)
 
 
 def build(kind: str, config: BenchConfig, device):
@@ -67,30 +54,6 @@ def build(kind: str, config: BenchConfig, device):
     # Its FLOPs: a plain-GELU FFN and a dense head over every position (biases add a negligible amount).
     hf_shape = replace(model_config, ffn="gelu", mlm_head="dense", bias=True)
     return model, lambda ids, labels: model(input_ids=ids, labels=labels).loss, flops_per_token(hf_shape, config.seq_len)
-
-
-def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1, steps: int = 0,
-                  seconds: float = 0.0, precision: str = "auto") -> tuple[int, float]:
-    """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
-    Returns (timed steps, their seconds). Also used by scaling.py to measure achieved FLOP/s."""
-    def step():
-        with autocast(device, precision):
-            loss = loss_fn(input_ids, labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(warmup):  # first-call allocations, autotuning and compilation are not what a long run sees
-        step()
-    synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    done, start = 0, time.perf_counter()
-    while done < steps or (seconds and (done == 0 or time.perf_counter() - start < seconds)):
-        step()
-        done += 1
-    synchronize(device)
-    return done, time.perf_counter() - start
 
 
 def run_one(kind: str, config: BenchConfig) -> dict:
@@ -146,58 +109,10 @@ def cpu_table(config: BenchConfig) -> list[dict]:
     return results
 
 
-# ----------------------------------------------------------------------------------------------------
-# Measuring the machine for scaling.py's plan: achieved FLOP/s of a model shape, training memory
-
-def count_params(config: ModelConfig) -> int:
-    """model.num_params() without allocating the model: the blocks are identical, so build a one-block
-    model on the meta device (shapes, no storage) and add the remaining blocks' share."""
-    with torch.device("meta"):
-        model = CramBERT(replace(config, n_layer=1))
-    block = sum(p.numel() for p in model.encoder.blocks[0].parameters())
-    return model.num_params() + (config.n_layer - 1) * block
-
-
-def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
-                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
-    """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
-    gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
-    are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
-    in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
-    states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
-    C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
-    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
-    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
-    return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
-
-
-def available_memory_bytes(device: str) -> int:
-    """Free memory on a GPU; the machine's physical memory on a CPU."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.mem_get_info(torch.device(device))[0]
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
-                                      micro_batch_size: int = 8, seq_len: int | None = None,
-                                      mask_rate: float = MASK_RATE) -> float:
-    """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
-    (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
-    seq_len = seq_len or config.max_seq_len
-    device = torch.device(device)
-    model = CramBERT(config).to(device)
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
-    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
-    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
-    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
-                                   input_ids, labels, device, warmup=1, seconds=seconds)
-    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed
-
-
-
 def main(argv=None):
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=defaults.preset, help="model size: tiny, laptop, mini, small, base, crammed")
     parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per row")
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size,

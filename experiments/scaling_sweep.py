@@ -3,7 +3,7 @@ Chinchilla's IsoFLOP sweep (Hoffmann et al. 2022, Sec. 3.2 and Fig. 3) at our sc
 compute level, each trained by train.py to exactly that many FLOPs, then the law of scaling.py fitted to the
 final losses and plotted.
 
-    python scaling_sweep.py --flops 1e12,3e12 --sizes 3 --data-dir data/cache/wiki00 --batch-tokens 4096 --micro-batch-size 32
+    python -m experiments.scaling_sweep --flops 1e12,3e12 --sizes 3 --data-dir data/cache/wiki00 --batch-tokens 4096 --micro-batch-size 32
 
 The sweep is resumable: the same command again skips finished runs and resumes an interrupted one.
 """
@@ -76,7 +76,8 @@ def plot_sweep(points: list[dict], law: ScalingLaw, path: str):
 # Command line
 
 def main(argv=None):
-    sweep_parser = argparse.ArgumentParser(description=__doc__, parents=[fit_flags()],
+    sweep_parser = argparse.ArgumentParser(prog="python -m experiments.scaling_sweep",
+                                           description=__doc__, parents=[fit_flags()],
                                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep_parser.add_argument("--flops", required=True, help="comma-separated compute levels, e.g. 1e14,3e14,1e15")
     sweep_parser.add_argument("--sizes", type=int, default=5, help="model sizes per compute level")

@@ -3,8 +3,8 @@ The LiGO paper's comparison (Wang et al. 2023, Fig. 2 and Table 1, at toy scale)
 training FLOPs for a big model trained from scratch and for the same model grown from a trained small one
 by each method of grow.py, every run on the same FLOP budget.
 
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_bench
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_seeds --seeds 0,1,2   # mean ± spread
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_bench
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_seeds --seeds 0,1,2   # mean ± spread
 
 FLOPs saved is reported two ways. "Small charged": the small model's training counts against the grown runs,
 the fair account when the small model is trained for the purpose. "Small given": it does not, the paper's
@@ -17,8 +17,8 @@ second warmup to the peak, as LiGO's released recipe trains the grown BERT (--wa
 the lr up again over a few per cent after growth (default off); --restart-schedule gives every run a one-cycle
 of its own instead, the setting of BENCHMARKS.md's first LiGO table.
 
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
-    python grow_bench.py --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
 """
 import argparse
 import json
@@ -86,38 +86,49 @@ def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> lis
              "unigram_loss": r.get("unigram_loss")} for r in records if r["kind"] == "eval"]
 
 
+def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
+    """One train.py run of the comparison, in out_dir/name, stopped at `flops`; `settings` are its own fields."""
+    summary = train(TrainConfig(
+        data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
+        seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
+        lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
+        log_interval=5, checkpoint_minutes=1e9, progress_bar=False, **settings))
+    if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
+        raise KeyboardInterrupt
+    return summary
+
+
 def bench(config: BenchConfig) -> dict:
     """Train the big model from scratch, the small one on small_fraction of that budget, grow it with each
     method and train on to the same total. The growth curves count the small model's and the operator's FLOPs
     (and seconds). Saved compute = 1 - (FLOPs to reach scratch's final loss) / (scratch's FLOPs)."""
-    def run(name: str, flops: float, **settings) -> dict:
-        summary = train(TrainConfig(
-            data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
-            seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
-            lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
-            log_interval=5, checkpoint_minutes=1e9, progress_bar=False, **settings))
-        if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
-            raise KeyboardInterrupt
-        return summary
-
     if not set(config.methods) <= {"stack", "net2net", "ligo"}:
         raise ValueError(f"bench compares growth methods stack, net2net and ligo with scratch, not {config.methods}")
     if os.path.exists(config.out_dir) and os.listdir(config.out_dir):
         raise ValueError(f"{config.out_dir} is not empty: train.py appends to logs, so pick a fresh --out-dir")
     big_target = preset_config(config.big, **config.big_overrides)
     print(f"scratch: {config.big} {config.big_overrides} for {config.big_flops:.3g} FLOPs")
-    scratch = run("scratch", config.big_flops, preset=config.big, model_overrides=config.big_overrides,
-                  seed=config.seed)
+    scratch = train_run(config, "scratch", config.big_flops, preset=config.big,
+                        model_overrides=config.big_overrides, seed=config.seed)
     curves = {"scratch": eval_curve(scratch["log"], 0.0, 0.0)}
     print(f"small: {config.small} {config.small_overrides} for {config.small_fraction * config.big_flops:.3g} FLOPs")
     shared = not config.restart_schedule  # one schedule over big_flops: the small run is its first small_fraction
-    small_run = run("small", config.small_fraction * config.big_flops, preset=config.small,
-                    model_overrides=config.small_overrides, seed=config.seed,
-                    schedule_to=config.small_fraction if shared else 1.0)
+    small_run = train_run(config, "small", config.small_fraction * config.big_flops, preset=config.small,
+                          model_overrides=config.small_overrides, seed=config.seed,
+                          schedule_to=config.small_fraction if shared else 1.0)
     curves["small"] = eval_curve(small_run["log"], 0.0, 0.0)
+    curves.update(grow_and_train(config, big_target, small_run, shared))
+    return summarise(config, curves, small_run)
+
+
+def grow_and_train(config: BenchConfig, big_target, small_run: dict, shared: bool) -> dict:
+    """Grow the small run's model to big_target (a ModelConfig) with each method (a LiGO per operator step count),
+    train each grown model on to big_flops in all, and return each run's curve, its FLOPs and seconds counting the
+    small run's and the operator's. `shared`: the grown run continues the small run's schedule, not one of its own."""
     small_checkpoint = load_checkpoint(small_run["checkpoint"])
     small = model_from_checkpoint(small_checkpoint)
     mask_rate = trained_mask_rate(small_checkpoint)
+    curves = {}
     variants = [(method, steps) for method in config.methods for steps in (config.ligo_steps if method == "ligo" else (0,))]
     for method, steps in variants:
         name = f"ligo-{steps}" if method == "ligo" else method
@@ -138,10 +149,15 @@ def bench(config: BenchConfig) -> dict:
         # relearn the very examples the small one saw, which costs held-out loss instead of lowering it.
         # The grown run is the rest of the shared schedule: its lr starts where the small run's stopped, moved on by
         # the operator's FLOPs (train.schedule_progress), not at a second warmup's 0.
-        summary = run(name, config.big_flops - spent, init_from=path, seed=config.seed + 1, rewarm=config.rewarm,
-                      schedule_from=spent / config.big_flops if shared else 0.0)
+        summary = train_run(config, name, config.big_flops - spent, init_from=path, seed=config.seed + 1,
+                            rewarm=config.rewarm, schedule_from=spent / config.big_flops if shared else 0.0)
         curves[name] = eval_curve(summary["log"], spent, seconds)
+    return curves
 
+
+def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
+    """Each grown run's row (grown and final loss; FLOPs and seconds to reach scratch's final loss, and the share
+    saved with the small model charged and given), printed, written to out_dir/results.json and plotted."""
     target = curves["scratch"][-1]["val_loss"]
     total = {"flops": curves["scratch"][-1]["flops"], "seconds": curves["scratch"][-1]["seconds"]}
     small_cost = {"flops": small_run["flops"], "seconds": small_run["elapsed_seconds"]}
@@ -236,7 +252,7 @@ def plot(curves: dict, path: str):
 
 def main(argv=None):
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=bench.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.grow_bench", description=bench.__doc__)
     parser.add_argument("--data-dir", default=defaults.data_dir, help="prepared token files")
     parser.add_argument("--out-dir", default=defaults.out_dir, help="fresh folder for the runs and results")
     parser.add_argument("--small", default=defaults.small, help="small model's preset")
