@@ -12,7 +12,8 @@ import torch
 from conftest import fake_c4, synthetic_documents
 from data.loader import HEADER, MLMBatches, PartedBatches, TokenFile, mask_tokens, training_batches, validation_batches
 from data.plant import plant
-from data.prepare import PrepareConfig, is_validation, prepare
+from data.corpus import is_validation
+from data.prepare import PrepareConfig, prepare
 from data.prepare import main as prepare_main
 from data.tokenizer import Tokenizer
 

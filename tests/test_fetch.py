@@ -16,7 +16,8 @@ from conftest import synthetic_documents
 from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
                         train_tokens_to_prepare)
 from data.loader import PartedBatches, TokenFile
-from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare, resolve_inputs
+from data.corpus import resolve_inputs
+from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare
 from data.tokenizer import Tokenizer
 
 
