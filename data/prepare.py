@@ -241,6 +241,44 @@ def prepare(config: PrepareConfig, max_parts: int = 0) -> dict:
 TOKEN_SETTINGS = ("corpus", "val_fraction", "max_tokens_per_char", "tokenizer", "vocab_size", "bpe_train_chars")
 
 
+def parts_tokenizer(config: PrepareConfig, shard_urls: list[str]) -> Tokenizer:
+    """The tokenizer of out_dir's parts. With part 0 present it is the folder's own, once its meta.json shows the
+    parts were prepared with the same TOKEN_SETTINGS; else a new one (our own BPE learns from shard 0)."""
+    if os.path.isfile(part_path(config.out_dir, 0)):
+        previous = (read_meta(config.out_dir) or {}).get("config", {})
+        differ = [f"{name}={previous[name]!r}" for name in TOKEN_SETTINGS if previous.get(name, getattr(config, name))
+                  != getattr(config, name)]
+        if differ:
+            raise ValueError(f"{config.out_dir} holds parts prepared with {', '.join(differ)}: prepare into another "
+                             f"--out-dir, or delete its train-*.bin to start again")
+        return data_tokenizer(config.out_dir)
+    if os.path.exists(os.path.join(config.out_dir, "train.bin")):  # another preparation's: it would win (is_prepared)
+        os.remove(os.path.join(config.out_dir, "train.bin"))
+    return make_tokenizer(config, shard_urls[:1])
+
+
+def write_part(config: PrepareConfig, index: int, path: str, tokenizer: Tokenizer, stats: dict):
+    """Tokenise one downloaded shard into part `index`; part 0 also writes val.bin, and both its splits must hold
+    tokens. On any failure every file of this part is deleted (TokenWriter.abort)."""
+    writers = {"train": TokenWriter(part_path(config.out_dir, index), tokenizer)}
+    if index == 0:
+        writers["val"] = TokenWriter(os.path.join(config.out_dir, "val.bin"), tokenizer)
+    tokens_before = stats["train_tokens"]
+    try:
+        write_tokens(iter_documents(path), tokenizer, writers, stats, config)
+        if index == 0:
+            check_splits(stats, config, [path])
+        for split in ("val", "train"):  # the part last: its name is what readers wait for
+            if split in writers:
+                writers[split].close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    print(f"part {index}: {stats['train_tokens'] - tokens_before:,} training tokens from {os.path.basename(path)}",
+          flush=True)
+
+
 def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int = 0) -> dict:
     """One training file per shard: part 0 (out_dir/train-00000.bin) from shard 0, with val.bin and the tokenizer
     (our own BPE is learned from shard 0's documents), then part 1 from shard 1, ..., whole shards, until the parts
@@ -254,18 +292,7 @@ def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int =
     documents of this call, train_tokens of all the parts."""
     os.makedirs(config.out_dir, exist_ok=True)
     meta_path = os.path.join(config.out_dir, META_FILE)
-    if os.path.isfile(part_path(config.out_dir, 0)):
-        previous = (read_meta(config.out_dir) or {}).get("config", {})
-        differ = [f"{name}={previous[name]!r}" for name in TOKEN_SETTINGS if previous.get(name, getattr(config, name))
-                  != getattr(config, name)]
-        if differ:
-            raise ValueError(f"{config.out_dir} holds parts prepared with {', '.join(differ)}: prepare into another "
-                             f"--out-dir, or delete its train-*.bin to start again")
-        tokenizer = data_tokenizer(config.out_dir)
-    else:
-        if os.path.exists(os.path.join(config.out_dir, "train.bin")):  # another preparation's: it would win (is_prepared)
-            os.remove(os.path.join(config.out_dir, "train.bin"))
-        tokenizer = make_tokenizer(config, shard_urls[:1])
+    tokenizer = parts_tokenizer(config, shard_urls)
     write_json(meta_path, {"complete": False, "parts": None, "config": asdict(config)})
     stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
 
@@ -279,23 +306,7 @@ def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int =
     files = local_files(shard_urls[count:end] if not target_reached() else [], config.download_dir, config.progress)
     try:
         for path in files:
-            writers = {"train": TokenWriter(part_path(config.out_dir, count), tokenizer)}
-            if count == 0:
-                writers["val"] = TokenWriter(os.path.join(config.out_dir, "val.bin"), tokenizer)
-            tokens_before = stats["train_tokens"]
-            try:
-                write_tokens(iter_documents(path), tokenizer, writers, stats, config)
-                if count == 0:
-                    check_splits(stats, config, [path])
-                for split in ("val", "train"):  # the part last: its name is what readers wait for
-                    if split in writers:
-                        writers[split].close()
-            except BaseException:
-                for writer in writers.values():
-                    writer.abort()
-                raise
-            print(f"part {count}: {stats['train_tokens'] - tokens_before:,} training tokens from {os.path.basename(path)}",
-                  flush=True)
+            write_part(config, count, path, tokenizer, stats)
             count += 1
             if target_reached():
                 break
