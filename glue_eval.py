@@ -30,8 +30,7 @@ import torch
 
 from checkpoint import encoder_from_file, encoder_shape
 from common import PRECISIONS, training_precision, write_json
-from data.glue import (TASKS, GlueDataError, GlueTask, compute_metrics, download_glue, load_examples, subsample,
-                       task_files)
+from data.glue import TASKS, GlueTask, compute_metrics, download_glue, read_tasks, subsample
 from data.tokenizer import Tokenizer
 from finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
                       probe_task)
@@ -157,7 +156,6 @@ def size_label(size: int | None) -> str:
     return "all" if size is None else str(size)
 
 
-
 # ----------------------------------------------------------------------------------------------------
 # Tables and the label-efficiency plot
 
@@ -270,22 +268,6 @@ def load_arms(args) -> list[Arm]:
     if not arms:
         raise ValueError("nothing to evaluate: pass --ckpt, --random-init or both (or --download DIR)")
     return arms
-
-
-def read_tasks(task_names: list, glue_dir, max_eval_examples: int | None) -> tuple[dict, dict]:
-    """({task: (train examples, [(metric suffix, dev examples)])}, {task: why its files cannot be used}), read
-    before any fine-tuning. A capped dev set is a fixed subsample."""
-    task_data, unusable = {}, {}
-    for name in task_names:
-        task = TASKS[name]
-        try:
-            train_path, dev_paths = task_files(task, glue_dir)
-            train = load_examples(task, train_path)
-            task_data[name] = (train, [(suffix, subsample(load_examples(task, path), max_eval_examples))
-                                       for suffix, path in dev_paths])
-        except (FileNotFoundError, GlueDataError) as error:
-            unusable[name] = str(error)
-    return task_data, unusable
 
 
 def download_command(args):

@@ -129,6 +129,22 @@ def task_files(task: GlueTask, glue_dir) -> tuple[Path, list]:
     return train_path, dev
 
 
+def read_tasks(task_names: list, glue_dir, max_eval_examples: int | None) -> tuple[dict, dict]:
+    """({task: (train examples, [(metric suffix, dev examples)])}, {task: why its files cannot be used}), read
+    before any fine-tuning. A capped dev set is a fixed subsample."""
+    task_data, unusable = {}, {}
+    for name in task_names:
+        task = TASKS[name]
+        try:
+            train_path, dev_paths = task_files(task, glue_dir)
+            train = load_examples(task, train_path)
+            task_data[name] = (train, [(suffix, subsample(load_examples(task, path), max_eval_examples))
+                                       for suffix, path in dev_paths])
+        except (FileNotFoundError, GlueDataError) as error:
+            unusable[name] = str(error)
+    return task_data, unusable
+
+
 # ----------------------------------------------------------------------------------------------------
 # Metrics, exactly as GLUE defines them, in numpy (no scipy / sklearn)
 
