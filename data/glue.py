@@ -1,8 +1,9 @@
 """
 GLUE's nine tasks as files: what each task's columns and labels are, reading its TSV files (errors name the
-file and line), fixed random subsets, and fetching the tasks from GLUE's public location
-(`glue_eval.py --download DIR`). Metrics and fine-tuning live in glue_eval.py.
+file and line), fixed random subsets, GLUE's official metrics (numpy only), and fetching the tasks from GLUE's
+public location (`glue_eval.py --download DIR`). Fine-tuning lives in finetune.py, the protocol in glue_eval.py.
 """
+import math
 import os
 import shutil
 import zipfile
@@ -127,6 +128,80 @@ def task_files(task: GlueTask, glue_dir) -> tuple[Path, list]:
         raise FileNotFoundError(f"no dev file ({', '.join(name for _, name in task.dev_files)}) in {folder}")
     return train_path, dev
 
+
+def read_tasks(task_names: list, glue_dir, max_eval_examples: int | None) -> tuple[dict, dict]:
+    """({task: (train examples, [(metric suffix, dev examples)])}, {task: why its files cannot be used}), read
+    before any fine-tuning. A capped dev set is a fixed subsample."""
+    task_data, unusable = {}, {}
+    for name in task_names:
+        task = TASKS[name]
+        try:
+            train_path, dev_paths = task_files(task, glue_dir)
+            train = load_examples(task, train_path)
+            task_data[name] = (train, [(suffix, subsample(load_examples(task, path), max_eval_examples))
+                                       for suffix, path in dev_paths])
+        except (FileNotFoundError, GlueDataError) as error:
+            unusable[name] = str(error)
+    return task_data, unusable
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics, exactly as GLUE defines them, in numpy (no scipy / sklearn)
+
+def accuracy(predictions, labels) -> float:
+    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+def f1_score(predictions, labels) -> float:
+    """Binary F1 of the positive class 1 (MRPC: "is a paraphrase"); 0 when there is no true positive."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    true_pos = np.sum((predictions == 1) & (labels == 1))
+    false_pos = np.sum((predictions == 1) & (labels != 1))
+    false_neg = np.sum((predictions != 1) & (labels == 1))
+    return float(2 * true_pos / (2 * true_pos + false_pos + false_neg)) if true_pos else 0.0
+
+
+def matthews_corrcoef(predictions, labels) -> float:
+    """MCC = (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)), CoLA's metric: unlike accuracy it
+    gives 0 to a classifier that always answers "acceptable" (70% of CoLA). An empty margin -> 0."""
+    predictions, labels = np.asarray(predictions) == 1, np.asarray(labels) == 1
+    tp, tn = np.sum(predictions & labels), np.sum(~predictions & ~labels)
+    fp, fn = np.sum(predictions & ~labels), np.sum(~predictions & labels)
+    denominator = math.sqrt(float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn))
+    return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
+
+
+def pearson(x, y) -> float:
+    """Linear correlation; 0 when either side is constant (undefined there, and worth nothing)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(np.sum(x * x) * np.sum(y * y)))
+    return float(np.sum(x * y) / denominator) if denominator else 0.0
+
+
+def average_ranks(values) -> np.ndarray:
+    """Ranks 1..n, tied values sharing the mean of the ranks they span ([10, 20, 20, 30] -> [1, 2.5, 2.5, 4])."""
+    values = np.asarray(values)
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    # Each run of equal values is one group; every member gets the average of the group's positions.
+    group_starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    group_ends = np.r_[group_starts[1:], len(values)]  # exclusive
+    ranks = np.empty(len(values), dtype=np.float64)
+    for start, end in zip(group_starts, group_ends):
+        ranks[order[start:end]] = (start + 1 + end) / 2
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Pearson correlation of the (tie-averaged) ranks."""
+    return pearson(average_ranks(x), average_ranks(y))
+
+
+def compute_metrics(task: GlueTask, predictions, labels, suffix: str = "") -> dict:
+    functions = {"accuracy": accuracy, "f1": f1_score, "mcc": matthews_corrcoef,
+                 "pearson": pearson, "spearman": spearman}
+    return {name + suffix: functions[name](predictions, labels) for name in task.metrics}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -12,15 +12,17 @@ Gu et al. 2024 (Sec. 4 perturbs part of its training data the same way), at the 
 Line breaks stay where they were, so paragraph structure does not give the planted documents away.
 
 The held-out set stays clean and the same as the clean corpus's: data.prepare picks validation documents by a
-hash of their text (is_validation), so only documents it would train on are replaced, and a shuffle that would
-hash into validation is drawn again. `OUT.planted.json` lists the planted documents (their index in the output).
+hash of their text (data/sources.py's is_validation), so only documents it would train on are replaced, and a
+shuffle that would hash into validation is drawn again. `OUT.planted.json` lists the planted documents (their
+index in the output).
 """
 import argparse
 import os
 import random
 
 from common import atomic_path, write_json
-from data.prepare import PrepareConfig, iter_documents, is_validation
+from data.sources import is_validation, iter_documents
+from data.prepare import PrepareConfig
 
 
 def shuffle_words(document: str, rng: random.Random) -> str:

@@ -8,23 +8,20 @@ or, for a named multi-shard corpus, one file per shard, OUT_DIR/train-00000.bin,
     python -m data.prepare --corpus ../shared/data/wiki --vocab-size 16384 --out-dir data/cache/wiki16k  # own BPE
 
 The corpus is the name of a public corpus in data/fetch.py (c4, the default, or wikitext103), a file, a folder
-(searched recursively), a glob, or a URL (http(s):// or file://). Text files (.txt, .raw, optionally .gz) hold
-documents separated by a blank line; .jsonl and .json.gz files (C4's shards) hold one {"text": ...}
-document per line. A multi-shard corpus is fetched and tokenised shard by shard, the next shard
-downloading while this one is tokenised, into one training file ("part") per shard, and only until
---max-train-tokens is reached; a preparation interrupted part-way resumes at the first missing part, which is
-how train.py writes the parts after the first in a background process while it trains (prepare_parts).
-Documents are tokenised in chunks with tiktoken's multi-threaded batch encoder and streamed to disk, so
-memory stays bounded whatever the corpus size; each document is followed by [SEP], which is how cramming packs
-documents into fixed-length rows.
+(searched recursively), a glob, or a URL (http(s):// or file://); data/sources.py finds its files and reads their
+documents (text with blank lines between documents, or C4's JSON lines). A multi-shard corpus is fetched and
+tokenised shard by shard, the next shard downloading while this one is tokenised, into one training file ("part")
+per shard, and only until --max-train-tokens is reached; a preparation interrupted part-way resumes at the
+first missing part, which is how train.py writes the parts after the first in a background process while it
+trains (prepare_parts). Documents are tokenised in chunks with tiktoken's multi-threaded batch encoder and
+streamed to disk, so memory stays bounded whatever the corpus size; each document is followed by [SEP], which is
+how cramming packs documents into fixed-length rows.
 
 The tokenizer is GPT-2's (--tokenizer gpt2, the default), a .bpe file (--tokenizer PATH), or our own
 byte-level BPE trained first on the training documents (--vocab-size N, data/bpe.py); a trained or given
 vocabulary is saved as OUT_DIR/tokenizer.bpe, and the token files' headers carry its name.
 """
 import argparse
-import glob
-import gzip
 import json
 import math
 import multiprocessing
@@ -33,8 +30,6 @@ import signal
 import sys
 import threading
 import traceback
-import zipfile
-import zlib
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
 
@@ -43,7 +38,8 @@ from tqdm import tqdm
 
 from common import atomic_path, write_json
 from data.bpe import count_words, save_bpe, train_bpe
-from data.fetch import CORPORA, fetch, is_url, local_files, local_name
+from data.sources import is_validation, iter_documents, resolve_inputs, training_documents
+from data.fetch import CORPORA, local_files
 from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, final_parts, pack_header,
                          part_path, parts_present, read_meta)
 from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
@@ -52,8 +48,6 @@ from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 # here, fetched shard by shard, only as many shards as asked for. WikiText-103 stays available by name
 # (--corpus wikitext103). Override with --corpus or $CRAMLM_CORPUS (offline: a local folder of text).
 DEFAULT_CORPUS = "c4"
-TEXT_SUFFIXES = (".txt", ".raw", ".txt.gz", ".raw.gz")
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz")  # .json.gz: C4's shards are JSON lines despite the name
 
 
 def default_corpus() -> str:
@@ -75,105 +69,6 @@ class PrepareConfig:
     docs_per_chunk: int = 512  # documents tokenised together: bounds memory, keeps every core busy
     num_threads: int = os.cpu_count() or 1  # tiktoken encoder threads
     progress: bool = True  # tqdm bars (off in the background preparer, whose output is a log file)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Finding and reading documents
-
-def download(url: str, download_dir: str) -> str:
-    """Fetch `url` once into download_dir (data/fetch.py: resumable, verified, renamed into place only when
-    complete) and unzip it if it is a zip. Returns the local file or folder."""
-    local = fetch(url, local_name(url, download_dir))
-    if zipfile.is_zipfile(local):
-        folder = local[:-len(".zip")] if local.endswith(".zip") else local + ".d"
-        if not os.path.isdir(folder):
-            with zipfile.ZipFile(local) as archive:
-                archive.extractall(folder + ".part")
-            os.replace(folder + ".part", folder)
-        return folder
-    return local
-
-
-def resolve_inputs(corpus: str, download_dir: str, shards: int = 0, max_train_tokens: int = 0) -> list[str]:
-    """The sorted list of text/jsonl files a corpus names. A named multi-shard corpus gives its shard URLs
-    instead, fetched one by one while preparing (`local_files`): `shards` of them, or all when
-    max_train_tokens will stop preparation early, else 1 (never 300 GB by accident)."""
-    if corpus in CORPORA:
-        named = CORPORA[corpus]
-        if named.num_shards > 1:
-            return named.shard_urls(shards or (None if max_train_tokens else 1))
-        corpus = named.url_pattern
-    if is_url(corpus):
-        corpus = download(corpus, download_dir)
-    if os.path.isdir(corpus):
-        paths = [os.path.join(root, name) for root, _, names in os.walk(corpus) for name in names]
-    elif os.path.isfile(corpus):
-        paths = [corpus]
-    else:
-        paths = glob.glob(corpus, recursive=True)
-    paths = sorted(p for p in paths if p.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES))
-    if not paths:
-        raise FileNotFoundError(f"no {', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files found at {corpus!r} "
-                                f"(named corpora: {', '.join(CORPORA)})")
-    return paths
-
-
-class CorpusError(ValueError):
-    """A corpus file that cannot be read as text; the message names the file (and the line and byte)."""
-
-
-def open_text(path: str):
-    """Raw bytes (gunzipped for .gz): iter_lines decodes them itself so that an error can name its line."""
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def iter_lines(path: str):
-    """Yield (line number, text) of one UTF-8 text file, streaming; a .gz that is not gzip and text that is
-    not UTF-8 raise CorpusError naming the file, the line and the byte offset."""
-    offset = 0  # bytes before this line (of the uncompressed text for .gz)
-    try:
-        with open_text(path) as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    where = " of the uncompressed text" if path.endswith(".gz") else ""
-                    raise CorpusError(f"{path}:{number}: not UTF-8 text at byte {offset + error.start}{where} "
-                                      f"({error.reason}): convert the file to UTF-8 or leave it out of --corpus") from None
-                yield number, line.replace("\r\n", "\n")
-                offset += len(raw)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise CorpusError(f"{path}: not a readable gzip file ({error}): re-download it, or drop the .gz suffix "
-                          f"if it is plain text") from None
-
-
-def iter_documents(path: str):
-    """Yield the documents of one file, streaming (a document is held in memory, never the file)."""
-    if path.endswith(JSONL_SUFFIXES):
-        for line_number, line in iter_lines(path):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{line_number}: expected a JSON object with a 'text' field ({error})") from error
-            if text.strip():
-                yield text
-        return
-    lines = []
-    for _, line in iter_lines(path):
-        if line.strip():
-            lines.append(line.rstrip("\n"))
-        elif lines:
-            yield "\n".join(lines)
-            lines = []
-    if lines:
-        yield "\n".join(lines)
-
-
-def is_validation(document: str, val_fraction: float) -> bool:
-    """Split by document with a hash of its text: stable across runs, file orders and re-preparations."""
-    return zlib.crc32(document.encode("utf-8")) % 100_000 < val_fraction * 100_000
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -222,17 +117,6 @@ def chunks(iterable, size):
             chunk = []
     if chunk:
         yield chunk
-
-
-def training_documents(paths: list[str], val_fraction: float, max_chars: int, download_dir: str = "."):
-    """The first documents of the training split, up to max_chars characters (what the BPE learns from)."""
-    seen = 0
-    for document in (doc for path in local_files(paths, download_dir) for doc in iter_documents(path)):
-        if seen >= max_chars:
-            return
-        if not is_validation(document, val_fraction):
-            seen += len(document)
-            yield document
 
 
 def check_vocab_size(vocab_size: int):
@@ -357,6 +241,44 @@ def prepare(config: PrepareConfig, max_parts: int = 0) -> dict:
 TOKEN_SETTINGS = ("corpus", "val_fraction", "max_tokens_per_char", "tokenizer", "vocab_size", "bpe_train_chars")
 
 
+def parts_tokenizer(config: PrepareConfig, shard_urls: list[str]) -> Tokenizer:
+    """The tokenizer of out_dir's parts. With part 0 present it is the folder's own, once its meta.json shows the
+    parts were prepared with the same TOKEN_SETTINGS; else a new one (our own BPE learns from shard 0)."""
+    if os.path.isfile(part_path(config.out_dir, 0)):
+        previous = (read_meta(config.out_dir) or {}).get("config", {})
+        differ = [f"{name}={previous[name]!r}" for name in TOKEN_SETTINGS if previous.get(name, getattr(config, name))
+                  != getattr(config, name)]
+        if differ:
+            raise ValueError(f"{config.out_dir} holds parts prepared with {', '.join(differ)}: prepare into another "
+                             f"--out-dir, or delete its train-*.bin to start again")
+        return data_tokenizer(config.out_dir)
+    if os.path.exists(os.path.join(config.out_dir, "train.bin")):  # another preparation's: it would win (is_prepared)
+        os.remove(os.path.join(config.out_dir, "train.bin"))
+    return make_tokenizer(config, shard_urls[:1])
+
+
+def write_part(config: PrepareConfig, index: int, path: str, tokenizer: Tokenizer, stats: dict):
+    """Tokenise one downloaded shard into part `index`; part 0 also writes val.bin, and both its splits must hold
+    tokens. On any failure every file of this part is deleted (TokenWriter.abort)."""
+    writers = {"train": TokenWriter(part_path(config.out_dir, index), tokenizer)}
+    if index == 0:
+        writers["val"] = TokenWriter(os.path.join(config.out_dir, "val.bin"), tokenizer)
+    tokens_before = stats["train_tokens"]
+    try:
+        write_tokens(iter_documents(path), tokenizer, writers, stats, config)
+        if index == 0:
+            check_splits(stats, config, [path])
+        for split in ("val", "train"):  # the part last: its name is what readers wait for
+            if split in writers:
+                writers[split].close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    print(f"part {index}: {stats['train_tokens'] - tokens_before:,} training tokens from {os.path.basename(path)}",
+          flush=True)
+
+
 def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int = 0) -> dict:
     """One training file per shard: part 0 (out_dir/train-00000.bin) from shard 0, with val.bin and the tokenizer
     (our own BPE is learned from shard 0's documents), then part 1 from shard 1, ..., whole shards, until the parts
@@ -370,18 +292,7 @@ def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int =
     documents of this call, train_tokens of all the parts."""
     os.makedirs(config.out_dir, exist_ok=True)
     meta_path = os.path.join(config.out_dir, META_FILE)
-    if os.path.isfile(part_path(config.out_dir, 0)):
-        previous = (read_meta(config.out_dir) or {}).get("config", {})
-        differ = [f"{name}={previous[name]!r}" for name in TOKEN_SETTINGS if previous.get(name, getattr(config, name))
-                  != getattr(config, name)]
-        if differ:
-            raise ValueError(f"{config.out_dir} holds parts prepared with {', '.join(differ)}: prepare into another "
-                             f"--out-dir, or delete its train-*.bin to start again")
-        tokenizer = data_tokenizer(config.out_dir)
-    else:
-        if os.path.exists(os.path.join(config.out_dir, "train.bin")):  # another preparation's: it would win (is_prepared)
-            os.remove(os.path.join(config.out_dir, "train.bin"))
-        tokenizer = make_tokenizer(config, shard_urls[:1])
+    tokenizer = parts_tokenizer(config, shard_urls)
     write_json(meta_path, {"complete": False, "parts": None, "config": asdict(config)})
     stats = {"tokenizer": tokenizer.name, "documents": 0, "dropped_documents": 0, "train_tokens": 0, "val_tokens": 0}
 
@@ -395,23 +306,7 @@ def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int =
     files = local_files(shard_urls[count:end] if not target_reached() else [], config.download_dir, config.progress)
     try:
         for path in files:
-            writers = {"train": TokenWriter(part_path(config.out_dir, count), tokenizer)}
-            if count == 0:
-                writers["val"] = TokenWriter(os.path.join(config.out_dir, "val.bin"), tokenizer)
-            tokens_before = stats["train_tokens"]
-            try:
-                write_tokens(iter_documents(path), tokenizer, writers, stats, config)
-                if count == 0:
-                    check_splits(stats, config, [path])
-                for split in ("val", "train"):  # the part last: its name is what readers wait for
-                    if split in writers:
-                        writers[split].close()
-            except BaseException:
-                for writer in writers.values():
-                    writer.abort()
-                raise
-            print(f"part {count}: {stats['train_tokens'] - tokens_before:,} training tokens from {os.path.basename(path)}",
-                  flush=True)
+            write_part(config, count, path, tokenizer, stats)
             count += 1
             if target_reached():
                 break

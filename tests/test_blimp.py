@@ -1,6 +1,6 @@
-"""blimp.py and ngram.py: pseudo-log-likelihood against single-mask forwards, the word-level masks, the Kneser-Ney baseline
-against a plain-Python computation of its formula, the reader on fixtures in BLiMP's real format, --download
-from a file:// mirror, and the real files when ../shared/data/blimp is present."""
+"""blimp.py, data/blimp.py and ngram.py: pseudo-log-likelihood against single-mask forwards, the word-level
+masks, the Kneser-Ney baseline against a plain-Python computation of its formula, the reader on fixtures in
+BLiMP's real format, --download from a file:// mirror, and the real files when ../shared/data/blimp is present."""
 import json
 import math
 from collections import Counter
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import blimp
-from blimp import (PARADIGMS, BlimpDataError, blimp_accuracy, download_blimp, encode_sentence,
-                   masked_positions, read_blimp, read_references, sentence_scores, word_starts)
+from blimp import blimp_accuracy, encode_sentence, masked_positions, sentence_scores, word_starts
 from checkpoint import model_checkpoint, save_checkpoint
 from conftest import SHARED_DATA
+from data.blimp import PARADIGMS, BlimpDataError, download_blimp, read_blimp, read_references
 from data.bpe import count_words, save_bpe, train_bpe
 from data.prepare import TokenWriter
 from data.tokenizer import Tokenizer

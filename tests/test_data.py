@@ -13,7 +13,8 @@ from conftest import fake_c4, synthetic_documents
 from data.corpus import PartedBatches, training_batches
 from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, validation_batches
 from data.plant import plant
-from data.prepare import PrepareConfig, is_validation, prepare
+from data.sources import is_validation
+from data.prepare import PrepareConfig, prepare
 from data.prepare import main as prepare_main
 from data.tokenizer import Tokenizer
 

@@ -17,7 +17,8 @@ from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warni
                         train_tokens_to_prepare)
 from data.corpus import PartedBatches
 from data.loader import TokenFile
-from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare, resolve_inputs
+from data.sources import resolve_inputs
+from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare
 from data.tokenizer import Tokenizer
 
 

@@ -1,4 +1,4 @@
-"""Tests for glue_eval.py: metrics against hand-computed values, the TSV readers on fixture files,
+"""Tests for glue_eval.py and data/glue.py: metrics against hand-computed values, the TSV readers on fixture files,
 fine-tuning end to end on small learnable synthetic tasks, the CLI, and the real GLUE files when present."""
 import json
 import math
@@ -13,13 +13,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glue_eval  # noqa: E402
-from glue_eval import (accuracy, average_ranks, compare_arms, compute_metrics, difference, f1_score,  # noqa: E402
-                       matthews_corrcoef, pearson, spearman)
+from glue_eval import compare_arms, difference  # noqa: E402
 import finetune  # noqa: E402
 from finetune import (FinetuneConfig, build_classifier, finetune_task, learning_rate, parameter_groups,  # noqa: E402
                       predict)
 from transfer import PROBE_L2_GRID, DriftMonitor, fit_linear, fit_probe  # noqa: E402
-from data.glue import TASKS, GlueDataError, load_examples, read_tsv, subsample, task_files  # noqa: E402
+from data.glue import (TASKS, GlueDataError, accuracy, average_ranks, compute_metrics, f1_score,  # noqa: E402
+                       load_examples, matthews_corrcoef, pearson, read_tsv, spearman, subsample, task_files)
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
 from checkpoint import model_checkpoint, save_checkpoint  # noqa: E402

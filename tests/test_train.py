@@ -20,7 +20,8 @@ from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
 import train as train_module
-from blimp import blimp_accuracy, blimp_subset
+from blimp import blimp_accuracy
+from data.blimp import blimp_subset
 from checkpoint import (load_checkpoint, model_checkpoint, model_from_checkpoint,
                         save_checkpoint)
 from config import check_resume
