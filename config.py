@@ -174,10 +174,9 @@ def head_fraction(config: TrainConfig) -> float:
     return max(config.mask_rate, config.eval_mask_rate)
 
 
-def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
-    """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
-    flag and the fix; returns notes to print (how --batch-tokens is rounded)."""
-    errors, notes = [], []
+def budget_and_data_errors(config: TrainConfig) -> list[str]:
+    """validate_config's checks of the budget and the data settings: one message per problem."""
+    errors = []
 
     def check(ok: bool, message: str):
         if not ok:
@@ -208,6 +207,46 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
             errors.append(f"{flag} {rate:g} masks no token of a {config.seq_len}-token row: use at least {1 / config.seq_len:.3g} "
                           f"or a longer --seq-len")
     check(config.max_tokens_per_char >= 0, f"--max-tokens-per-char {config.max_tokens_per_char:g}: must be >= 0 (0 = off)")
+    return errors
+
+
+def run_errors(config: TrainConfig) -> list[str]:
+    """validate_config's checks of evaluation, checkpoints, resuming and growth: one message per problem."""
+    errors = []
+
+    def check(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
+    # evaluation, checkpoints, growth
+    check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
+    check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
+    check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
+    check(config.blimp_pairs >= 0, f"--blimp-pairs {config.blimp_pairs}: must be >= 0 (0 = off)")
+    check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
+    try:
+        kept = keep_minutes(config)
+    except ValueError:
+        kept = [-1.0]
+    check(all(math.isfinite(m) and m >= 0 for m in kept),
+          f"--keep-minutes {config.keep_minutes!r}: give minutes >= 0 separated by commas, e.g. 0,15,30,60")
+    check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
+    check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
+    check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
+    check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
+    return errors
+
+
+def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
+    """Every setting checked up front. Raises one ValueError with one line per problem, each naming the
+    flag and the fix; returns notes to print (how --batch-tokens is rounded)."""
+    errors, notes = budget_and_data_errors(config) + run_errors(config), []
+    seq_len_ok = MIN_SEQ_LEN <= config.seq_len <= MAX_SEQ_LEN
+
+    def check(ok: bool, message: str):
+        if not ok:
+            errors.append(message)
+
     # model
     if config.preset != "auto":
         try:
@@ -244,22 +283,6 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
     check(0 <= config.rewarm < 1, f"--rewarm {config.rewarm:g} is a share of the schedule: use a value in [0, 1)")
     check(config.weight_decay >= 0, f"--weight-decay {config.weight_decay:g}: must be >= 0")
     check(config.grad_clip > 0, f"--grad-clip {config.grad_clip:g}: must be > 0")
-    # evaluation, checkpoints, growth
-    check(config.eval_rows >= 1, f"--eval-rows {config.eval_rows}: must be >= 1")
-    check(config.log_interval >= 1, f"--log-interval {config.log_interval}: must be >= 1 step")
-    check(config.max_passes > 0, f"--max-passes {config.max_passes:g}: must be > 0")
-    check(config.blimp_pairs >= 0, f"--blimp-pairs {config.blimp_pairs}: must be >= 0 (0 = off)")
-    check(config.checkpoint_minutes > 0, f"--checkpoint-minutes {config.checkpoint_minutes:g}: must be > 0")
-    try:
-        kept = keep_minutes(config)
-    except ValueError:
-        kept = [-1.0]
-    check(all(math.isfinite(m) and m >= 0 for m in kept),
-          f"--keep-minutes {config.keep_minutes!r}: give minutes >= 0 separated by commas, e.g. 0,15,30,60")
-    check(not (config.resume and config.overwrite), "--resume and --overwrite contradict each other: pick one")
-    check(0 <= config.grow_at < 1, f"--grow-at {config.grow_at:g} is a fraction of the budget: use a value in [0, 1) (0 = never)")
-    check(not config.grow_at or config.grow_to, "--grow-at needs --grow-to PRESET")
-    check(config.ligo_steps >= 0, f"--ligo-steps {config.ligo_steps}: must be >= 0")
     if errors:
         raise ValueError("\nerror: ".join(errors))  # main() prefixes the first line with "error: "
     return notes

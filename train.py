@@ -25,15 +25,15 @@ from tqdm import tqdm
 
 from blimp import blimp_accuracy, evaluation_pairs
 from checkpoint import check_tokenizer, load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
-from common import autocast, git_commit, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume, describe_budget, head_fraction, keep_minutes, parse_train_args, validate_config
-from data.corpus import corpus_outlook, ensure_prepared, planned_vocab_size, training_batches
+from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
+from config import TrainConfig, check_resume, head_fraction, keep_minutes, parse_train_args, validate_config
+from data.corpus import ensure_prepared, planned_vocab_size, training_batches
 from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
 from data.tokenizer import Tokenizer
 from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
 from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
 from model import MASK_RATE, CramBERT, fill_masks, model_config_from_dict, sparse_rows
-from plot import plot_runs, read_log
+from report import StepLog, log_start, print_evaluation
 from policy import LearningLawPolicy, charged_flops_per_token, held_out_batch, make_policy
 from runfolder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
 from scaling import requested_model_config
@@ -362,28 +362,6 @@ def apply_gradients(raw_model: CramBERT, optimizer: torch.optim.Optimizer, scale
 # ----------------------------------------------------------------------------------------------------
 # The loop, and what it logs
 
-def log_start(run: Run):
-    """The config line at the top of log.jsonl; the model's and the budget's lines on the console (the budget's
-    warning on stderr, where it survives a redirected log)."""
-    raw_model, config = run.raw_model, run.config
-    tokens = budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size)
-    outlook = corpus_outlook(config, tokens)
-    run.log({"kind": "config", "config": asdict(config), "model_config": asdict(raw_model.config),
-             "budget_tokens": tokens, "passes": outlook["passes"], "measured_tokens_per_second": run.tokens_per_second,
-             "params": raw_model.num_params(), "non_embedding_params": raw_model.num_params(non_embedding=True),
-             "flops_per_token": run.flops_per_token, "peak_flops": run.peak_flops, "world_size": run.world_size,
-             "device": str(run.device), "git": git_commit(), "resumed_at_step": run.state.step,
-             "tokenizer": run.tokenizer.name, **run.reference})
-    if run.rank == 0:
-        print(f"{raw_model.num_params() / 1e6:.1f}M parameters, {run.flops_per_token / 1e6:.1f} MFLOPs/token, "
-              f"device {run.device} x{run.world_size}, measured peak {run.peak_flops / 1e12:.2f} TFLOP/s, "
-              f"tokenizer {run.tokenizer.name}, unigram line {run.reference['unigram_loss']:.3f} nats")
-        print(f"budget: {describe_budget(config)} = ~{tokens:,.0f} training tokens = {outlook['passes']:.2f} passes "
-              f"over {outlook['corpus']} (--max-passes {config.max_passes:g})")
-        if outlook["warning"]:
-            print(outlook["warning"], file=sys.stderr)
-
-
 def evaluate_now(run: Run, progress: float, bar):
     """Evaluate, log, print and plot; with --blimp-pairs also the share of BLiMP minimal pairs it gets right."""
     config, state = run.config, run.state
@@ -395,15 +373,7 @@ def evaluate_now(run: Run, progress: float, bar):
         record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
     run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
              "elapsed": state.elapsed, "progress": progress, **record})
-    grammar = f", BLiMP {record['blimp']:.1%}" if "blimp" in record else ""
-    bar.write(f"step {state.step:6d} | val loss {state.val_loss:.4f}, {record['below_unigram']:.3f} nats below "
-              f"unigram ({record['unigram_ratio']:.3f}x), {record['bits_per_byte']:.3f} bits/byte{grammar} | "
-              f"{state.elapsed:7.1f}s of budget")
-    for text, fills in record["probes"].items():
-        bar.write(f"    {text}  ->  " + " | ".join(",".join(repr(t) for t in fill) for fill in fills))
-    if run.rank == 0 and not plot_runs([read_log(config.out_dir)], os.path.join(config.out_dir, "loss.png")) \
-            and state.step == 0:
-        bar.write("matplotlib is not installed: no loss.png (pip install matplotlib); plot.py still prints tables")
+    print_evaluation(run, record, bar)
     state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
 
 
@@ -435,38 +405,11 @@ def grow_now(run: Run, elapsed: float, bar):
               f"parameters with {config.grow_method}")
 
 
-class StepLog:
-    """One log line per --log-interval steps: loss, lr, batch, grad norm, tokens/s and MFU averaged since the last."""
-
-    def __init__(self):
-        self.loss, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0.0
-
-    def add(self, run: Run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float, bar):
-        config, state = run.config, run.state
-        self.loss, self.steps, self.tokens, self.seconds = (self.loss + loss, self.steps + 1,
-                                                            self.tokens + rows * config.seq_len, self.seconds + seconds)
-        if state.step % config.log_interval:
-            return
-        mean_loss = torch.tensor(self.loss / self.steps, device=run.device)
-        if run.world_size > 1:
-            dist.all_reduce(mean_loss)
-            mean_loss /= run.world_size
-        tokens_per_second, lr = self.tokens / self.seconds, run.optimizer.param_groups[0]["lr"]
-        record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                  "elapsed": state.elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
-                  "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(), "tokens_per_second": tokens_per_second,
-                  "mfu": tokens_per_second * run.flops_per_token / (run.peak_flops * run.world_size)}
-        run.log(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
-                        mfu=f"{record['mfu']:.0%}")
-        self.__init__()
-
-
 def run_training(run: Run, folder: RunFolder) -> dict:
     """The loop. Ctrl-C is looked at once per step (folder.stop_requested): the step or evaluation in progress
     finishes, then a checkpoint is written and the loop returns."""
     config, state, is_main = run.config, run.state, run.rank == 0
-    log_start(run)
+    log_start(run, budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size))
     bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
     clock, step_log = BudgetClock(state.elapsed), StepLog()
     keep_marks = [m for m in keep_minutes(config) if m * 60 >= state.elapsed]  # a resumed run has kept the earlier ones
@@ -511,14 +454,20 @@ def run_training(run: Run, folder: RunFolder) -> dict:
     clock.stop()
     state.elapsed = clock.elapsed()
     bar.close()
-    if is_main:
+    return finish(run, interrupted=stop_requested)
+
+
+def finish(run: Run, interrupted: bool) -> dict:
+    """The last checkpoint and the run's summary (the last line of log.jsonl)."""
+    config, state = run.config, run.state
+    if run.rank == 0:
         run.save()
     summary = {"kind": "summary", "final_val_loss": state.val_loss if state.val_step == state.step else None,
                "last_val_loss": state.val_loss, "last_val_step": state.val_step, "steps": state.step,
                "tokens": state.tokens, "flops": state.flops, "elapsed_seconds": state.elapsed,
                "params": run.raw_model.num_params(), "non_embedding_params": run.raw_model.num_params(non_embedding=True),
                "checkpoint": os.path.join(config.out_dir, "ckpt.pt"), "log": os.path.join(config.out_dir, "log.jsonl"),
-               "interrupted": stop_requested, "finished": run.progress() >= 1.0}
+               "interrupted": interrupted, "finished": run.progress() >= 1.0}
     run.log(summary)
     if run.log_file:
         run.log_file.close()
