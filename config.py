@@ -169,7 +169,7 @@ RECIPE_FIELDS = sorted(set().union(*RECIPES.values()))
 # ----------------------------------------------------------------------------------------------------
 # Checking the settings before any data is prepared or the clock starts
 
-def head_fraction(config: TrainConfig) -> float:
+def max_mask_rate(config: TrainConfig) -> float:
     """Share of positions the sparse head keeps: enough for the training and the validation masking."""
     return max(config.mask_rate, config.eval_mask_rate)
 

@@ -43,10 +43,10 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from config import head_fraction
+from config import max_mask_rate
 from data.corpus import training_batches
 from data.loader import data_tokenizer
-from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, sparse_rows
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, count_kept
 from checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
                         tokenizer_from_checkpoint)
 from common import autocast, gradient_scaler, resolve_device, training_precision
@@ -213,7 +213,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
     """LiGO: fit B and w to the MLM loss of the model they produce, for a few steps. functional_call
     runs the big model with the materialised tensors in place of its parameters, so the gradient flows
     through them into the operator; the small weights are constants. Returns the loss of every step.
-    mask_rate: the most the batches mask (the sparse head's row count, model.sparse_rows)."""
+    mask_rate: the most the batches mask (the sparse head's row count, model.count_kept)."""
     device = torch.device(device)
     shell = CramBERT(operator.big_config).to(device)  # only its structure is used
     next_batch = batches if callable(batches) else (lambda step, iterator=iter(batches): next(iterator))
@@ -228,7 +228,7 @@ def train_operator(operator: GrowthOperator, batches, steps: int, lr: float, dev
         weights = operator.materialise()  # in full precision, outside autocast
         with autocast(device):
             _, loss = functional_call(shell, weights, (input_ids.to(device),),
-                                      {"labels": labels.to(device), "n_kept": sparse_rows(*input_ids.shape, mask_rate)})
+                                      {"labels": labels.to(device), "n_kept": count_kept(*input_ids.shape, mask_rate)})
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -294,14 +294,14 @@ def grow_on_training_rows(raw_model: CramBERT, config, train_data, device) -> Cr
         return input_ids.to(device), labels.to(device)
 
     grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
-                       device=device, seed=config.seed, progress_bar=False, mask_rate=head_fraction(config))
+                       device=device, seed=config.seed, progress_bar=False, mask_rate=max_mask_rate(config))
     if config.grow_method == "ligo":
         train_data.advance(config.ligo_steps * rows)
     return grown
 
 
 def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_steps: int, tokens_per_step: int,
-                 seq_len: int, mlm_fraction: float = MASK_RATE) -> float:
+                 seq_len: int, mask_rate: float = MASK_RATE) -> float:
     """Training FLOPs the growth itself costs: none for the fixed operators. A LiGO step runs the big model
     forward and backward on its batch (model.flops_per_token) and materialises the weights forward and
     backward (3x the forward matmuls, counted by torch's FlopCounterMode on shapes-only "meta" tensors)."""
@@ -311,14 +311,14 @@ def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_step
         operator = GrowthOperator(CramBERT(small), grown_config(small, target), device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         operator.materialise()
-    per_step = (tokens_per_step * flops_per_token(operator.big_config, seq_len, mlm_fraction)
+    per_step = (tokens_per_step * flops_per_token(operator.big_config, seq_len, mask_rate)
                 + 3 * counter.get_total_flops())
     return ligo_steps * per_step
 
 
 def trained_mask_rate(checkpoint: dict) -> float:
     """The most a checkpoint's training run masked: train.py's mask rates (older checkpoints stored it as the
-    model config's mlm_fraction), else cramming's 0.25."""
+    model config's field mlm_fraction), else cramming's 0.25."""
     train = checkpoint.get("train_config")
     if train:
         return max(train["mask_rate"], train["eval_mask_rate"])

@@ -16,8 +16,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from common import autocast, make_optimizer, precision_note, synchronize, training_precision
-from config import AUTO_MICRO_BATCH, TrainConfig, head_fraction
-from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, sparse_rows
+from config import AUTO_MICRO_BATCH, TrainConfig, max_mask_rate
+from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, count_kept
 
 
 def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):
@@ -27,7 +27,7 @@ def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: 
     # ids below 256 exist in every vocabulary (the byte tokens come first), and their values cost nothing
     input_ids, labels = random_batch(rows, config.seq_len, config.mask_rate, 256, device)
     with autocast(device, config.precision):
-        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(rows, config.seq_len, head_fraction(config)))
+        _, loss = model(input_ids, labels=labels, n_kept=count_kept(rows, config.seq_len, max_mask_rate(config)))
     loss.backward()
 
 
@@ -214,15 +214,15 @@ def count_params(config: ModelConfig) -> int:
 
 
 def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: int, seq_len: int,
-                          bytes_per_value: int = 4, mlm_fraction: float = MASK_RATE) -> int:
+                          bytes_per_value: int = 4, mask_rate: float = MASK_RATE) -> int:
     """Peak training memory, estimated, for a model of `params` (count_params) parameters. Weights,
     gradients and AdamW's two moments are 4 fp32 copies of the parameters (16 bytes each). Activations
     are what autograd saves per token (the tests check this against the tensors it really saves): ~3C
     in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
     states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
     C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
-    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
-    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + head_fraction * (4 * C + 2 * V)
+    scored_share = mask_rate if config.mlm_head == "sparse" else 1.0
+    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + scored_share * (4 * C + 2 * V)
     return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
 
 
@@ -243,7 +243,7 @@ def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", 
     model = CramBERT(config).to(device)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
     input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
-    n_kept = sparse_rows(micro_batch_size, seq_len, mask_rate)
+    n_kept = count_kept(micro_batch_size, seq_len, mask_rate)
     steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
                                    input_ids, labels, device, warmup=1, seconds=seconds)
     return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed

@@ -69,7 +69,7 @@ PRESETS = {
 }
 
 
-MASK_RATE = 0.25  # cramming's share of masked tokens: the sparse head's default share of rows (sparse_rows, FLOPs)
+MASK_RATE = 0.25  # cramming's share of masked tokens: the sparse head's default share of rows (count_kept, FLOPs)
 LEGACY_FIELDS = ("mlm_fraction",)  # once stored in ModelConfig (a data setting); old checkpoints still carry it
 
 
@@ -281,11 +281,11 @@ class CramBERT(nn.Module):
                 n -= embedding.pos.weight.numel()
         return n
 
-    def flops_per_token(self, seq_len: int | None = None, mlm_fraction: float = MASK_RATE) -> float:
-        return flops_per_token(self.config, seq_len or self.config.max_seq_len, mlm_fraction)
+    def flops_per_token(self, seq_len: int | None = None, mask_rate: float = MASK_RATE) -> float:
+        return flops_per_token(self.config, seq_len or self.config.max_seq_len, mask_rate)
 
 
-def sparse_rows(batch_size: int, seq_len: int, mask_rate: float) -> int:
+def count_kept(batch_size: int, seq_len: int, mask_rate: float) -> int:
     """How many positions the sparse head keeps for batches masked at (at most) mask_rate: a count fixed by
     the shapes, so torch.compile sees static shapes (data/loader.py never masks more than this)."""
     return min(batch_size * seq_len, math.ceil(mask_rate * batch_size * seq_len))
@@ -293,7 +293,7 @@ def sparse_rows(batch_size: int, seq_len: int, mask_rate: float) -> int:
 
 def sparse_positions(labels: torch.Tensor, n_kept: int | None = None) -> torch.Tensor:
     """The flat positions (into B * T) where the sparse head computes logits: a stable sort on "is labelled"
-    puts the labelled positions last and we keep the last n_kept. With n_kept from sparse_rows the count is
+    puts the labelled positions last and we keep the last n_kept. With n_kept from count_kept the count is
     static; extra unlabelled rows carry -100 and are ignored. n_kept=None keeps exactly the labelled
     positions (a count read from the batch: a device sync, and shapes that change from batch to batch)."""
     labelled = labels.flatten() != -100
@@ -302,17 +302,17 @@ def sparse_positions(labels: torch.Tensor, n_kept: int | None = None) -> torch.T
     return torch.argsort(labelled.int(), stable=True)[labelled.numel() - n_kept:]
 
 
-def flops_per_token(config: ModelConfig, seq_len: int, mlm_fraction: float = MASK_RATE) -> float:
+def flops_per_token(config: ModelConfig, seq_len: int, mask_rate: float = MASK_RATE) -> float:
     """Training FLOPs (forward + backward = 3x forward, 2 FLOPs per multiply-add) per input token, counting
     every matmul that really runs: the blocks' linears, attention's two T x T products, and the MLM
-    head only at the positions it is evaluated on (a fraction mlm_fraction with the sparse head, which
-    is the training run's masking: sparse_rows)."""
+    head only at the positions it is evaluated on (a fraction mask_rate with the sparse head, which
+    is the training run's masking: count_kept)."""
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
     per_layer = 3 * C * C + C * C + C * config.intermediate_size + config.ffn_hidden * C  # qkv, proj, fc_in, fc_out
     attention = 2 * seq_len * C  # q kᵀ and (weights) v: T*C multiply-adds each, per token per layer
     head = C * C + C * V  # head_dense and decoder
-    head_fraction = mlm_fraction if config.mlm_head == "sparse" else 1.0
-    forward = 2 * (L * (per_layer + attention) + head_fraction * head)
+    scored_share = mask_rate if config.mlm_head == "sparse" else 1.0
+    forward = 2 * (L * (per_layer + attention) + scored_share * head)
     return 3 * forward
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from config import head_fraction
+from config import max_mask_rate
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens
 from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
 
@@ -475,9 +475,9 @@ def charged_flops_per_token(model: CramBERT, config, policy_config: LearningLawP
     """Training FLOPs charged per token against --max-flops (and used for MFU): the model's forward and backward
     (model.flops_per_token) plus, with --policy learning-law, the policy's own work on each micro-batch (a
     decoder-sized product for the contributions and the amortised desired-gradient refresh: policy_flops)."""
-    model_flops = model.flops_per_token(config.seq_len, head_fraction(config))
+    model_flops = model.flops_per_token(config.seq_len, max_mask_rate(config))
     if policy_config is None:
         return model_flops
     micro_batch_tokens = config.micro_batch_size * config.seq_len
-    return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, head_fraction(config),
+    return model_flops + policy_flops(model.config, config.micro_batch_size, config.seq_len, max_mask_rate(config),
                                       policy_config) / micro_batch_tokens

@@ -26,13 +26,13 @@ from tqdm import tqdm
 from blimp import blimp_accuracy, evaluation_pairs
 from checkpoint import check_tokenizer, load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
 from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume, head_fraction, keep_minutes, parse_train_args, validate_config
+from config import TrainConfig, check_resume, max_mask_rate, keep_minutes, parse_train_args, validate_config
 from data.corpus import ensure_prepared, planned_vocab_size, training_batches
 from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
 from data.tokenizer import Tokenizer
 from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
 from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
-from model import MASK_RATE, CramBERT, fill_masks, model_config_from_dict, sparse_rows
+from model import MASK_RATE, CramBERT, fill_masks, model_config_from_dict, count_kept
 from report import StepLog, log_start, print_evaluation
 from policy import LearningLawPolicy, charged_flops_per_token, held_out_batch, make_policy
 from runfolder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
@@ -152,14 +152,14 @@ def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> 
 def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
              precision: str = "auto") -> float:
     """Held-out MLM loss, averaged over masked tokens; each process takes every world_size-th batch.
-    mask_rate: the most any batch masks (the sparse head's count, sparse_rows)."""
+    mask_rate: the most any batch masks (the sparse head's count, count_kept)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, device=device)  # (summed loss, masked tokens)
     for input_ids, labels in batches[rank::world_size]:
         with autocast(device, precision):
             _, loss = model(input_ids.to(device), labels=labels.to(device),
-                            n_kept=sparse_rows(*input_ids.shape, mask_rate))
+                            n_kept=count_kept(*input_ids.shape, mask_rate))
         count = (labels != -100).sum()
         totals += torch.stack([loss.float() * count, count.to(device).float()])
     if world_size > 1:
@@ -324,7 +324,7 @@ def train_step(run: Run, progress: float) -> tuple[float, torch.Tensor, int]:
         group["lr"] = learning_rate(config, progress, run.state.step)
     rows = batch_rows(config, progress, world_size)
     accumulation = rows // (config.micro_batch_size * world_size)
-    n_kept = sparse_rows(config.micro_batch_size, config.seq_len, head_fraction(config))  # static, for torch.compile
+    n_kept = count_kept(config.micro_batch_size, config.seq_len, max_mask_rate(config))  # static, for torch.compile
     loss_sum = torch.zeros((), device=run.device)
     for micro_step in range(accumulation):
         # Global row layout: micro-step k on process r reads rows k*world+r of this step's batch, so the
@@ -366,7 +366,7 @@ def evaluate_now(run: Run, progress: float, bar):
     """Evaluate, log, print and plot; with --blimp-pairs also the share of BLiMP minimal pairs it gets right."""
     config, state = run.config, run.state
     state.val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size,
-                              head_fraction(config), precision=config.precision)
+                              max_mask_rate(config), precision=config.precision)
     state.val_step = state.step
     record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
     if run.blimp_pairs:
@@ -395,7 +395,7 @@ def grow_now(run: Run, elapsed: float, bar):
         run.policy.watch(run.raw_model)  # the hook moves to the grown model before it is compiled
     run.optimizer, run.model = make_optimizer(run.raw_model, config), wrap(run.raw_model, config, run.world_size, run.device)
     state.flops += growth_flops(small.config, run.raw_model.config, config.grow_method, config.ligo_steps,
-                                config.micro_batch_size * config.seq_len, config.seq_len, head_fraction(config))
+                                config.micro_batch_size * config.seq_len, config.seq_len, max_mask_rate(config))
     run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
     state.grown = True
     run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,

@@ -19,7 +19,7 @@ import torch
 from common import PRECISIONS, make_optimizer, measure_peak_flops, resolve_device, training_precision
 from config import TrainConfig
 from machine import random_batch, time_training
-from model import CramBERT, flops_per_token, preset_config, sparse_rows
+from model import CramBERT, flops_per_token, preset_config, count_kept
 
 
 @dataclass
@@ -42,7 +42,7 @@ def build(kind: str, config: BenchConfig, device):
     model_config = preset_config(config.preset, max_seq_len=config.seq_len, vocab_size=config.vocab_size)
     if kind == "cramlm":
         model = CramBERT(model_config)
-        n_kept = sparse_rows(config.micro_batch_size, config.seq_len, config.mask_rate)  # static, as train.py does
+        n_kept = count_kept(config.micro_batch_size, config.seq_len, config.mask_rate)  # static, as train.py does
         return (model, lambda ids, labels: model(ids, labels=labels, n_kept=n_kept)[1],
                 flops_per_token(model_config, config.seq_len, config.mask_rate))
     from transformers import BertConfig, BertForMaskedLM  # optional dependency, benchmark only

@@ -12,7 +12,7 @@ import common
 from common import autocast, gradient_scaler, make_optimizer, precision_note, training_precision
 from config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
-from model import CramBERT, preset_config, sparse_rows
+from model import CramBERT, preset_config, count_kept
 from machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine, random_batch
 import policy
 from policy import LearningLawPolicyConfig, policy_flops
@@ -84,7 +84,7 @@ def test_an_overflowing_fp16_gradient_skips_the_step_and_lowers_the_scale():
 
     def scaled_backward():  # as train_step does it
         with autocast(cpu, "fp16"):
-            _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(4, 32, 0.25))
+            _, loss = model(input_ids, labels=labels, n_kept=count_kept(4, 32, 0.25))
         scaler.scale(loss).backward()
 
     scaled_backward()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from model import (PRESETS, CramBERT, CramBERTForSequenceClassification, ModelConfig, flops_per_token,
-                   model_config_from_dict, naive_attention, preset_config, sparse_rows)
+                   model_config_from_dict, naive_attention, preset_config, count_kept)
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -49,7 +49,7 @@ def test_sparse_head_equals_dense_head_on_masked_positions():
     dense = CramBERT(tiny(mlm_head="dense"))
     dense.load_state_dict(sparse.state_dict())
     input_ids, labels = random_mlm_batch(sparse.config)
-    n_kept = sparse_rows(4, 32, 0.25)  # the static count the caller derives from its mask rate
+    n_kept = count_kept(4, 32, 0.25)  # the static count the caller derives from its mask rate
     assert n_kept == math.ceil(0.25 * input_ids.numel())
     sparse_logits, sparse_loss = sparse(input_ids, labels=labels, n_kept=n_kept)
     dense_logits, dense_loss = dense(input_ids, labels=labels)
@@ -65,7 +65,7 @@ def test_sparse_head_equals_dense_head_on_masked_positions():
 
 
 def test_a_config_stored_with_the_old_mlm_fraction_still_loads():
-    stored = {**asdict(tiny()), "mlm_fraction": 0.15}  # what checkpoints before sparse_rows held
+    stored = {**asdict(tiny()), "mlm_fraction": 0.15}  # what checkpoints before count_kept held
     assert model_config_from_dict(stored) == tiny()
     with pytest.raises(TypeError):
         ModelConfig(**stored)

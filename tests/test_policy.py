@@ -11,7 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.tokenizer import Tokenizer
-from model import CramBERT, preset_config, sparse_rows
+from model import CramBERT, preset_config, count_kept
 from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
                     contributions, decoder_contributions, fit_learning_curves, law_check, low_rank,
                     optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
@@ -219,7 +219,7 @@ def test_weighted_loss_is_the_weighted_mean_of_per_example_losses():
     torch.testing.assert_close(weighted, (weights * per_example).sum())
     sparse = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16))
     sparse.load_state_dict(dense.state_dict())
-    for n_kept in (None, sparse_rows(4, 16, 0.5)):  # the labelled rows only, or a static count with extra rows
+    for n_kept in (None, count_kept(4, 16, 0.5)):  # the labelled rows only, or a static count with extra rows
         sparse_logits, _ = sparse(input_ids, labels=labels, n_kept=n_kept)
         torch.testing.assert_close(weighted_mlm_loss(sparse_logits, labels, weights, n_kept), weighted)
 
@@ -241,7 +241,7 @@ def test_decoder_contributions_match_per_example_gradients_by_autograd(mlm_head)
     torch.manual_seed(0)
     model = CramBERT(preset_config("tiny", vocab_size=64, max_seq_len=16, mlm_head=mlm_head))
     batch, desired = tiny_mlm_batch(4, seed=1, noisy_rows=(3,)), tiny_mlm_batch(8, seed=2)
-    n_kept = sparse_rows(4, 16, 0.5) if mlm_head == "sparse" else None  # a static count with unlabelled extra rows
+    n_kept = count_kept(4, 16, 0.5) if mlm_head == "sparse" else None  # a static count with unlabelled extra rows
     policy = LearningLawPolicy(LearningLawPolicyConfig(rank=0, score="decoder"), desired)  # G whole
     policy.watch(model)
     policy.refresh(model)
@@ -378,7 +378,7 @@ def test_policy_flop_estimate_matches_torch_flop_counter(score, rank):
     policy = LearningLawPolicy(config, tiny_mlm_batch(32, seed=3))  # 4 of 16 positions labelled: a rate of 0.25
     policy.watch(model)
     input_ids, attention_mask, labels = tiny_mlm_batch(16, seed=4)
-    n_kept = sparse_rows(16, 16, 0.25)
+    n_kept = count_kept(16, 16, 0.25)
     total = 0
     for _ in range(2):
         logits = model(input_ids, attention_mask, labels, n_kept=n_kept)[0]  # the training forward: not the policy's cost

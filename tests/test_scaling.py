@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scaling  # noqa: E402
-from model import CramBERT, flops_per_token, preset_config, sparse_rows  # noqa: E402
+from model import CramBERT, flops_per_token, preset_config, count_kept  # noqa: E402
 from scaling import LAWS, ScalingLaw, compute_optimal  # noqa: E402
 
 CHINCHILLA_COMPUTE = 5.76e23  # FLOPs of Chinchilla's own run: 70B parameters x 1.4T tokens x 6 (paper Table 3)
@@ -87,7 +87,7 @@ def test_flops_per_token_matches_torch_flop_counter(overrides):
     input_ids = torch.randint(0, config.vocab_size, (B, T))
     labels = torch.where(torch.rand(B, T) < 0.15, input_ids, -100)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        _, loss = model(input_ids, labels=labels, n_kept=sparse_rows(B, T, 0.25))  # what train.py passes
+        _, loss = model(input_ids, labels=labels, n_kept=count_kept(B, T, 0.25))  # what train.py passes
         loss.backward()
     assert counter.get_total_flops() == pytest.approx(flops_per_token(config, T, 0.25) * B * T, rel=1e-9)
 
@@ -118,10 +118,10 @@ def test_memory_estimate_bounds_what_autograd_really_saves():
         input_ids = torch.randint(0, config.vocab_size, (B, T))
         labels = torch.where(torch.rand(B, T) < 0.15, input_ids, -100)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            model(input_ids, labels=labels, n_kept=sparse_rows(B, T, 0.25))
+            model(input_ids, labels=labels, n_kept=count_kept(B, T, 0.25))
         params = model.num_params()
         measured = 16 * params + sum(saved.values())
-        estimate = scaling.training_memory_bytes(config, params, B, T, mlm_fraction=0.25)
+        estimate = scaling.training_memory_bytes(config, params, B, T, mask_rate=0.25)
         assert measured <= estimate <= 1.5 * measured, overrides
 
 
