@@ -13,7 +13,7 @@ Attention goes through F.scaled_dot_product_attention (fused kernels); `naive_at
 readable reference it is tested against.
 """
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -208,7 +208,7 @@ class Embedding(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Embeddings and the stack of blocks: everything the MLM and the GLUE heads share."""
+    """Embeddings and the stack of blocks: everything the MLM head and the GLUE head (finetune.py) share."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -331,53 +331,3 @@ def fill_masks(model: CramBERT, tokenizer: Tokenizer, text: str, device, k: int 
     logits[..., tokenizer.num_ordinary:] = float("-inf")  # only text can fill a blank
     positions = (input_ids[0] == tokenizer.mask_id).nonzero().squeeze(1)
     return [[tokenizer.decode([i]) for i in logits[0, p].topk(k).indices.tolist()] for p in positions]
-
-
-# ----------------------------------------------------------------------------------------------------
-# GLUE: classification / regression on the [CLS] token, reusing the pretrained encoder
-
-class CramBERTForSequenceClassification(nn.Module):
-    """BERT's sequence head on the encoder. pooling="cls" reads the first ([CLS]) position as BERT does;
-    pooling="mean" averages every non-padding position. MLM pretraining never asks anything of [CLS] (it is
-    never masked and no loss reads it: there is no next-sentence task), so a briefly pretrained encoder's
-    [CLS] output is whatever attention happens to mix there, while each token's output is what the MLM
-    trained (Reimers & Gurevych 2019 found mean pooling the better sentence vector for BERT's outputs)."""
-
-    def __init__(self, config: ModelConfig, num_labels: int, pooling: str = "cls"):
-        super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling {pooling!r}: must be 'cls' or 'mean'")
-        self.config, self.num_labels, self.pooling = config, num_labels, pooling
-        self.encoder = Encoder(config)
-        self.pooler = nn.Linear(config.n_embd, config.n_embd)  # BERT's pooler: dense + tanh on [CLS]
-        self.classifier = nn.Linear(config.n_embd, num_labels)  # num_labels == 1 means regression (STS-B)
-        init_weights(self)
-
-    @classmethod
-    def from_pretrained(cls, mlm_model: CramBERT, num_labels: int, dropout: float = 0.1, pooling: str = "cls"):
-        """A classifier whose encoder starts from a pretrained CramBERT's encoder weights."""
-        model = cls(replace(mlm_model.config, dropout=dropout), num_labels, pooling)
-        model.encoder.load_state_dict(mlm_model.encoder.state_dict())
-        return model
-
-    def pool(self, input_ids, attention_mask=None):
-        """(summary, pooled), both (B, C): the sentence vector read from the encoder's output (which has passed
-        the final norm), and the pooler's tanh of it, which the classifier reads. glue_eval.py's linear probe
-        and drift report read them too."""
-        hidden = self.encoder(input_ids, attention_mask)  # (B, T, C)
-        if self.pooling == "cls":
-            summary = hidden[:, 0]  # (B, C)
-        else:
-            keep = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).to(hidden.dtype)
-            summary = (hidden * keep).sum(1) / keep.sum(1)  # (B, C): mean over the real tokens
-        return summary, torch.tanh(self.pooler(summary))
-
-    def forward(self, input_ids, attention_mask=None, labels=None):
-        """Returns (logits (B, num_labels), loss); labels are class ids (B,) or float scores (B,)."""
-        _, pooled = self.pool(input_ids, attention_mask)
-        logits = self.classifier(F.dropout(pooled, self.config.dropout, self.training))  # (B, num_labels)
-        if labels is None:
-            return logits, None
-        if self.num_labels == 1:
-            return logits, F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        return logits, F.cross_entropy(logits.float(), labels)

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import (PRESETS, CramBERT, CramBERTForSequenceClassification, ModelConfig, flops_per_token,
+from finetune import CramBERTForSequenceClassification
+from model import (PRESETS, CramBERT, ModelConfig, flops_per_token,
                    model_config_from_dict, naive_attention, preset_config, count_kept)
 
 
