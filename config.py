@@ -293,7 +293,14 @@ RESUME_DATA_SETTINGS = {"data_dir": "--data-dir", "seq_len": "--seq-len", "mask_
 
 
 def check_resume(config: TrainConfig, checkpoint: dict, path: str):
-    """A resumed run must read the same data the same way; name every setting that differs."""
+    """A resumed run must read the same data the same way: the same settings (check_resume_settings, named when
+    they differ) and the same tokens in --data-dir (its fingerprint, once the folder is prepared)."""
+    check_resume_settings(config, checkpoint, path)
+    check_resume_data(config, checkpoint, path)
+
+
+def check_resume_settings(config: TrainConfig, checkpoint: dict, path: str):
+    """Name every data setting that differs from the checkpoint's."""
     saved, current = checkpoint["train_config"], asdict(config)
     differ = []
     for name, flag in RESUME_DATA_SETTINGS.items():
@@ -304,6 +311,10 @@ def check_resume(config: TrainConfig, checkpoint: dict, path: str):
     if differ:
         raise ValueError(f"cannot --resume {path} with other data settings: {'; '.join(differ)}. Resume with the "
                          f"checkpoint's values, or start a new run in another --out-dir")
+
+
+def check_resume_data(config: TrainConfig, checkpoint: dict, path: str):
+    """--data-dir must hold the tokens the checkpoint was trained on (its data fingerprint)."""
     stored = checkpoint.get("data_identity")
     if stored is None:
         print(f"warning: {path} is older than data fingerprints: cannot check that {config.data_dir} still holds the "

@@ -57,7 +57,8 @@ class StepLog:
     def __init__(self):
         self.loss, self.steps, self.tokens, self.seconds = 0.0, 0, 0, 0.0
 
-    def add(self, run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float, bar):
+    def add(self, run, loss: float, grad_norm: torch.Tensor, rows: int, seconds: float, progress: float,
+            elapsed: float, bar):
         config, state = run.config, run.state
         self.loss, self.steps, self.tokens, self.seconds = (self.loss + loss, self.steps + 1,
                                                             self.tokens + rows * config.seq_len, self.seconds + seconds)
@@ -69,7 +70,7 @@ class StepLog:
             mean_loss /= run.world_size
         tokens_per_second, lr = self.tokens / self.seconds, run.optimizer.param_groups[0]["lr"]
         record = {"kind": "train", "step": state.step, "tokens": state.tokens, "flops": state.flops,
-                  "elapsed": state.elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
+                  "elapsed": elapsed, "progress": progress, "loss": mean_loss.item(), "lr": lr,
                   "batch_tokens": rows * config.seq_len, "grad_norm": grad_norm.item(), "tokens_per_second": tokens_per_second,
                   "mfu": tokens_per_second * run.flops_per_token / (run.peak_flops * run.world_size)}
         run.log(record)

@@ -396,10 +396,6 @@ def run_command():
         print(f"wrote {args.out}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def requested_model_config(config: TrainConfig, device, rank: int, world_size: int, vocab_size: int,
                            init_checkpoint: dict | None = None) -> ModelConfig:
     """The model train.py's flags ask for: the --init-from checkpoint's (loaded by the caller), a preset, or, with
@@ -423,3 +419,8 @@ def requested_model_config(config: TrainConfig, device, rank: int, world_size: i
     if world_size > 1:
         dist.broadcast_object_list(planned, src=0)
     return ModelConfig(**{**asdict(planned[0]), **overrides})
+
+
+if __name__ == "__main__":
+    main()
+

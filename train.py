@@ -26,9 +26,9 @@ from tqdm import tqdm
 from blimp import blimp_accuracy, evaluation_pairs
 from checkpoint import check_tokenizer, load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
 from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume, max_mask_rate, keep_minutes, parse_train_args, validate_config
+from config import TrainConfig, check_resume_data, check_resume_settings, max_mask_rate, keep_minutes, parse_train_args, validate_config
 from data.corpus import ensure_prepared, planned_vocab_size, training_batches
-from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
+from data.loader import TokenFile, data_identity, data_tokenizer, is_prepared, train_token_files, validation_batches
 from data.tokenizer import Tokenizer
 from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
 from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
@@ -229,6 +229,20 @@ class Run:
             policy=self.policy.state_dict() if self.policy else None, data_identity=data_identity(self.config.data_dir)))
 
 
+def load_checkpoints(config: TrainConfig, device) -> tuple[dict | None, dict | None]:
+    """--resume's checkpoint and --init-from's, checked against the flags and the prepared tokenizer before anything
+    is built (the data fingerprint waits for the data: attach_data)."""
+    path = os.path.join(config.out_dir, "ckpt.pt")
+    checkpoint = load_checkpoint(path, map_location=device) if config.resume else None
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    if checkpoint:
+        check_resume_settings(config, checkpoint, path)
+    if is_prepared(config.data_dir):
+        for source, loaded in ((path, checkpoint), (config.init_from, init_checkpoint)):
+            check_tokenizer(loaded, data_tokenizer(config.data_dir), source, config.data_dir)
+    return checkpoint, init_checkpoint
+
+
 def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpoint: dict | None,
                 init_checkpoint: dict | None) -> Run:
     """The model these flags ask for (a resumed run's, an --init-from checkpoint's, a preset, or Chinchilla's plan
@@ -277,13 +291,14 @@ def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None)
     run.train_data = training_batches(config.data_dir, run.tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
     run.scaler = gradient_scaler(run.device, config.precision)
     if checkpoint:
-        check_resume(config, checkpoint, os.path.join(config.out_dir, "ckpt.pt"))
+        check_resume_data(config, checkpoint, os.path.join(config.out_dir, "ckpt.pt"))
         run.raw_model.load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
         run.train_data.load_state_dict(checkpoint["data"])
         set_rng_states(checkpoint["rng"])
         if run.policy:
             run.policy.load_state_dict(checkpoint["policy"])
+            run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config)  # its own config
         if checkpoint.get("scaler"):
             run.scaler.load_state_dict(checkpoint["scaler"])
     elif run.policy:
@@ -374,7 +389,8 @@ def evaluate_now(run: Run, progress: float, bar):
     run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
              "elapsed": state.elapsed, "progress": progress, **record})
     print_evaluation(run, record, bar)
-    state.next_eval = (math.floor(progress / config.eval_interval) + 1) * config.eval_interval
+    # the next multiple of --eval-interval past this progress (the 1e-9: 0.29 / 0.01 is 28.999…, not 29)
+    state.next_eval = (math.floor(progress / config.eval_interval + 1e-9) + 1) * config.eval_interval
 
 
 def keep_copy(run: Run, minutes: float, bar):
@@ -423,8 +439,8 @@ def run_training(run: Run, folder: RunFolder) -> dict:
             state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
         progress = run.progress()
         keep_now = bool(keep_marks) and state.elapsed >= keep_marks[0] * 60  # --keep-minutes: evaluate and copy
-        due = progress >= state.next_eval or (progress >= 1.0 and state.val_step != state.step) or keep_now
-        if due and not stop_requested:  # evaluation is off the clock; then back to the top (Ctrl-C meanwhile?)
+        due = (progress >= state.next_eval or progress >= 1.0) and state.val_step != state.step
+        if (due and not stop_requested) or keep_now:  # off the clock; then back to the top (Ctrl-C meanwhile?)
             clock.stop()
             evaluate_now(run, progress, bar)
             if keep_now and is_main:
@@ -442,8 +458,7 @@ def run_training(run: Run, folder: RunFolder) -> dict:
         state.step, steps_this_session = state.step + 1, steps_this_session + 1
         state.tokens += rows * config.seq_len
         state.flops += rows * config.seq_len * run.flops_per_token
-        state.elapsed = clock.elapsed()
-        step_log.add(run, loss, grad_norm, rows, state.elapsed - step_start, progress, bar)
+        step_log.add(run, loss, grad_norm, rows, clock.elapsed() - step_start, progress, clock.elapsed(), bar)
         bar.update(int(run.progress() * 1000) - bar.n)
         if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
             clock.stop()
@@ -482,13 +497,16 @@ def train(config: TrainConfig) -> dict:
     for note in notes if rank == 0 else []:
         print(note)
     with RunFolder(config.out_dir, config.resume, config.overwrite, is_main=rank == 0) as folder:
-        checkpoint = load_checkpoint(os.path.join(config.out_dir, "ckpt.pt"), map_location=device) if config.resume else None
-        init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+        checkpoint, init_checkpoint = load_checkpoints(config, device)  # and the checks that need no model
         run = build_model(config, rank, world_size, device, checkpoint, init_checkpoint)
         preparer = ensure_prepared(run.config, rank, budget_tokens(run.config, run.tokens_per_second,
                                                                     run.flops_per_token, world_size))
         try:  # the background preparer, if any, goes with the run: ended, failed or interrupted
+            if not (checkpoint or init_checkpoint) and data_tokenizer(config.data_dir).vocab_size != run.raw_model.config.vocab_size:
+                print("note: the BPE just learned stopped short of --vocab-size (a small corpus): the model is built again for it")
+                run = build_model(config, rank, world_size, device, None, None)
             attach_data(run, checkpoint, init_checkpoint)
+            del checkpoint, init_checkpoint  # what the run needs is in it now: free the memory (the GPU's, on CUDA)
             run.log_file = folder.open_log(run.state.log_bytes)  # every check has passed: only now may files change
             folder.training_started()
             return run_training(run, folder)

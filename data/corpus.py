@@ -13,13 +13,16 @@ import sys
 import time
 
 import torch
+import torch.distributed as dist
 
 from config import TrainConfig, describe_budget
 from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
-from data.loader import (WAIT_SECONDS, MLMBatches, TokenFile, data_tokenizer, final_parts, is_prepared, part_path,
+from data.loader import (MLMBatches, TokenFile, data_tokenizer, final_parts, is_prepared, part_path,
                          parts_missing, read_meta, seed_from, train_token_files)
 from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
 from data.tokenizer import Tokenizer, embedding_rows
+
+WAIT_SECONDS = 1.0  # how often a reader waiting for the next part looks for it
 
 
 def check_prepared_folder(config: TrainConfig, meta: dict | None):
@@ -54,14 +57,24 @@ def planned_vocab_size(config: TrainConfig) -> int:
 
 
 def ensure_prepared(config: TrainConfig, rank: int, budget_tokens: float) -> BackgroundPreparation | None:
-    """Prepare --data-dir on first use (rank 0; the others wait at the caller's barrier): a local corpus whole, a
-    named multi-shard one up to the tokens the budget consumes (budget_tokens) over --max-passes, part 0 now and
-    the rest in the background. Returns that background process (rank 0, while parts are missing), else None."""
+    """Prepare --data-dir on first use (rank 0, while the other processes wait at the barriers): a local corpus
+    whole, a named multi-shard one up to the tokens the budget consumes (budget_tokens) over --max-passes, part 0
+    now and the rest in the background. Returns that background process (rank 0, while parts are missing)."""
     meta = read_meta(config.data_dir)
     check_prepared_folder(config, meta)  # on every process: one refusing alone would leave the others at the barrier
     needed = not is_prepared(config.data_dir)
-    if rank != 0 or not (needed or parts_missing(config.data_dir)):
-        return None
+    if dist.is_initialized():
+        dist.barrier()  # every process has looked before rank 0 writes
+    preparer = None
+    if rank == 0 and (needed or parts_missing(config.data_dir)):
+        preparer = prepare_for_run(config, meta, needed, budget_tokens)
+    if dist.is_initialized():
+        dist.barrier()  # and none reads the folder before rank 0 has written it
+    return preparer
+
+
+def prepare_for_run(config: TrainConfig, meta: dict | None, needed: bool, budget_tokens: float):
+    """ensure_prepared's work on rank 0: part 0 (or all of a local corpus) now, the background preparer for the rest."""
     prepare_config = PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, tokenizer=config.tokenizer,
                                    max_tokens_per_char=config.max_tokens_per_char, vocab_size=config.vocab_size)
     if not needed:  # parts an earlier run left unwritten: resume its preparation, with its settings and token target

@@ -32,7 +32,6 @@ HEADER = struct.Struct("<8sIIQ40s")  # 64 bytes; see the table above
 TOKEN_DTYPE = np.dtype("<u2")
 BPE_FILE = "tokenizer.bpe"  # beside train.bin / val.bin when the folder was prepared with our own BPE
 META_FILE = "meta.json"  # what a preparation made; for parts, "complete" and the final list of "parts" come last
-WAIT_SECONDS = 1.0  # how often a reader waiting for the next part looks for it
 
 
 def pack_header(num_tokens: int, tokenizer: Tokenizer) -> bytes:

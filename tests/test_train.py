@@ -637,3 +637,22 @@ def test_a_run_in_a_folder_with_parts_missing_resumes_their_preparation_with_its
     assert meta["complete"] and meta["parts"] == ["train-00000.bin", "train-00001.bin"]
     assert meta["config"]["max_train_tokens"] == 20_480 and multiprocessing.active_children() == []
     assert load_checkpoint(summary["checkpoint"])["data"]["part"] == 1
+
+
+def test_each_step_is_evaluated_once_even_where_the_interval_rounds_down(tiny_corpus, tmp_path):
+    # 0.29 / 0.01 is 28.999… in floating point: the next evaluation once came out at the progress just evaluated,
+    # and a loop that goes back to its top after an evaluation evaluated step 29 for ever
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=100, eval_interval=0.01, eval_rows=8, stop_after_steps=31))
+    steps = [r["step"] for r in records(tmp_path, "eval")]
+    assert steps == list(range(32))  # every step from 0 to the pause once, step 29 among them
+
+
+def test_a_bpe_that_stops_short_of_vocab_size_gets_a_model_of_its_own_size(tmp_path):
+    # A small corpus runs out of merges before --vocab-size: the model, built before the data, is built again
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(synthetic_documents(1500)) + "\n")
+    summary = train(tiny_run(tmp_path / "tokens", tmp_path / "run", corpus=str(corpus), vocab_size=16384, max_steps=2,
+                             eval_rows=8))
+    checkpoint = load_checkpoint(summary["checkpoint"])
+    rows = data_tokenizer(str(tmp_path / "tokens")).vocab_size
+    assert rows < 16384 and checkpoint["model_config"]["vocab_size"] == rows and summary["steps"] == 2
