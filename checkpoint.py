@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from common import atomic_path
+from config import check_resume_settings
+from data.loader import data_tokenizer, is_prepared
 from data.tokenizer import Tokenizer
 from model import CramBERT, model_config_from_dict, preset_config
 
@@ -119,3 +121,17 @@ def set_rng_states(states: dict):
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_checkpoints(config, device) -> tuple[dict | None, dict | None]:
+    """--resume's checkpoint and --init-from's, checked against the flags and the prepared tokenizer before anything
+    is built (the data fingerprint waits for the data: train.attach_data)."""
+    path = os.path.join(config.out_dir, "ckpt.pt")
+    checkpoint = load_checkpoint(path, map_location=device) if config.resume else None
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    if checkpoint:
+        check_resume_settings(config, checkpoint, path)
+    if is_prepared(config.data_dir):
+        for source, loaded in ((path, checkpoint), (config.init_from, init_checkpoint)):
+            check_tokenizer(loaded, data_tokenizer(config.data_dir), source, config.data_dir)
+    return checkpoint, init_checkpoint

@@ -24,11 +24,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from blimp import blimp_accuracy, evaluation_pairs
-from checkpoint import check_tokenizer, load_checkpoint, model_checkpoint, rng_states, save_checkpoint, set_rng_states
+from checkpoint import check_tokenizer, load_checkpoints, model_checkpoint, rng_states, save_checkpoint, set_rng_states
 from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume_data, check_resume_settings, max_mask_rate, keep_minutes, parse_train_args, validate_config
+from config import TrainConfig, check_resume_data, max_mask_rate, keep_minutes, parse_train_args, validate_config
 from data.corpus import ensure_prepared, planned_vocab_size, training_batches
-from data.loader import TokenFile, data_identity, data_tokenizer, is_prepared, train_token_files, validation_batches
+from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
 from data.tokenizer import Tokenizer
 from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
 from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
@@ -227,20 +227,6 @@ class Run:
             self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
             loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
             policy=self.policy.state_dict() if self.policy else None, data_identity=data_identity(self.config.data_dir)))
-
-
-def load_checkpoints(config: TrainConfig, device) -> tuple[dict | None, dict | None]:
-    """--resume's checkpoint and --init-from's, checked against the flags and the prepared tokenizer before anything
-    is built (the data fingerprint waits for the data: attach_data)."""
-    path = os.path.join(config.out_dir, "ckpt.pt")
-    checkpoint = load_checkpoint(path, map_location=device) if config.resume else None
-    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
-    if checkpoint:
-        check_resume_settings(config, checkpoint, path)
-    if is_prepared(config.data_dir):
-        for source, loaded in ((path, checkpoint), (config.init_from, init_checkpoint)):
-            check_tokenizer(loaded, data_tokenizer(config.data_dir), source, config.data_dir)
-    return checkpoint, init_checkpoint
 
 
 def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpoint: dict | None,
