@@ -131,7 +131,8 @@ def load_checkpoints(config, device) -> tuple[dict | None, dict | None]:
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     if checkpoint:
         check_resume_settings(config, checkpoint, path)
-    if is_prepared(config.data_dir):
+    if (checkpoint or init_checkpoint) and is_prepared(config.data_dir):
+        tokenizer = data_tokenizer(config.data_dir)
         for source, loaded in ((path, checkpoint), (config.init_from, init_checkpoint)):
-            check_tokenizer(loaded, data_tokenizer(config.data_dir), source, config.data_dir)
+            check_tokenizer(loaded, tokenizer, source, config.data_dir)
     return checkpoint, init_checkpoint

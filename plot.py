@@ -17,11 +17,11 @@ from common import atomic_path, pyplot
 
 
 def read_log(run: str) -> dict:
-    """The config line and the evaluation records of one run (a folder or its log.jsonl)."""
+    """The config line, the evaluation records, the summary and the kept copies of one run (a folder or its log.jsonl)."""
     path = os.path.join(run, "log.jsonl") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no log at {path}: pass a train.py --out-dir or a log.jsonl")
-    config, evals, summary = {}, [], {}
+    config, evals, summary, kept = {}, [], {}, []
     with open(path) as f:
         for line_number, line in enumerate(f, 1):
             try:
@@ -34,8 +34,10 @@ def read_log(run: str) -> dict:
                 evals.append(record)
             elif record.get("kind") == "summary":
                 summary = record
+            elif record.get("kind") == "kept":  # --keep-minutes' copies (experiments/downstream_curve.py)
+                kept.append(record)
     return {"name": os.path.basename(os.path.normpath(os.path.dirname(path))), "config": config,
-            "evals": evals, "summary": summary}
+            "evals": evals, "summary": summary, "kept": kept}
 
 
 def summary_table(runs: list[dict]) -> str:

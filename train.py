@@ -271,9 +271,6 @@ def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None)
     run.tokenizer = data_tokenizer(config.data_dir)
     for source, loaded in ((os.path.join(config.out_dir, "ckpt.pt"), checkpoint), (config.init_from, init_checkpoint)):
         check_tokenizer(loaded, run.tokenizer, source, config.data_dir)
-    if run.raw_model.config.vocab_size != run.tokenizer.vocab_size:
-        raise ValueError(f"{config.data_dir} holds a {run.tokenizer.vocab_size}-id vocabulary, the model "
-                         f"{run.raw_model.config.vocab_size} embedding rows")
     run.train_data = training_batches(config.data_dir, run.tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
     run.scaler = gradient_scaler(run.device, config.precision)
     if checkpoint:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 
 from common import atomic_path, pyplot
+from plot import read_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SST2 = ["--tasks", "sst2", "--max-train-examples", "1000", "--seeds", "5", "--batch-size", "32", "--epochs", "10",
@@ -38,27 +39,18 @@ RESULTS = {  # result file prefix -> the command's own arguments (after the chec
 def kept_checkpoints(run_dir: str) -> list[dict]:
     """The run's kept checkpoints in order, each with the evaluation logged just before it was kept:
     [{"minutes", "step", "tokens", "path", "unigram_ratio", "bits_per_byte"}]."""
-    path = os.path.join(run_dir, "log.jsonl")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no log at {path}: pass the --out-dir of a train.py run with --keep-minutes")
-    evals, kept = {}, []
-    with open(path) as f:
-        for line_number, line in enumerate(f, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not a JSON line ({error})") from error
-            if record.get("kind") == "eval":
-                evals[record["step"]] = record
-            elif record.get("kind") == "kept":
-                evaluation = evals.get(record["step"])
-                if evaluation is None:
-                    raise ValueError(f"{path}:{line_number}: a kept checkpoint with no evaluation at step {record['step']}")
-                kept.append({"minutes": record["minutes"], "step": record["step"], "tokens": evaluation["tokens"],
-                             "path": os.path.join(run_dir, os.path.basename(record["path"])),
-                             "unigram_ratio": evaluation["unigram_ratio"], "bits_per_byte": evaluation["bits_per_byte"]})
+    log = read_log(run_dir)
+    evals = {record["step"]: record for record in log["evals"]}  # a resumed run's repeated step: its latest
+    kept = []
+    for record in log["kept"]:
+        evaluation = evals.get(record["step"])
+        if evaluation is None:
+            raise ValueError(f"{run_dir}: the copy kept at step {record['step']} has no evaluation at that step")
+        kept.append({"minutes": record["minutes"], "step": record["step"], "tokens": evaluation["tokens"],
+                     "path": os.path.join(run_dir, os.path.basename(record["path"])),
+                     "unigram_ratio": evaluation["unigram_ratio"], "bits_per_byte": evaluation["bits_per_byte"]})
     if not kept:
-        raise ValueError(f"{path} records no kept checkpoint: run train.py with --keep-minutes")
+        raise ValueError(f"{run_dir} records no kept checkpoint: run train.py with --keep-minutes")
     return kept
 
 
