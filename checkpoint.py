@@ -125,7 +125,7 @@ def set_rng_states(states: dict):
 
 def load_checkpoints(config, device) -> tuple[dict | None, dict | None]:
     """--resume's checkpoint and --init-from's, checked against the flags and the prepared tokenizer before anything
-    is built (the data fingerprint waits for the data: train.attach_data)."""
+    is built (the data fingerprint waits for the data: launch.attach_data)."""
     path = os.path.join(config.out_dir, "ckpt.pt")
     checkpoint = load_checkpoint(path, map_location=device) if config.resume else None
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None

@@ -174,6 +174,11 @@ def max_mask_rate(config: TrainConfig) -> float:
     return max(config.mask_rate, config.eval_mask_rate)
 
 
+def full_batch_micro_steps(config: TrainConfig, world_size: int) -> int:
+    """Micro-steps per process in a full batch (where the batch ramp ends): --batch-tokens in whole micro-batches."""
+    return max(1, round(config.batch_tokens / config.seq_len / (config.micro_batch_size * world_size)))
+
+
 def budget_and_data_errors(config: TrainConfig) -> list[str]:
     """validate_config's checks of the budget and the data settings: one message per problem."""
     errors = []

@@ -49,7 +49,9 @@ from data.loader import data_tokenizer
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, count_kept
 from checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
                         tokenizer_from_checkpoint)
-from common import autocast, gradient_scaler, resolve_device, training_precision
+from common import autocast, gradient_scaler, make_optimizer, resolve_device, training_precision
+from machine import wrap
+from policy import charged_flops_per_token
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -275,7 +277,7 @@ def growth_target(config, small: ModelConfig) -> ModelConfig:
 
 def check_growth_flags(config):
     """--grow-to must be reachable from the --preset model: refused before the run touches anything, not at
-    --grow-at of the budget (an --init-from or auto model is checked once it is known, train.build_model)."""
+    --grow-at of the budget (an --init-from or auto model is checked once it is known, launch.build_model)."""
     if not (config.grow_at and config.grow_to) or config.init_from or config.preset == "auto":
         return
     try:
@@ -284,20 +286,32 @@ def check_growth_flags(config):
         raise ValueError(f"--grow-to {config.grow_to} from --preset {config.preset}: {error}") from None
 
 
-def grow_on_training_rows(raw_model: CramBERT, config, train_data, device) -> CramBERT:
-    """train.py's --grow-at: the grown model. LiGO trains its operator on the next training rows (and the run
-    skips them), the same rows on every process, so all processes grow the same model."""
-    rows = config.micro_batch_size
+def grow_run(run, bar):
+    """train.py's --grow-at: the run's small model swapped for the grown one, with a fresh optimizer and wrapper
+    (the schedule carries on). LiGO trains its operator on the next training rows (and the run skips them), the
+    same rows on every process, so all processes grow the same model; those steps are charged to the budget."""
+    config, state, small, rows = run.config, run.state, run.raw_model, run.config.micro_batch_size
 
     def batches(step):
-        input_ids, labels = train_data.batch_after(step * rows, rows)
-        return input_ids.to(device), labels.to(device)
+        input_ids, labels = run.train_data.batch_after(step * rows, rows)
+        return input_ids.to(run.device), labels.to(run.device)
 
-    grown = grow_model(raw_model, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
-                       device=device, seed=config.seed, progress_bar=False, mask_rate=max_mask_rate(config))
+    run.raw_model = grow_model(small, preset_config(config.grow_to), config.grow_method, batches, config.ligo_steps,
+                               device=run.device, seed=config.seed, progress_bar=False, mask_rate=max_mask_rate(config))
     if config.grow_method == "ligo":
-        train_data.advance(config.ligo_steps * rows)
-    return grown
+        run.train_data.advance(config.ligo_steps * rows)
+    if run.policy:
+        run.policy.watch(run.raw_model)  # the hook moves to the grown model before it is compiled
+    run.optimizer, run.model = make_optimizer(run.raw_model, config), wrap(run.raw_model, config, run.world_size, run.device)
+    state.flops += growth_flops(small.config, run.raw_model.config, config.grow_method, config.ligo_steps,
+                                rows * config.seq_len, config.seq_len, max_mask_rate(config))
+    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
+    state.grown = True
+    run.log({"kind": "grow", "step": state.step, "elapsed": state.elapsed, "method": config.grow_method,
+             "from_params": small.num_params(), "to_params": run.raw_model.num_params(),
+             "model_config": asdict(run.raw_model.config)})
+    bar.write(f"step {state.step:6d} | grew {small.num_params() / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
+              f"parameters with {config.grow_method}")
 
 
 def growth_flops(small: ModelConfig, target: ModelConfig, method: str, ligo_steps: int, tokens_per_step: int,

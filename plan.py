@@ -1,6 +1,6 @@
 """
 `python train.py ... --plan`: what a run would do on this machine, measured, without training: the model is built,
-fitted to the machine, compiled and timed exactly as the run would (train.build_model); no data is prepared, nothing
+fitted to the machine, compiled and timed exactly as the run would (launch.build_model); no data is prepared, nothing
 is trained or written.
 """
 import math
@@ -14,7 +14,8 @@ from common import precision_note, setup_distributed
 from config import TrainConfig, describe_budget, duration
 from data.corpus import corpus_outlook
 from machine import CPU_COMPILE_MIN_BUDGET_SECONDS, measure_tokens_per_second
-from train import batch_rows, budget_tokens, build_model
+from launch import build_model
+from train import batch_rows, budget_tokens
 
 
 def plan_run(config: TrainConfig) -> dict:

@@ -10,9 +10,11 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
+from blimp import blimp_accuracy
 from common import git_commit
 from config import describe_budget
 from data.corpus import corpus_outlook
+from model import fill_masks
 from plot import plot_runs, read_log
 
 
@@ -35,6 +37,19 @@ def log_start(run, tokens: float):
               f"over {outlook['corpus']} (--max-passes {config.max_passes:g})")
         if outlook["warning"]:
             print(outlook["warning"], file=sys.stderr)
+
+
+PROBES = ("The capital of France is [MASK].", "She [MASK] to the store yesterday.",
+          "The [MASK] is the largest planet in the solar system.", "He was born in 1950 and [MASK] in 2010.")
+
+
+def what_it_knows(run) -> dict:
+    """Beside each evaluation's loss: the top-5 fill-ins of the probe sentences and, with --blimp-pairs, the share
+    of BLiMP's minimal pairs (blimp.py) the model scores right: grammar it knows, read without any fine-tuning."""
+    record = {"probes": {text: fill_masks(run.raw_model, run.tokenizer, text, run.device) for text in PROBES}}
+    if run.blimp_pairs:
+        record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, run.config.precision)
+    return record
 
 
 def print_evaluation(run, record: dict, bar):

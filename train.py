@@ -16,27 +16,20 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from blimp import blimp_accuracy, evaluation_pairs
-from checkpoint import check_tokenizer, load_checkpoints, model_checkpoint, rng_states, save_checkpoint, set_rng_states
-from common import autocast, gradient_scaler, make_optimizer, measure_peak_flops, setup_distributed
-from config import TrainConfig, check_resume_data, max_mask_rate, keep_minutes, parse_train_args, validate_config
-from data.corpus import ensure_prepared, planned_vocab_size, training_batches
-from data.loader import TokenFile, data_identity, data_tokenizer, train_token_files, validation_batches
-from data.tokenizer import Tokenizer
-from grow import check_growth_flags, grow_on_training_rows, growth_flops, growth_target
-from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
-from model import MASK_RATE, CramBERT, fill_masks, model_config_from_dict, count_kept
-from report import StepLog, log_start, print_evaluation
-from policy import LearningLawPolicy, charged_flops_per_token, held_out_batch, make_policy
+from checkpoint import load_checkpoints, model_checkpoint, rng_states, save_checkpoint
+from common import autocast, setup_distributed
+from config import TrainConfig, full_batch_micro_steps, keep_minutes, max_mask_rate, parse_train_args, validate_config
+from grow import check_growth_flags, grow_run
+from launch import LoopState, Run, attach_data, build_model
+from model import MASK_RATE, CramBERT, count_kept
+from report import StepLog, log_start, print_evaluation, what_it_knows
 from runfolder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
-from scaling import requested_model_config
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -83,25 +76,11 @@ def scheduled_learning_rate(config: TrainConfig, progress: float, step: int) -> 
 def batch_rows(config: TrainConfig, progress: float, world_size: int) -> int:
     """Rows in this optimizer step: a whole number of micro-batches on every device. Cramming ramps the
     batch up over the run (Sec. 4.3): small batches make faster progress early, large ones later."""
-    rows_per_micro_step = config.micro_batch_size * world_size
-    full = max(1, round(config.batch_tokens / config.seq_len / rows_per_micro_step))  # micro-steps at full batch
+    rows_per_micro_step, full = config.micro_batch_size * world_size, full_batch_micro_steps(config, world_size)
     if not config.batch_ramp:
         return full * rows_per_micro_step
     fraction = min(1.0, schedule_progress(config, progress) / config.ramp_until)
     return max(1, round(1 + (full - 1) * fraction)) * rows_per_micro_step
-
-
-@dataclass
-class LoopState:
-    step: int = 0  # optimizer steps taken
-    tokens: int = 0  # training tokens processed (all devices)
-    flops: float = 0.0  # training FLOPs spent
-    elapsed: float = 0.0  # seconds on the budget clock
-    next_eval: float = 0.0  # progress at which the next evaluation is due
-    val_loss: float | None = None  # latest held-out loss
-    val_step: int | None = None  # the step val_loss was measured at
-    log_bytes: int | None = None  # length of log.jsonl when this state was saved: --resume cuts the log back to it
-    grown: bool = False  # the model was grown (--grow-at) in this run
 
 
 class BudgetClock:
@@ -120,33 +99,30 @@ class BudgetClock:
         return self.banked + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
 
+def budget_progress(config: TrainConfig, state: LoopState) -> float:
+    """Share of the budget spent: the largest of the time, step and FLOP fractions."""
+    return max(state.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
+               state.step / config.max_steps if config.max_steps else 0.0,
+               state.flops / config.max_flops if config.max_flops else 0.0)
+
+
+def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
+                  world_size: int) -> float:
+    """Training tokens the budget will consume: the first of its limits reached ends the run. Time: the measured
+    tokens/s (evaluation is off the clock); steps: the batch schedule summed; FLOPs: at flops_per_token."""
+    limits = []
+    if config.budget_seconds:
+        limits.append(tokens_per_second * config.budget_seconds)
+    if config.max_steps:
+        limits.append(config.seq_len * sum(batch_rows(config, step / config.max_steps, world_size)
+                                           for step in range(config.max_steps)))
+    if config.max_flops:
+        limits.append(config.max_flops / flops_per_token)
+    return min(limits)
+
+
 # ----------------------------------------------------------------------------------------------------
-# Evaluation: held-out loss, the unigram reference line, bits per byte, and probe sentences
-
-def unigram_log_probs(tokens: np.ndarray, vocab_size: int) -> torch.Tensor:
-    """log p(id) from token counts on the training split, add-one smoothed so no id has probability 0.
-    A model that predicts every masked token from these frequencies alone, ignoring the context, scores
-    the "unigram line": an MLM loss above it means the model has learned nothing beyond word counts."""
-    counts = np.zeros(vocab_size, dtype=np.int64)
-    for start in range(0, len(tokens), 1 << 24):  # in chunks: the memmap is never read into memory whole
-        counts += np.bincount(tokens[start:start + (1 << 24)], minlength=vocab_size)
-    counts += 1
-    return torch.from_numpy(np.log(counts / counts.sum())).float()
-
-
-def byte_lengths(tokenizer: Tokenizer, vocab_size: int) -> torch.Tensor:
-    """UTF-8 bytes of text each id stands for (0 for special and padding ids), for bits per byte."""
-    lengths = torch.zeros(vocab_size)
-    lengths[:tokenizer.num_ordinary] = torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.num_ordinary)])
-    return lengths
-
-
-def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> dict:
-    """The unigram line on exactly the validation set's masked positions, and the bytes they cover."""
-    labels = torch.cat([labels[labels != -100] for _, labels in batches])
-    return {"unigram_loss": -unigram[labels].mean().item(), "masked_bytes": lengths[labels].sum().item(),
-            "masked_tokens": len(labels)}
-
+# Evaluation: held-out loss against the unigram line (data/loader.py: unigram_log_probs), bits per byte
 
 @torch.no_grad()
 def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_rate: float = MASK_RATE,
@@ -166,149 +142,6 @@ def evaluate(model: CramBERT, batches, device, rank: int, world_size: int, mask_
         dist.all_reduce(totals)
     model.train(was_training)
     return (totals[0] / totals[1]).item()
-
-
-PROBES = ("The capital of France is [MASK].", "She [MASK] to the store yesterday.",
-          "The [MASK] is the largest planet in the solar system.", "He was born in 1950 and [MASK] in 2010.")
-
-
-def eval_record(val_loss: float, reference: dict, model: CramBERT, tokenizer: Tokenizer, device) -> dict:
-    """What each evaluation logs: the loss against the unigram line (the ratio compares across
-    vocabularies), bits per masked byte (total masked-token cross-entropy / bytes those tokens cover,
-    comparable across tokenizers), and the top-5 fill-ins of the probe sentences."""
-    return {"val_loss": val_loss, "unigram_loss": reference["unigram_loss"],
-            "below_unigram": reference["unigram_loss"] - val_loss,
-            "unigram_ratio": val_loss / reference["unigram_loss"],
-            "bits_per_byte": val_loss * reference["masked_tokens"] / reference["masked_bytes"] / math.log(2),
-            "probes": {text: fill_masks(model, tokenizer, text, device) for text in PROBES}}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Building a run: the model is built, fitted to the machine, compiled and timed once, before the clock
-
-@dataclass
-class Run:
-    """What the loop works on. Growth replaces raw_model, model and optimizer together (grow_now)."""
-    config: TrainConfig  # as fitted to the machine (machine.fit_to_machine: precision, compile, micro-batch)
-    rank: int
-    world_size: int
-    device: torch.device
-    raw_model: CramBERT  # what we save: never a compiled or DDP wrapper
-    model: torch.nn.Module  # what the loop calls (machine.wrap)
-    optimizer: torch.optim.Optimizer
-    policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
-    state: LoopState
-    tokens_per_second: float | None  # measured before the clock, for a wall-clock budget (else None)
-    flops_per_token: float  # charged per training token: the model's, plus the policy's (charged_flops_per_token)
-    peak_flops: float  # measured, for MFU
-    tokenizer: Tokenizer = None
-    train_data: object = None  # the training rows in a resumable order: MLMBatches (train.bin) or PartedBatches
-    val_batches: list = None  # the fixed validation set
-    reference: dict = None  # the unigram line and bytes of the validation set (reference_metrics)
-    scaler: torch.amp.GradScaler = None  # fp16's loss scaling; a pass-through in bf16 and fp32
-    log_file: object = None  # out_dir/log.jsonl, on the main process only
-    blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
-
-    def log(self, record: dict):
-        if self.log_file:
-            self.log_file.write(json.dumps(record) + "\n")
-            self.log_file.flush()
-
-    def progress(self) -> float:
-        """Share of the budget spent: the largest of the time, step and FLOP fractions."""
-        config, s = self.config, self.state
-        return max(s.elapsed / config.budget_seconds if config.budget_seconds else 0.0,
-                   s.step / config.max_steps if config.max_steps else 0.0,
-                   s.flops / config.max_flops if config.max_flops else 0.0)
-
-    def save(self, path: str | None = None):
-        self.state.log_bytes = os.path.getsize(self.log_file.name) if self.log_file else None
-        save_checkpoint(path or os.path.join(self.config.out_dir, "ckpt.pt"), model_checkpoint(
-            self.raw_model, self.tokenizer, train_config=asdict(self.config), optimizer=self.optimizer.state_dict(),
-            loop=asdict(self.state), data=self.train_data.state_dict(), rng=rng_states(), scaler=self.scaler.state_dict(),
-            policy=self.policy.state_dict() if self.policy else None, data_identity=data_identity(self.config.data_dir)))
-
-
-def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpoint: dict | None,
-                init_checkpoint: dict | None) -> Run:
-    """The model these flags ask for (a resumed run's, an --init-from checkpoint's, a preset, or Chinchilla's plan
-    for the budget: scaling.requested_model_config), its optimizer and policy, fitted to the machine, compiled and
-    timed. No data yet: a corpus prepared for the budget is sized from the tokens/s measured here."""
-    torch.manual_seed(config.seed)  # the same initial weights on every process
-    state = LoopState(**checkpoint["loop"]) if checkpoint else LoopState()
-    if checkpoint and config.preset == "auto":
-        model_config = model_config_from_dict(checkpoint["model_config"])  # the plan made when the run started
-    else:
-        model_config = requested_model_config(config, device, rank, world_size, planned_vocab_size(config), init_checkpoint)
-        if state.grown:
-            model_config = growth_target(config, model_config)
-        if checkpoint and model_config_from_dict(checkpoint["model_config"]) != model_config:
-            raise ValueError(f"{config.out_dir}/ckpt.pt holds a model of another config: {checkpoint['model_config']}")
-    if config.grow_at and not state.grown:
-        growth_target(config, model_config)  # an --init-from or auto model can grow into --grow-to: fail now, not later
-    raw_model = CramBERT(model_config).to(device)
-    if init_checkpoint and not checkpoint:
-        raw_model.load_state_dict(init_checkpoint["model"])
-    optimizer, policy = make_optimizer(raw_model, config), make_policy(config)
-    if policy:
-        policy.watch(raw_model)  # before torch.compile traces the model, so the hook is part of the graph
-    config, how = fit_to_machine(config, raw_model, optimizer, device, world_size)
-    model = wrap(raw_model, config, world_size, device)
-    if config.compile and getattr(model, "module", model) is raw_model:  # compiling failed: eager from now on,
-        config = replace(config, compile=False)  # and a growth later does not try (and fail) again
-    if rank == 0:
-        announce_machine(config, how, device, world_size, batch_rows(config, 1.0, world_size))
-    tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
-    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state, tokens_per_second,
-               charged_flops_per_token(raw_model, config, policy.config if policy else None),
-               measure_peak_flops(device, precision=config.precision))
-
-
-def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None):
-    """The prepared folder's tokenizer, training rows, validation set and unigram line; a resumed run's weights,
-    optimizer, data position, RNG and policy from its checkpoint."""
-    config = run.config
-    run.tokenizer = data_tokenizer(config.data_dir)
-    for source, loaded in ((os.path.join(config.out_dir, "ckpt.pt"), checkpoint), (config.init_from, init_checkpoint)):
-        check_tokenizer(loaded, run.tokenizer, source, config.data_dir)
-    run.train_data = training_batches(config.data_dir, run.tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
-    run.scaler = gradient_scaler(run.device, config.precision)
-    if checkpoint:
-        check_resume_data(config, checkpoint, os.path.join(config.out_dir, "ckpt.pt"))
-        run.raw_model.load_state_dict(checkpoint["model"])
-        run.optimizer.load_state_dict(checkpoint["optimizer"])
-        run.train_data.load_state_dict(checkpoint["data"])
-        set_rng_states(checkpoint["rng"])
-        if run.policy:
-            run.policy.load_state_dict(checkpoint["policy"])
-            run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config)  # its own config
-        if checkpoint.get("scaler"):
-            run.scaler.load_state_dict(checkpoint["scaler"])
-    elif run.policy:
-        run.policy.desired_batch = held_out_batch(config, run.policy.config.desired_batch_size)
-    run.val_batches = validation_batches(TokenFile(os.path.join(config.data_dir, "val.bin"), run.tokenizer),
-                                         config.seq_len, config.eval_mask_rate, config.micro_batch_size, config.eval_rows)
-    # The unigram line counts train.bin, or part 0 of a folder in parts: the parts present grow while a run
-    # trains, and the reference must be the same at every start and resume (a shard's ~0.17 B tokens is plenty).
-    first_train_file = train_token_files(config.data_dir, run.tokenizer)[0]
-    run.reference = reference_metrics(run.val_batches, unigram_log_probs(first_train_file.tokens, run.tokenizer.vocab_size),
-                                      byte_lengths(run.tokenizer, run.tokenizer.vocab_size))
-    run.blimp_pairs = evaluation_pairs(config.blimp_dir, config.blimp_pairs) if run.rank == 0 else []
-
-
-def budget_tokens(config: TrainConfig, tokens_per_second: float | None, flops_per_token: float,
-                  world_size: int) -> float:
-    """Training tokens the budget will consume: the first of its limits reached ends the run. Time: the measured
-    tokens/s (evaluation is off the clock); steps: the batch schedule summed; FLOPs: at flops_per_token."""
-    limits = []
-    if config.budget_seconds:
-        limits.append(tokens_per_second * config.budget_seconds)
-    if config.max_steps:
-        limits.append(config.seq_len * sum(batch_rows(config, step / config.max_steps, world_size)
-                                           for step in range(config.max_steps)))
-    if config.max_flops:
-        limits.append(config.max_flops / flops_per_token)
-    return min(limits)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -357,18 +190,19 @@ def apply_gradients(raw_model: CramBERT, optimizer: torch.optim.Optimizer, scale
     return grad_norm
 
 
-# ----------------------------------------------------------------------------------------------------
-# The loop, and what it logs
-
 def evaluate_now(run: Run, progress: float, bar):
-    """Evaluate, log, print and plot; with --blimp-pairs also the share of BLiMP minimal pairs it gets right."""
-    config, state = run.config, run.state
+    """Evaluate and log: the held-out loss against the unigram line (the ratio compares across vocabularies), bits
+    per masked byte (the masked tokens' total cross-entropy over the bytes they cover: compares across tokenizers),
+    and what the model knows (report.what_it_knows: probe fill-ins, BLiMP)."""
+    config, state, reference = run.config, run.state, run.reference
     state.val_loss = evaluate(run.raw_model, run.val_batches, run.device, run.rank, run.world_size,
                               max_mask_rate(config), precision=config.precision)
     state.val_step = state.step
-    record = eval_record(state.val_loss, run.reference, run.raw_model, run.tokenizer, run.device)
-    if run.blimp_pairs:
-        record["blimp"] = blimp_accuracy(run.raw_model, run.tokenizer, run.blimp_pairs, run.device, config.precision)
+    record = {"val_loss": state.val_loss, "unigram_loss": reference["unigram_loss"],
+              "below_unigram": reference["unigram_loss"] - state.val_loss,
+              "unigram_ratio": state.val_loss / reference["unigram_loss"],
+              "bits_per_byte": state.val_loss * reference["masked_tokens"] / reference["masked_bytes"] / math.log(2),
+              **what_it_knows(run)}
     run.log({"kind": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops,
              "elapsed": state.elapsed, "progress": progress, **record})
     print_evaluation(run, record, bar)
@@ -376,33 +210,30 @@ def evaluate_now(run: Run, progress: float, bar):
     state.next_eval = (math.floor(progress / config.eval_interval + 1e-9) + 1) * config.eval_interval
 
 
+# ----------------------------------------------------------------------------------------------------
+# The checkpoint
+
+def save(run: Run, path: str | None = None):
+    """The unwrapped model with its config and tokenizer, and everything the loop needs to carry on exactly where it
+    was (--resume): optimizer, loop state, data position, RNG streams, loss scale and policy."""
+    run.state.log_bytes = os.path.getsize(run.log_file.name) if run.log_file else None
+    save_checkpoint(path or os.path.join(run.config.out_dir, "ckpt.pt"), model_checkpoint(
+        run.raw_model, run.tokenizer, train_config=asdict(run.config), optimizer=run.optimizer.state_dict(),
+        loop=asdict(run.state), data=run.train_data.state_dict(), rng=rng_states(), scaler=run.scaler.state_dict(),
+        policy=run.policy.state_dict() if run.policy else None, data_identity=run.data_identity))
+
+
 def keep_copy(run: Run, minutes: float, bar):
     """--keep-minutes: a copy of the checkpoint as ckpt-{minutes}min.pt beside ckpt.pt, just evaluated (the log
     holds its held-out loss), for scoring downstream later (blimp.py, glue_eval.py)."""
     path = os.path.join(run.config.out_dir, f"ckpt-{minutes:g}min.pt")
-    run.save(path)
+    save(run, path)
     run.log({"kind": "kept", "step": run.state.step, "elapsed": run.state.elapsed, "minutes": minutes, "path": path})
     bar.write(f"step {run.state.step:6d} | kept {path} ({minutes:g} min of budget)")
 
 
-def grow_now(run: Run, elapsed: float, bar):
-    """--grow-at: swap the small model for a grown one (grow.py) with a fresh optimizer and wrapper; LiGO's
-    operator training counts against the budget."""
-    config, state, small = run.config, run.state, run.raw_model
-    run.raw_model = grow_on_training_rows(small, config, run.train_data, run.device)
-    if run.policy:
-        run.policy.watch(run.raw_model)  # the hook moves to the grown model before it is compiled
-    run.optimizer, run.model = make_optimizer(run.raw_model, config), wrap(run.raw_model, config, run.world_size, run.device)
-    state.flops += growth_flops(small.config, run.raw_model.config, config.grow_method, config.ligo_steps,
-                                config.micro_batch_size * config.seq_len, config.seq_len, max_mask_rate(config))
-    run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
-    state.grown = True
-    run.log({"kind": "grow", "step": state.step, "elapsed": elapsed, "method": config.grow_method,
-             "from_params": small.num_params(), "to_params": run.raw_model.num_params(),
-             "model_config": asdict(run.raw_model.config)})
-    bar.write(f"step {state.step:6d} | grew {small.num_params() / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
-              f"parameters with {config.grow_method}")
-
+# ----------------------------------------------------------------------------------------------------
+# The loop
 
 def run_training(run: Run, folder: RunFolder) -> dict:
     """The loop. Ctrl-C is looked at once per step (folder.stop_requested): the step or evaluation in progress
@@ -420,7 +251,7 @@ def run_training(run: Run, folder: RunFolder) -> dict:
             shared = torch.tensor([state.elapsed, float(stop_requested)], device=run.device)
             dist.all_reduce(shared, op=dist.ReduceOp.MAX)
             state.elapsed, stop_requested = shared[0].item(), bool(shared[1].item())
-        progress = run.progress()
+        progress = budget_progress(config, state)
         keep_now = bool(keep_marks) and state.elapsed >= keep_marks[0] * 60  # --keep-minutes: evaluate and copy
         due = (progress >= state.next_eval or progress >= 1.0) and state.val_step != state.step
         if (due and not stop_requested) or keep_now:  # off the clock; then back to the top (Ctrl-C meanwhile?)
@@ -434,7 +265,7 @@ def run_training(run: Run, folder: RunFolder) -> dict:
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
             break
         if config.grow_at and not state.grown and progress >= config.grow_at:  # LiGO: on the clock, growth is training
-            grow_now(run, clock.elapsed(), bar)
+            grow_run(run, bar)
 
         step_start = clock.elapsed()
         loss, grad_norm, rows = train_step(run, progress)
@@ -442,10 +273,10 @@ def run_training(run: Run, folder: RunFolder) -> dict:
         state.tokens += rows * config.seq_len
         state.flops += rows * config.seq_len * run.flops_per_token
         step_log.add(run, loss, grad_norm, rows, clock.elapsed() - step_start, progress, clock.elapsed(), bar)
-        bar.update(int(run.progress() * 1000) - bar.n)
+        bar.update(int(budget_progress(config, state) * 1000) - bar.n)
         if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
             clock.stop()
-            run.save()
+            save(run)
             last_checkpoint = time.monotonic()
             clock.start()
 
@@ -459,13 +290,13 @@ def finish(run: Run, interrupted: bool) -> dict:
     """The last checkpoint and the run's summary (the last line of log.jsonl)."""
     config, state = run.config, run.state
     if run.rank == 0:
-        run.save()
+        save(run)
     summary = {"kind": "summary", "final_val_loss": state.val_loss if state.val_step == state.step else None,
                "last_val_loss": state.val_loss, "last_val_step": state.val_step, "steps": state.step,
                "tokens": state.tokens, "flops": state.flops, "elapsed_seconds": state.elapsed,
                "params": run.raw_model.num_params(), "non_embedding_params": run.raw_model.num_params(non_embedding=True),
                "checkpoint": os.path.join(config.out_dir, "ckpt.pt"), "log": os.path.join(config.out_dir, "log.jsonl"),
-               "interrupted": interrupted, "finished": run.progress() >= 1.0}
+               "interrupted": interrupted, "finished": budget_progress(config, state) >= 1.0}
     run.log(summary)
     if run.log_file:
         run.log_file.close()
@@ -481,15 +312,11 @@ def train(config: TrainConfig) -> dict:
         print(note)
     with RunFolder(config.out_dir, config.resume, config.overwrite, is_main=rank == 0) as folder:
         checkpoint, init_checkpoint = load_checkpoints(config, device)  # and the checks that need no model
-        run = build_model(config, rank, world_size, device, checkpoint, init_checkpoint)
-        preparer = ensure_prepared(run.config, rank, budget_tokens(run.config, run.tokens_per_second,
-                                                                    run.flops_per_token, world_size))
+        run = build_model(config, rank, world_size, device, checkpoint, init_checkpoint)  # measured before data
+        run, preparer = attach_data(run, checkpoint, init_checkpoint, budget_tokens(
+            run.config, run.tokens_per_second, run.flops_per_token, world_size))
+        del checkpoint, init_checkpoint  # what the run needs is in it now: free the memory (the GPU's, on CUDA)
         try:  # the background preparer, if any, goes with the run: ended, failed or interrupted
-            if not (checkpoint or init_checkpoint) and data_tokenizer(config.data_dir).vocab_size != run.raw_model.config.vocab_size:
-                print("note: the BPE just learned stopped short of --vocab-size (a small corpus): the model is built again for it")
-                run = build_model(config, rank, world_size, device, None, None)
-            attach_data(run, checkpoint, init_checkpoint)
-            del checkpoint, init_checkpoint  # what the run needs is in it now: free the memory (the GPU's, on CUDA)
             run.log_file = folder.open_log(run.state.log_bytes)  # every check has passed: only now may files change
             folder.training_started()
             return run_training(run, folder)

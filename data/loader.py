@@ -238,6 +238,31 @@ def validation_batches(token_file: TokenFile, seq_len: int, mask_rate: float, ba
             for start in range(0, n_rows, batch_size)]
 
 
+def unigram_log_probs(tokens: np.ndarray, vocab_size: int) -> torch.Tensor:
+    """log p(id) from token counts on the training split, add-one smoothed so no id has probability 0.
+    A model that predicts every masked token from these frequencies alone, ignoring the context, scores
+    the "unigram line": an MLM loss above it means the model has learned nothing beyond word counts."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for start in range(0, len(tokens), 1 << 24):  # in chunks: the memmap is never read into memory whole
+        counts += np.bincount(tokens[start:start + (1 << 24)], minlength=vocab_size)
+    counts += 1
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
+
+
+def byte_lengths(tokenizer: Tokenizer, vocab_size: int) -> torch.Tensor:
+    """UTF-8 bytes of text each id stands for (0 for special and padding ids), for bits per byte."""
+    lengths = torch.zeros(vocab_size)
+    lengths[:tokenizer.num_ordinary] = torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.num_ordinary)])
+    return lengths
+
+
+def reference_metrics(batches, unigram: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """The unigram line on exactly the validation set's masked positions, and the bytes they cover."""
+    labels = torch.cat([labels[labels != -100] for _, labels in batches])
+    return {"unigram_loss": -unigram[labels].mean().item(), "masked_bytes": lengths[labels].sum().item(),
+            "masked_tokens": len(labels)}
+
+
 def seed_from(*numbers: int) -> int:
     """A well-mixed 63-bit seed from a few integers (numpy's SeedSequence hashing), stable across runs."""
     return int(np.random.SeedSequence(list(numbers)).generate_state(1, dtype=np.uint64)[0] >> 1)

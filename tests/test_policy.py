@@ -12,10 +12,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config, count_kept
-from policy import (CurveFit, LearningLawPolicy, LearningLawPolicyConfig, Task, acceleration_ratio, area_under_curve,
-                    contributions, decoder_contributions, fit_learning_curves, law_check, low_rank,
-                    optimise_policy, policy_flops, project_to_simplex, run, uniform_policy, weighted_mlm_loss)
-from experiments.policy_bench import (compare, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
+from policy import (LearningLawPolicy, LearningLawPolicyConfig, Task, area_under_curve, contributions,
+                    decoder_contributions, law_check, low_rank, optimise_policy, policy_flops, project_to_simplex, run,
+                    uniform_policy, weighted_mlm_loss)
+from experiments.policy_bench import (CurveFit, acceleration_ratio, compare, fit_learning_curves, mlm_examples, perceptron_task, read_wiki_tokens, remap_vocabulary,
                                       reproduction_config, transformer_task)
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -19,6 +19,7 @@ from data.loader import MLMBatches, TokenFile, data_identity, data_tokenizer
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
+import launch
 import train as train_module
 from blimp import blimp_accuracy
 from data.blimp import blimp_subset
@@ -30,8 +31,9 @@ from runfolder import EXIT_INTERRUPTED, claim_out_dir
 from common import make_optimizer
 from grow import grow_model
 from policy import LearningLawPolicyConfig, policy_flops
-from train import (PROBES, TrainConfig, batch_rows, learning_rate, reference_metrics, train,
-                   unigram_log_probs)
+from data.loader import reference_metrics, unigram_log_probs
+from report import PROBES
+from train import TrainConfig, batch_rows, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,9 +105,9 @@ def test_budgeted_run_ends_on_time_with_eval_off_the_clock(tiny_corpus, tmp_path
 def test_keep_minutes_keeps_evaluated_copies_once_across_a_resume(tiny_corpus, tmp_path):
     # 0 is kept before the first step; 1e-6 minutes at the first step boundary past it; 1000 never
     config = tiny_run(tiny_corpus, tmp_path, max_steps=6, eval_interval=1.0, keep_minutes="1e-6,0,1000")
-    train(train_module.replace(config, stop_after_steps=3))
+    train(replace(config, stop_after_steps=3))
     first_copy = (tmp_path / "ckpt-1e-06min.pt").read_bytes()
-    summary = train(train_module.replace(config, resume=True))
+    summary = train(replace(config, resume=True))
     kept = records(tmp_path, "kept")
     assert summary["finished"] and [(r["minutes"], r["step"]) for r in kept] == [(0, 0), (1e-6, 1)]  # not again
     assert (tmp_path / "ckpt-1e-06min.pt").read_bytes() == first_copy and not (tmp_path / "ckpt-1000min.pt").exists()
@@ -337,8 +339,8 @@ def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_
     def ctrl_c_while_preparing(*args):
         os.kill(os.getpid(), signal.SIGINT)
         return None
-    monkeypatch.setattr(train_module, "ensure_prepared", ctrl_c_while_preparing)
-    monkeypatch.setattr(train_module, "attach_data", lambda *args: pytest.fail("went on after Ctrl-C"))
+    monkeypatch.setattr(launch, "ensure_prepared", ctrl_c_while_preparing)
+    monkeypatch.setattr(launch, "data_tokenizer", lambda *args: pytest.fail("went on after Ctrl-C"))
     with pytest.raises(SystemExit) as exit_info:
         train_module.main(["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len",
                            "32", "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6"])
