@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from checkpoint import encoder_from_file, encoder_shape
-from common import PRECISIONS, autocast, resolve_device, training_precision, write_json
+from common import PRECISIONS, autocast, keep_freed_memory, resolve_device, training_precision, write_json
 from data.blimp import (PAIRS_PER_PARADIGM, PARADIGMS, REFERENCE_MODELS, SUMMARY_FILE, BlimpDataError, MinimalPair,
                         blimp_subset, download_blimp, read_blimp, read_references)
 from data.tokenizer import Tokenizer
@@ -309,6 +309,8 @@ def main(argv=None):
         references = read_references(args.blimp_dir)
         model, tokenizer = load_encoder(args)
         device = resolve_device(args.device)
+        if device.type == "cpu":
+            keep_freed_memory()
         model.to(device)
         columns = {}
         columns["model"], throughput = score_model(args, pairs, model, tokenizer, device)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from checkpoint import encoder_from_file, encoder_shape
-from common import PRECISIONS, training_precision, write_json
+from common import PRECISIONS, keep_freed_memory, training_precision, write_json
 from data.glue import TASKS, GlueTask, compute_metrics, download_glue, read_tasks, subsample
 from data.tokenizer import Tokenizer
 from finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
@@ -419,6 +419,8 @@ def main(argv=None):
             sys.exit(f"error: --max-len {args.max_len} exceeds the {arm.name} model's max_seq_len "
                      f"{arm.mlm_model.config.max_seq_len}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        keep_freed_memory()
     print(f"fine-tuning on {device}: {json.dumps(asdict(config))}, lr grid {lr_grid}")
     task_data, skipped = read_tasks(task_names, args.glue_dir, config.max_eval_examples)
     if skipped and not args.skip_missing:

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from common import autocast, make_optimizer, precision_note, synchronize, training_precision
+from common import autocast, keep_freed_memory, make_optimizer, precision_note, synchronize, training_precision
 from config import AUTO_MICRO_BATCH, TrainConfig, max_mask_rate
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, count_kept
 
@@ -85,8 +85,10 @@ def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.op
                    world_size: int) -> tuple[TrainConfig, str]:
     """The config with its machine-dependent flags decided: --precision, --compile (compile_by_default) and
     --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
-    fewer). All processes take the smallest micro-batch any of them found, so they step together. Also returns
+    fewer); on a CPU, freed memory kept for the next step (common.keep_freed_memory). All processes take the smallest micro-batch any of them found, so they step together. Also returns
     how the micro-batch was chosen, for the log."""
+    if device.type == "cpu":
+        keep_freed_memory()
     precision = training_precision(device, config.precision)
     compile_model = compile_by_default(config, device) if config.compile is None else config.compile
     micro_batch_size, how = config.micro_batch_size, "given"

@@ -2,6 +2,9 @@
 search, --plan, and the budget's tokens and passes at start-up. The CUDA paths are forced on CPU."""
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +224,49 @@ def test_start_up_logs_the_tokens_the_budget_consumes_and_warns_above_max_passes
     out = capsys.readouterr()
     assert f"budget: 4 steps = ~{summary['tokens']:,} training tokens = " in out.out
     assert "WARNING: this run will consume" in out.err and "(more than 0.01)" in out.err
+
+
+FAULTS_PER_STEP = """
+import resource, sys
+from dataclasses import replace
+import torch
+from common import keep_freed_memory
+from machine import random_batch
+from model import CramBERT, count_kept, preset_config
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+torch.manual_seed(0)
+model = CramBERT(replace(preset_config("tiny"), vocab_size=16384))  # an 8 MiB embedding: gradients above 128 KiB
+optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+input_ids, labels = random_batch(8, 128, 0.15, 16384, "cpu")
+def step():
+    _, loss = model(input_ids, labels=labels, n_kept=count_kept(8, 128, 0.2))
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+for _ in range(10):
+    step()
+faults = []
+for _ in range(10):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, sorted(faults)[5])  # the median step
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and minor-fault counts are Linux's")
+def test_keeping_freed_memory_stops_every_step_faulting_in_fresh_pages():
+    """Each in a fresh process (the setting is process-wide): plain glibc hands a step's large blocks back to the
+    OS and faults them in again next step; with keep_freed_memory a step reuses them."""
+    def faults_per_step(mode: str) -> tuple[str, float]:  # the median of 10 steps, after 10 warm-up steps
+        result = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr
+        kept, faults = result.stdout.split()
+        return kept, float(faults)
+    kept, faults = faults_per_step("keep")
+    if kept != "True":
+        pytest.skip("not glibc: mallopt is not there")
+    plain = faults_per_step("plain")[1]
+    assert plain > 1000  # 3 000–10 000 here: 4 KiB pages of the gradients and activations, every step
+    assert faults < 50  # 0 here: the median step reuses the blocks the step before freed
