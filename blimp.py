@@ -309,8 +309,7 @@ def main(argv=None):
         references = read_references(args.blimp_dir)
         model, tokenizer = load_encoder(args)
         device = resolve_device(args.device)
-        if device.type == "cpu":
-            keep_freed_memory()
+        keep_freed_memory(device)
         model.to(device)
         columns = {}
         columns["model"], throughput = score_model(args, pairs, model, tokenizer, device)

@@ -132,7 +132,11 @@ def load_checkpoints(config, device) -> tuple[dict | None, dict | None]:
     if checkpoint:
         check_resume_settings(config, checkpoint, path)
     if (checkpoint or init_checkpoint) and is_prepared(config.data_dir):
-        tokenizer = data_tokenizer(config.data_dir)
-        for source, loaded in ((path, checkpoint), (config.init_from, init_checkpoint)):
-            check_tokenizer(loaded, tokenizer, source, config.data_dir)
+        check_run_tokenizers(config, checkpoint, init_checkpoint, data_tokenizer(config.data_dir))
     return checkpoint, init_checkpoint
+
+
+def check_run_tokenizers(config, checkpoint: dict | None, init_checkpoint: dict | None, tokenizer: Tokenizer):
+    """check_tokenizer for a run's --resume and --init-from checkpoints against its prepared folder's tokenizer."""
+    for source, loaded in ((os.path.join(config.out_dir, "ckpt.pt"), checkpoint), (config.init_from, init_checkpoint)):
+        check_tokenizer(loaded, tokenizer, source, config.data_dir)

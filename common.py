@@ -28,14 +28,16 @@ def resolve_device(requested: str) -> torch.device:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
-def keep_freed_memory() -> bool:
-    """On glibc (Linux), keep the memory a CPU step frees for the next step instead of handing it back to the OS.
-    By default glibc serves each block of 128 KiB or more (activations, gradients, logits) with its own mmap and
+def keep_freed_memory(device) -> bool:
+    """On a CPU with glibc (Linux), keep the memory a step frees for the next step instead of handing it back to the
+    OS. By default glibc serves each block of 128 KiB or more (activations, gradients, logits) with its own mmap and
     unmaps it when PyTorch frees it, and trims the heap's free top; the next step's blocks are then fresh pages
     that the kernel must fault in and zero on first touch. On this 2-core CPU that cost the CPU recipe 20% of its
     time (BENCHMARKS.md, "The loop's own work"). Raising the mmap threshold to its ceiling (32 MiB on 64-bit) and
     never trimming keeps those blocks in the heap; the process holds its peak memory until it exits. Returns
-    whether it applied (False off glibc: macOS, Windows, musl)."""
+    whether it applied (False on a GPU, whose memory PyTorch caches itself, and off glibc: macOS, Windows, musl)."""
+    if torch.device(device).type != "cpu":
+        return False
     try:
         libc = ctypes.CDLL(None)
         return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))

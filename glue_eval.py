@@ -419,8 +419,7 @@ def main(argv=None):
             sys.exit(f"error: --max-len {args.max_len} exceeds the {arm.name} model's max_seq_len "
                      f"{arm.mlm_model.config.max_seq_len}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(device)
     print(f"fine-tuning on {device}: {json.dumps(asdict(config))}, lr grid {lr_grid}")
     task_data, skipped = read_tasks(task_names, args.glue_dir, config.max_eval_examples)
     if skipped and not args.skip_missing:

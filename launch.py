@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from blimp import evaluation_pairs
-from checkpoint import check_tokenizer, set_rng_states
+from checkpoint import check_run_tokenizers, set_rng_states
 from common import gradient_scaler, make_optimizer, measure_peak_flops
-from config import TrainConfig, check_resume_data, full_batch_micro_steps
+from config import TrainConfig, check_resume_data
 from data.corpus import ensure_prepared, planned_vocab_size, training_batches
 from data.loader import (TokenFile, byte_lengths, data_identity, data_tokenizer, reference_metrics, train_token_files,
                          unigram_log_probs, validation_batches)
@@ -100,8 +100,7 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
     if config.compile and getattr(model, "module", model) is raw_model:  # compiling failed: eager from now on,
         config = replace(config, compile=False)  # and a growth later does not try (and fail) again
     if rank == 0:
-        announce_machine(config, how, device, world_size,
-                         full_batch_micro_steps(config, world_size) * config.micro_batch_size * world_size)
+        announce_machine(config, how, device, world_size)
     tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
     return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state, tokens_per_second,
                charged_flops_per_token(raw_model, config, policy.config if policy else None),
@@ -120,8 +119,7 @@ def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None,
             print("note: the BPE just learned stopped short of --vocab-size (a small corpus): the model is built again for it")
             tokenizer, run = run.tokenizer, build_model(config, run.rank, run.world_size, run.device, None, None)
             run.tokenizer, config = tokenizer, run.config
-        for source, loaded in ((os.path.join(config.out_dir, "ckpt.pt"), checkpoint), (config.init_from, init_checkpoint)):
-            check_tokenizer(loaded, run.tokenizer, source, config.data_dir)
+        check_run_tokenizers(config, checkpoint, init_checkpoint, run.tokenizer)  # a folder prepared just now
         run.train_data = training_batches(config.data_dir, run.tokenizer, config.seq_len, config.mask_rate, seed=config.seed)
         run.data_identity, run.scaler = data_identity(config.data_dir), gradient_scaler(run.device, config.precision)
         if checkpoint:

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from common import autocast, keep_freed_memory, make_optimizer, precision_note, synchronize, training_precision
-from config import AUTO_MICRO_BATCH, TrainConfig, max_mask_rate
+from config import AUTO_MICRO_BATCH, TrainConfig, full_batch_micro_steps, max_mask_rate
 from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, count_kept
 
 
@@ -85,10 +85,9 @@ def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.op
                    world_size: int) -> tuple[TrainConfig, str]:
     """The config with its machine-dependent flags decided: --precision, --compile (compile_by_default) and
     --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
-    fewer); on a CPU, freed memory kept for the next step (common.keep_freed_memory). All processes take the smallest micro-batch any of them found, so they step together. Also returns
-    how the micro-batch was chosen, for the log."""
-    if device.type == "cpu":
-        keep_freed_memory()
+    fewer). All processes take the smallest micro-batch any of them found, so they step together. On a CPU, freed
+    memory is kept for the next step (common.keep_freed_memory). Also returns how the micro-batch was chosen."""
+    keep_freed_memory(device)
     precision = training_precision(device, config.precision)
     compile_model = compile_by_default(config, device) if config.compile is None else config.compile
     micro_batch_size, how = config.micro_batch_size, "given"
@@ -109,13 +108,13 @@ def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.op
     return config, how
 
 
-def announce_machine(config: TrainConfig, how: str, device, world_size: int, full_batch_rows: int):
+def announce_machine(config: TrainConfig, how: str, device, world_size: int):
     """One log line: what fit_to_machine decided, and why (precision_note)."""
-    micro_rows, threads = config.micro_batch_size * world_size, torch.get_num_threads()
+    accumulation, threads = full_batch_micro_steps(config, world_size), torch.get_num_threads()
     print(f"machine: {device} x{world_size} ({threads} thread{'s' if threads > 1 else ''} each), {config.precision}"
           f"{precision_note(device, config.precision)}, torch.compile {'on' if config.compile else 'off'}, micro-batch "
-          f"{config.micro_batch_size} rows ({how}) x {full_batch_rows // micro_rows} accumulation steps x {world_size} = "
-          f"{full_batch_rows * config.seq_len:,} tokens per full batch")
+          f"{config.micro_batch_size} rows ({how}) x {accumulation} accumulation steps x {world_size} = "
+          f"{accumulation * config.micro_batch_size * world_size * config.seq_len:,} tokens per full batch")
 
 
 def wrap(raw_model: CramBERT, config: TrainConfig, world_size: int, device) -> torch.nn.Module:

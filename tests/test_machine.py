@@ -165,7 +165,7 @@ def test_auto_flags_resolve_without_trials_on_cpu(capsys):
     fitted, how = fit_to_machine(config, model, make_optimizer(model, config), torch.device("cpu"), world_size=1)
     # TrainConfig's default budget is 24 hours: long enough for compile_by_default to compile on a CPU
     assert (fitted.precision, fitted.compile, fitted.micro_batch_size) == ("fp32", True, 48)
-    announce_machine(fitted, how, torch.device("cpu"), world_size=1, full_batch_rows=48)
+    announce_machine(fitted, how, torch.device("cpu"), world_size=1)
     assert "micro-batch 48 rows (auto, not tried off CUDA) x 1 accumulation steps" in capsys.readouterr().out
 
 
@@ -233,7 +233,7 @@ import torch
 from common import keep_freed_memory
 from machine import random_batch
 from model import CramBERT, count_kept, preset_config
-kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+kept = keep_freed_memory("cpu") if sys.argv[1] == "keep" else None
 torch.manual_seed(0)
 model = CramBERT(replace(preset_config("tiny"), vocab_size=16384))  # an 8 MiB embedding: gradients above 128 KiB
 optimizer = torch.optim.AdamW(model.parameters(), fused=True)
