@@ -65,6 +65,7 @@ class BenchConfig:
     eval_interval: float = 0.125  # budget fraction between evaluations
     rewarm: float = 0.0  # share of the schedule over which a grown run's lr climbs back from 0 (0 = carries on)
     restart_schedule: bool = False  # every run its own one-cycle: the small one anneals to 0, the grown one warms up
+    compile: bool = False  # torch.compile every run (train.py's default leaves FLOP budgets eager; ~1 min each to compile)
     seed: int = 0
 
 
@@ -92,7 +93,7 @@ def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
         data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
         seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
         lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
-        log_interval=5, checkpoint_minutes=1e9, progress_bar=False, **settings))
+        log_interval=5, checkpoint_minutes=1e9, progress_bar=False, compile=config.compile, **settings))
     if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
         raise KeyboardInterrupt
     return summary
@@ -164,22 +165,30 @@ def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
     results = {"config": asdict(config), "scratch_final_loss": target, "small_cost": small_cost, "curves": curves,
                "methods": {}}
     for name in curves.keys() - {"scratch", "small"}:
-        row = {"final_loss": curves[name][-1]["val_loss"], "grown_loss": curves[name][0]["val_loss"]}
+        row = {"final_loss": curves[name][-1]["val_loss"], "grown_loss": curves[name][0]["val_loss"],
+               # the first evaluation after growth minus the grown model's loss: > 0 is a rise (a schedule that
+               # warms up again, a fresh optimizer's first steps) that the grown model then has to win back
+               "rise_after_growth": curves[name][1]["val_loss"] - curves[name][0]["val_loss"]
+               if len(curves[name]) > 1 else None}
         for axis in ("flops", "seconds"):
             reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[name]], target)
             row[f"{axis}_to_reach"] = reached
             row[f"{axis}_saved"] = None if reached is None else 1 - reached / total[axis]
             row[f"{axis}_saved_small_given"] = None if reached is None else 1 - (reached - small_cost[axis]) / total[axis]
         results["methods"][name] = row
-    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s; "
-          f"the small model cost {small_cost['flops']:.3g} FLOPs")
+    unigram = curves["scratch"][-1]["unigram_loss"]  # how far past word counts scratch got: the models must have learned
+    results["scratch_ratio_to_unigram"] = target / unigram if unigram else None
+    print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s"
+          + (f" ({target / unigram:.3f} x the unigram line)" if unigram else "")
+          + f"; the small model cost {small_cost['flops']:.3g} FLOPs")
     print_table({name: {key: [value] for key, value in row.items()} for name, row in results["methods"].items()})
     write_json(os.path.join(config.out_dir, "results.json"), results)
     plot(curves, os.path.join(config.out_dir, "curves.png"))
     return results
 
 
-COLUMNS = [("grown_loss", "grown loss", ".4f"), ("final_loss", "final loss", ".4f"),
+COLUMNS = [("grown_loss", "grown loss", ".4f"), ("rise_after_growth", "rise at the next eval", "+.4f"),
+           ("final_loss", "final loss", ".4f"),
            ("flops_saved", "FLOPs saved (small charged)", ".1%"),
            ("flops_saved_small_given", "FLOPs saved (small given)", ".1%"),
            ("seconds_saved", "time saved (small charged)", ".1%")]
@@ -215,7 +224,7 @@ def bench_seeds(config: BenchConfig, seeds: list[int]) -> dict:
                 per_seed.append(json.load(f))
         else:
             per_seed.append(bench(replace(config, seed=seed, out_dir=seed_dir)))
-    rows = {name: {key: [result["methods"][name][key] for result in per_seed] for key, _, _ in COLUMNS}
+    rows = {name: {key: [result["methods"][name].get(key) for result in per_seed] for key, _, _ in COLUMNS}
             for name in per_seed[0]["methods"]}
     rows["scratch"] = {key: [] for key, _, _ in COLUMNS}  # the reference: only its final loss is a number
     rows["scratch"]["final_loss"] = [result["scratch_final_loss"] for result in per_seed]
@@ -284,6 +293,8 @@ def main(argv=None):
     parser.add_argument("--restart-schedule", action="store_true",
                         help="every run its own one-cycle schedule (the small model anneals to 0, the grown one warms "
                              "up again) instead of one schedule shared through growth")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every run (pays for budgets of more than a few minutes a run)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
                         help="comma-separated seeds: the whole comparison once per seed, then mean ± spread")

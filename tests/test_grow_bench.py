@@ -29,10 +29,15 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
     share = results["small_cost"]["flops"] / results["curves"]["scratch"][-1]["flops"]
     assert 0.25 < share < 0.35
     assert results["curves"]["ligo-2"][0]["flops"] > results["curves"]["ligo-1"][0]["flops"]  # operator steps count
-    for row in results["methods"].values():
+    for name, row in results["methods"].items():
         if row["flops_saved"] is not None:
             assert row["flops_saved_small_given"] == pytest.approx(row["flops_saved"] + share)
-    assert "FLOPs saved (small given)" in capsys.readouterr().out
+        curve = results["curves"][name]  # growth, then evaluations every half of the budget
+        assert row["rise_after_growth"] == pytest.approx(curve[1]["val_loss"] - curve[0]["val_loss"])
+    scratch = results["curves"]["scratch"][-1]
+    assert results["scratch_ratio_to_unigram"] == pytest.approx(scratch["val_loss"] / scratch["unigram_loss"])
+    printed = capsys.readouterr().out
+    assert "FLOPs saved (small given)" in printed and "x the unigram line" in printed
     # One one-cycle schedule (lr 3e-3, peak at 0.1) through growth: the small run stops at 0.3 of it with the lr still
     # up; each grown run starts where the small run and its operator left it and only decays from there.
     small = run_config(tmp_path / "bench" / "small")
@@ -78,4 +83,16 @@ def test_table_cells_are_mean_and_spread_over_the_runs_that_reached(capsys):
     print_table({"a": {key: [0.1, 0.3, None] for key, _, _ in COLUMNS}, "b": {key: [] for key, _, _ in COLUMNS}})
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("a | 0.2000 ± 0.1414 (2/3 reached)") and "20.0% ± 14.1% (2/3 reached)" in lines[1]
-    assert lines[2] == "b | – | – | – | – | –"
+    assert lines[2] == "b | – | – | – | – | – | –"  # one cell per column, the rise after growth included
+
+
+def test_compile_flag_reaches_every_run(monkeypatch, tmp_path):
+    # --compile: each train.py run of the comparison is compiled (train.py leaves FLOP budgets eager by default).
+    seen = []
+    monkeypatch.setattr(grow_bench, "bench", lambda config: seen.append(config))
+    grow_bench.main(["--compile", "--out-dir", str(tmp_path / "b")])
+    grow_bench.main(["--out-dir", str(tmp_path / "b")])
+    assert [config.compile for config in seen] == [True, False]
+    monkeypatch.setattr(grow_bench, "train", lambda config: seen.append(config) or {"interrupted": False})
+    grow_bench.train_run(seen[0], "scratch", 1e9, seed=0)
+    assert seen[-1].compile is True and seen[-1].max_flops == 1e9
