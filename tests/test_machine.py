@@ -194,7 +194,7 @@ def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path
                        "--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path / "run"), "--minutes", "10", "--plan",
                        "--no-compile"])
     out = capsys.readouterr()
-    for field in ("device        cpu x1", "precision     fp32", "compile       off", "micro-batch   8 rows x 2",
+    for field in ("device        cpu x1", "precision     fp32", "compile       off", "micro-batch   16 rows x 1",
                   "speed ", "budget        10 min: ~", "corpus        ", "passes ", "checkpoints   every 30 min",
                   "expected end  "):
         assert field in out.out

@@ -358,7 +358,7 @@ def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_
     (["--hours", "nan"], "--hours/--minutes/--seconds gives nan s"),
     (["--max-flops", "inf"], "--max-flops inf: must be a number > 0"),
     (["--vocab-size", "100"], "--vocab-size 100: must be in [260, 65536]"),
-    (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 8 × --seq-len 128"),
+    (["--batch-tokens", "1"], "--batch-tokens 1 is less than one micro-batch (--micro-batch-size 16 × --seq-len 128"),
     (["--micro-batch-size", "0"], "--micro-batch-size 0: must be >= 1"),
     (["--seq-len", "100000"], "--seq-len 100000 is outside [8, 2048]"),
     (["--lr", "0"], "--lr 0: the peak learning rate must be > 0"),
