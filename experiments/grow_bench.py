@@ -65,7 +65,7 @@ class BenchConfig:
     eval_interval: float = 0.125  # budget fraction between evaluations
     rewarm: float = 0.0  # share of the schedule over which a grown run's lr climbs back from 0 (0 = carries on)
     restart_schedule: bool = False  # every run its own one-cycle: the small one anneals to 0, the grown one warms up
-    compile: bool = False  # torch.compile every run (train.py's default leaves FLOP budgets eager; ~1 min each to compile)
+    compile: bool | None = None  # torch.compile every run; None: train.py's default (on CUDA; eager for a CPU's FLOP budgets)
     seed: int = 0
 
 
@@ -177,9 +177,9 @@ def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
             row[f"{axis}_saved_small_given"] = None if reached is None else 1 - (reached - small_cost[axis]) / total[axis]
         results["methods"][name] = row
     unigram = curves["scratch"][-1]["unigram_loss"]  # how far past word counts scratch got: the models must have learned
-    results["scratch_ratio_to_unigram"] = target / unigram if unigram else None
+    ratio = results["scratch_ratio_to_unigram"] = target / unigram if unigram else None
     print(f"\nscratch final held-out loss {target:.4f} after {total['flops']:.3g} FLOPs, {total['seconds']:.0f} s"
-          + (f" ({target / unigram:.3f} x the unigram line)" if unigram else "")
+          + (f" ({ratio:.3f} x the unigram line)" if ratio else "")
           + f"; the small model cost {small_cost['flops']:.3g} FLOPs")
     print_table({name: {key: [value] for key, value in row.items()} for name, row in results["methods"].items()})
     write_json(os.path.join(config.out_dir, "results.json"), results)
@@ -293,8 +293,9 @@ def main(argv=None):
     parser.add_argument("--restart-schedule", action="store_true",
                         help="every run its own one-cycle schedule (the small model anneals to 0, the grown one warms "
                              "up again) instead of one schedule shared through growth")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile every run (pays for budgets of more than a few minutes a run)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=defaults.compile,
+                        help="torch.compile every run (default: train.py's choice, which leaves a CPU's FLOP budgets "
+                             "eager; compiling pays for runs of more than a few minutes)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
                         help="comma-separated seeds: the whole comparison once per seed, then mean ± spread")

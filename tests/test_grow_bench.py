@@ -87,12 +87,14 @@ def test_table_cells_are_mean_and_spread_over_the_runs_that_reached(capsys):
 
 
 def test_compile_flag_reaches_every_run(monkeypatch, tmp_path):
-    # --compile: each train.py run of the comparison is compiled (train.py leaves FLOP budgets eager by default).
+    # --compile: each train.py run of the comparison is compiled (train.py leaves FLOP budgets eager by default);
+    # without the flag train.py decides (None), so a GPU still compiles.
     seen = []
     monkeypatch.setattr(grow_bench, "bench", lambda config: seen.append(config))
     grow_bench.main(["--compile", "--out-dir", str(tmp_path / "b")])
     grow_bench.main(["--out-dir", str(tmp_path / "b")])
-    assert [config.compile for config in seen] == [True, False]
+    grow_bench.main(["--no-compile", "--out-dir", str(tmp_path / "b")])
+    assert [config.compile for config in seen] == [True, None, False]
     monkeypatch.setattr(grow_bench, "train", lambda config: seen.append(config) or {"interrupted": False})
     grow_bench.train_run(seen[0], "scratch", 1e9, seed=0)
     assert seen[-1].compile is True and seen[-1].max_flops == 1e9
