@@ -98,3 +98,15 @@ def test_compile_flag_reaches_every_run(monkeypatch, tmp_path):
     monkeypatch.setattr(grow_bench, "train", lambda config: seen.append(config) or {"interrupted": False})
     grow_bench.train_run(seen[0], "scratch", 1e9, seed=0)
     assert seen[-1].compile is True and seen[-1].max_flops == 1e9
+
+
+def test_runs_take_the_prepared_folders_tokenizer(monkeypatch, tmp_path):
+    # Every run trains with the tokenizer its folder was prepared with, so train.py has no default to warn about
+    # (a 16 k BPE folder under the default gpt2 setting warned on every run); a folder without meta keeps the defaults.
+    (tmp_path / "bpe").mkdir()
+    (tmp_path / "bpe" / "meta.json").write_text(json.dumps({"config": {"tokenizer": "gpt2", "vocab_size": 16384}}))
+    seen = []
+    monkeypatch.setattr(grow_bench, "train", lambda config: seen.append(config) or {"interrupted": False})
+    grow_bench.train_run(BenchConfig(data_dir=str(tmp_path / "bpe"), out_dir=str(tmp_path / "b")), "scratch", 1e9)
+    grow_bench.train_run(BenchConfig(data_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "b")), "scratch", 1e9)
+    assert [(config.tokenizer, config.vocab_size) for config in seen] == [("gpt2", 16384), ("gpt2", 0)]
