@@ -9,8 +9,8 @@ The recipe, all on by default and each a config switch so the ablation study (ex
   - sparse MLM head: vocabulary logits only at the masked positions (Sec. 4.2 "Head block"),
   - scaled sinusoidal position embeddings (Sec. 4.2 "Embedding"),
   - tied input/output embeddings and no dropout during pretraining (Sec. 4.3).
-Attention goes through F.scaled_dot_product_attention (fused kernels); `naive_attention` is the
-readable reference it is tested against.
+Attention goes through F.scaled_dot_product_attention (fused kernels) on GPUs and through the written-out
+`explicit_attention` on CPUs, where it is faster (see `attention`); each is tested against the other.
 """
 import math
 from dataclasses import dataclass
@@ -87,13 +87,27 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
 
-def naive_attention(q, k, v, attention_mask=None):
-    """Textbook softmax(q kᵀ / sqrt(d)) v, the reference for the fused kernel.
-    q, k, v: (B, H, T, D); attention_mask: (B, T) with 1 for real tokens, 0 for padding."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
-    if attention_mask is not None:
-        scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
-    return F.softmax(scores, dim=-1) @ v  # (B, H, T, D)
+def explicit_attention(q, k, v, key_mask=None, dropout_p: float = 0.0):
+    """Textbook softmax(q kᵀ / sqrt(d)) v, written out. The scores and the softmax are fp32 whatever autocast
+    chose for the matmuls, as the fused kernels accumulate them.
+    q, k, v: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token, or None."""
+    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, H, T, T)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, float("-inf"))
+    weights = F.softmax(scores, dim=-1)
+    if dropout_p > 0:
+        weights = F.dropout(weights, dropout_p)
+    return weights.to(v.dtype) @ v  # (B, H, T, D)
+
+
+def attention(q, k, v, key_mask=None, dropout_p: float = 0.0):
+    """On a GPU, PyTorch's fused kernels (FlashAttention and kin: the T x T scores never reach memory). On a CPU,
+    the written-out form: at the CPU recipe's shapes (T = 128, 64-wide heads) the fused CPU kernel's backward
+    alone took a quarter of a compiled training step, while torch.compile fuses the written-out softmax into
+    its neighbours; a step ran ~1.5x faster compiled and ~1.1x (fp32) to ~1.25x (bf16) eager (BENCHMARKS.md)."""
+    if q.device.type == "cpu":
+        return explicit_attention(q, k, v, key_mask, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
 
 
 def rotary_angles(max_seq_len: int, head_dim: int) -> torch.Tensor:
@@ -131,8 +145,7 @@ class SelfAttention(nn.Module):
             q, k = rotate(q, self.angles[:T]), rotate(k, self.angles[:T])
         # A boolean mask broadcast over heads and queries: True where the key is a real token.
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attention(q, k, v, mask, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return F.dropout(self.proj(y), self.dropout, self.training)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from finetune import CramBERTForSequenceClassification
 from model import (PRESETS, CramBERT, ModelConfig, flops_per_token,
-                   model_config_from_dict, naive_attention, preset_config, count_kept)
+                   model_config_from_dict, explicit_attention, preset_config, count_kept)
 
 
 def tiny(**overrides) -> ModelConfig:
@@ -23,14 +23,31 @@ def random_mlm_batch(config, batch=4, seq=32, seed=0):
     return input_ids, labels
 
 
-def test_sdpa_matches_naive_attention_with_padding():
+def test_fused_attention_matches_the_written_out_one_with_padding():
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
-    mask = torch.ones(2, 10, dtype=torch.long)
-    mask[0, 7:] = 0  # first sequence has 3 padding positions
-    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[:, None, None, :])
-    torch.testing.assert_close(fused, naive_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(fused, naive_attention(q, k, v))  # the mask really matters
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g, requires_grad=True) for _ in range(3))
+    key_mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    key_mask[0, ..., 7:] = False  # first sequence has 3 padding positions
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    explicit = explicit_attention(q, k, v, key_mask)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(fused, explicit_attention(q, k, v))  # the mask really matters
+    # the backward too: training on a CPU goes through the written-out form
+    upstream = torch.randn(fused.shape, generator=g)
+    fused_grads = torch.autograd.grad(fused, (q, k, v), upstream)
+    for fused_grad, explicit_grad in zip(fused_grads, torch.autograd.grad(explicit, (q, k, v), upstream)):
+        torch.testing.assert_close(fused_grad, explicit_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_written_out_attention_under_bf16_autocast_is_close_to_fused_fp32():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 16, 32, generator=g) for _ in range(3))
+    reference = F.scaled_dot_product_attention(q, k, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explicit = explicit_attention(q, k, v)
+    assert explicit.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: errors of a few 1e-3 on outputs of order 0.3
+    torch.testing.assert_close(explicit.float(), reference, rtol=0.05, atol=0.02)
 
 
 def test_padding_does_not_change_real_positions():
