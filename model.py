@@ -88,8 +88,9 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 # Building blocks
 
 def explicit_attention(q, k, v, key_mask=None, dropout_p: float = 0.0):
-    """Textbook softmax(q kᵀ / sqrt(d)) v, written out. The scores and the softmax are fp32 whatever autocast
-    chose for the matmuls, as the fused kernels accumulate them.
+    """Textbook softmax(q kᵀ / sqrt(d)) v, written out. The softmax runs in fp32 whatever autocast chose for the
+    matmuls; under bf16 the scores themselves come out of a bf16 matmul, rounded, where the fused kernels keep
+    them in fp32 (the bf16 gradients of both differ from fp32's by the same ~2%: BENCHMARKS.md).
     q, k, v: (B, H, T, D); key_mask: (B, 1, 1, T) bool, True where the key is a real token, or None."""
     scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))  # (B, H, T, T)
     if key_mask is not None:
