@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
 from common import atomic_path, pyplot, write_json
 from config import TrainConfig
-from data.loader import data_tokenizer, read_meta
+from data.loader import data_tokenizer, prepared_tokenizer_settings
 from grow import grow_model, growth_flops, mlm_batches, trained_mask_rate
 from model import preset_config
 from train import train
@@ -89,11 +89,8 @@ def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> lis
 
 def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
     """One train.py run of the comparison, in out_dir/name, stopped at `flops`; `settings` are its own fields."""
-    # The folder is prepared, so its tokenizer is the runs' (given train.py's defaults instead, every run would warn
-    # that "--tokenizer gpt2 only applies to preparing a folder" on a folder prepared with a BPE of its own).
-    prepared = (read_meta(config.data_dir) or {}).get("config", {})
     summary = train(TrainConfig(
-        tokenizer=prepared.get("tokenizer", "gpt2"), vocab_size=prepared.get("vocab_size", 0),
+        **prepared_tokenizer_settings(config.data_dir),  # the folder's own tokenizer: no "only applies" warning
         data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
         seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
         lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
