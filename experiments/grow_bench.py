@@ -18,6 +18,7 @@ the lr up again over a few per cent after growth (default off); --restart-schedu
 of its own instead, the setting of BENCHMARKS.md's first LiGO table.
 
     python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_half --grown-lr 1.5e-3  # grown runs at half the peak
     python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
 """
 import argparse
@@ -60,6 +61,7 @@ class BenchConfig:
     batch_tokens: int = 512  # tokens per optimizer step at full batch (train.py ramps up to it)
     micro_batch_size: int = 8  # rows per forward pass
     lr: float = 3e-3  # peak learning rate of every run (one-cycle over the run's own budget)
+    grown_lr: float = 0.0  # the peak the grown runs' part of the shared schedule is scaled to (0 = lr)
     peak_at: float = 0.1  # budget fraction of the peak: short runs cannot afford cramming's 0.75 warmup
     eval_rows: int = 256  # rows of val.bin in the fixed held-out set (fewer: savings drown in noise)
     eval_interval: float = 0.125  # budget fraction between evaluations
@@ -93,8 +95,9 @@ def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
         **prepared_tokenizer_settings(config.data_dir),  # the folder's own tokenizer: no "only applies" warning
         data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
         seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
-        lr=config.lr, peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
-        log_interval=5, checkpoint_minutes=1e9, progress_bar=False, compile=config.compile, **settings))
+        peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
+        log_interval=5, checkpoint_minutes=1e9, progress_bar=False, compile=config.compile,
+        **{"lr": config.lr, **settings}))
     if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
         raise KeyboardInterrupt
     return summary
@@ -106,6 +109,8 @@ def bench(config: BenchConfig) -> dict:
     (and seconds). Saved compute = 1 - (FLOPs to reach scratch's final loss) / (scratch's FLOPs)."""
     if not set(config.methods) <= {"stack", "net2net", "ligo"}:
         raise ValueError(f"bench compares growth methods stack, net2net and ligo with scratch, not {config.methods}")
+    if not config.grown_lr >= 0:
+        raise ValueError(f"--grown-lr {config.grown_lr:g}: must be >= 0 (0 = --lr)")
     if os.path.exists(config.out_dir) and os.listdir(config.out_dir):
         raise ValueError(f"{config.out_dir} is not empty: train.py appends to logs, so pick a fresh --out-dir")
     big_target = preset_config(config.big, **config.big_overrides)
@@ -152,7 +157,7 @@ def grow_and_train(config: BenchConfig, big_target, small_run: dict, shared: boo
         # The grown run is the rest of the shared schedule: its lr starts where the small run's stopped, moved on by
         # the operator's FLOPs (train.schedule_progress), not at a second warmup's 0.
         summary = train_run(config, name, config.big_flops - spent, init_from=path, seed=config.seed + 1,
-                            rewarm=config.rewarm, schedule_from=spent / config.big_flops if shared else 0.0)
+                            lr=config.grown_lr or config.lr, rewarm=config.rewarm, schedule_from=spent / config.big_flops if shared else 0.0)
         curves[name] = eval_curve(summary["log"], spent, seconds)
     return curves
 
@@ -286,6 +291,8 @@ def main(argv=None):
     parser.add_argument("--batch-tokens", type=int, default=defaults.batch_tokens, help="tokens per step at full batch")
     parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of every run")
+    parser.add_argument("--grown-lr", type=float, default=defaults.grown_lr,
+                        help="peak learning rate the grown runs' part of the shared schedule is scaled to (0: --lr)")
     parser.add_argument("--peak-at", type=float, default=defaults.peak_at, help="budget fraction of the lr peak")
     parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="held-out rows")
     parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval, help="budget between evals")

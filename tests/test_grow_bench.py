@@ -23,7 +23,7 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
                          big_overrides={"n_layer": 2, "n_embd": 128, "n_head": 2, "intermediate_size": 256},
                          big_flops=1.5e10, small_fraction=0.3, methods=("stack", "ligo"), ligo_steps=(2, 1),
                          ligo_rows=2, seq_len=32, batch_tokens=128, micro_batch_size=4, eval_rows=8,
-                         eval_interval=0.5, seed=3)
+                         eval_interval=0.5, seed=3, grown_lr=1.5e-3)
     results = bench(config)
     assert set(results["methods"]) == {"stack", "ligo-2", "ligo-1"} and not results["config"]["shared_qkv"]
     share = results["small_cost"]["flops"] / results["curves"]["scratch"][-1]["flops"]
@@ -39,14 +39,16 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FLOPs saved (small given)" in printed and "x the unigram line" in printed
     # One one-cycle schedule (lr 3e-3, peak at 0.1) through growth: the small run stops at 0.3 of it with the lr still
-    # up; each grown run starts where the small run and its operator left it and only decays from there.
+    # up; each grown run starts where the small run and its operator left it and only decays from there, at the
+    # scale of its own peak (--grown-lr 1.5e-3; scratch keeps --lr).
     small = run_config(tmp_path / "bench" / "small")
     assert small.schedule_to == 0.3 and learning_rate(small, 1.0, 0) == pytest.approx(3e-3 * 0.7 / 0.9)
     for name in ("stack", "ligo-2"):
         grown = run_config(tmp_path / "bench" / name)
         start = results["curves"][name][0]["flops"] / config.big_flops  # the small model's and the operator's share
         assert grown.schedule_from == pytest.approx(start) and start >= 0.3
-        assert learning_rate(grown, 0.0, 0) == pytest.approx(3e-3 * (1 - start) / 0.9)  # no warmup from 0
+        assert learning_rate(grown, 0.0, 0) == pytest.approx(1.5e-3 * (1 - start) / 0.9)  # no warmup from 0
+    assert run_config(tmp_path / "bench" / "scratch").lr == 3e-3
 
 
 def run_config(run_dir) -> TrainConfig:
@@ -110,3 +112,9 @@ def test_runs_take_the_prepared_folders_tokenizer(monkeypatch, tmp_path):
     grow_bench.train_run(BenchConfig(data_dir=str(tmp_path / "bpe"), out_dir=str(tmp_path / "b")), "scratch", 1e9)
     grow_bench.train_run(BenchConfig(data_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "b")), "scratch", 1e9)
     assert [(config.tokenizer, config.vocab_size) for config in seen] == [("gpt2", 16384), ("gpt2", 0)]
+
+
+def test_a_negative_grown_lr_is_refused_before_any_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(grow_bench, "train", lambda config: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match=r"error: --grown-lr -1: must be >= 0 \(0 = --lr\)"):
+        grow_bench.main(["--grown-lr", "-1", "--out-dir", str(tmp_path / "b")])
