@@ -25,6 +25,17 @@ from data.tokenizer import Tokenizer, embedding_rows
 WAIT_SECONDS = 1.0  # how often a reader waiting for the next part looks for it
 
 
+def prepared_tokenizer_settings(meta: dict | None) -> dict:
+    """The --tokenizer and --vocab-size a folder was prepared with (its meta.json: data.loader.read_meta), as
+    TrainConfig fields; {} for a folder not prepared yet. Code that builds a TrainConfig for a prepared folder
+    passes these: with train.py's defaults instead, every run on a folder with a BPE of its own would get
+    check_prepared_folder's warning that "--tokenizer gpt2 only applies to preparing a folder"."""
+    prepared = (meta or {}).get("config")
+    if not prepared:
+        return {}
+    return {"tokenizer": prepared.get("tokenizer", "gpt2"), "vocab_size": prepared.get("vocab_size", 0)}
+
+
 def check_prepared_folder(config: TrainConfig, meta: dict | None):
     """Settings that only matter for preparing --data-dir, against a folder already prepared: another filter is
     refused (it is part of the recipe); another tokenizer cannot be applied, so it gets a warning, not silence
@@ -35,11 +46,12 @@ def check_prepared_folder(config: TrainConfig, meta: dict | None):
     if prepared["max_tokens_per_char"] != config.max_tokens_per_char:
         raise ValueError(f"{config.data_dir} was prepared with max_tokens_per_char={prepared['max_tokens_per_char']}, "
                          f"not {config.max_tokens_per_char}: pass that value or prepare another folder")
+    made_with = prepared_tokenizer_settings(meta)
     if config.vocab_size:
-        asked, same = f"--vocab-size {config.vocab_size}", config.vocab_size == prepared.get("vocab_size", 0)
+        asked, same = f"--vocab-size {config.vocab_size}", config.vocab_size == made_with["vocab_size"]
     else:
-        asked, same = f"--tokenizer {config.tokenizer}", not prepared.get("vocab_size") and \
-            os.path.realpath(config.tokenizer) == os.path.realpath(prepared.get("tokenizer", "gpt2"))
+        asked, same = f"--tokenizer {config.tokenizer}", not made_with["vocab_size"] and \
+            os.path.realpath(config.tokenizer) == os.path.realpath(made_with["tokenizer"])
     if not same:
         print(f"warning: {config.data_dir} is already prepared, with tokenizer {meta.get('tokenizer', 'gpt2')!r}: "
               f"{asked} only applies to preparing a folder, so it is ignored (prepare another --data-dir for it)",

@@ -50,17 +50,6 @@ def read_meta(data_dir: str) -> dict | None:
         return json.load(f)
 
 
-def prepared_tokenizer_settings(data_dir: str) -> dict:
-    """The --tokenizer and --vocab-size a folder was prepared with, as TrainConfig fields ({} when it is not
-    prepared yet). Code that builds a TrainConfig for a prepared folder passes these: with train.py's defaults
-    instead, every run on a folder with a BPE of its own would warn that "--tokenizer gpt2 only applies to
-    preparing a folder" (data.corpus.check_prepared_folder)."""
-    prepared = (read_meta(data_dir) or {}).get("config")
-    if not prepared:
-        return {}
-    return {"tokenizer": prepared.get("tokenizer", "gpt2"), "vocab_size": prepared.get("vocab_size", 0)}
-
-
 def is_prepared(data_dir: str) -> bool:
     """Whether training can start on data_dir: train.bin, or part 0 (which is written after val.bin)."""
     return os.path.isfile(os.path.join(data_dir, "train.bin")) or os.path.isfile(part_path(data_dir, 0))

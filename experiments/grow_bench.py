@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
 from common import atomic_path, pyplot, write_json
 from config import TrainConfig
-from data.loader import data_tokenizer, prepared_tokenizer_settings
+from data.corpus import prepared_tokenizer_settings
+from data.loader import data_tokenizer, read_meta
 from grow import grow_model, growth_flops, mlm_batches, trained_mask_rate
 from model import preset_config
 from train import train
@@ -92,7 +93,7 @@ def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> lis
 def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
     """One train.py run of the comparison, in out_dir/name, stopped at `flops`; `settings` are its own fields."""
     summary = train(TrainConfig(
-        **prepared_tokenizer_settings(config.data_dir),  # the folder's own tokenizer: no "only applies" warning
+        **prepared_tokenizer_settings(read_meta(config.data_dir)),  # its own tokenizer: no "only applies" warning
         data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
         seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
         peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
@@ -157,7 +158,8 @@ def grow_and_train(config: BenchConfig, big_target, small_run: dict, shared: boo
         # The grown run is the rest of the shared schedule: its lr starts where the small run's stopped, moved on by
         # the operator's FLOPs (train.schedule_progress), not at a second warmup's 0.
         summary = train_run(config, name, config.big_flops - spent, init_from=path, seed=config.seed + 1,
-                            lr=config.grown_lr or config.lr, rewarm=config.rewarm, schedule_from=spent / config.big_flops if shared else 0.0)
+                            lr=config.grown_lr or config.lr, rewarm=config.rewarm,
+                            schedule_from=spent / config.big_flops if shared else 0.0)
         curves[name] = eval_curve(summary["log"], spent, seconds)
     return curves
 

@@ -14,7 +14,8 @@ from dataclasses import asdict, replace
 
 from common import pyplot, write_json
 from config import AUTO_MICRO_BATCH, TrainConfig
-from data.loader import prepared_tokenizer_settings
+from data.corpus import prepared_tokenizer_settings
+from data.loader import read_meta
 from scaling import ScalingLaw, best_candidate, candidates, fit_flags, fit_law, report_fit, size_overrides
 from train import train
 
@@ -96,7 +97,7 @@ def main(argv=None):
     # Only the final loss enters the fit, so evaluate four times per run rather than twenty.
     base = TrainConfig(data_dir=args.data_dir, batch_tokens=args.batch_tokens, lr=args.lr, device=args.device,
                        micro_batch_size=args.micro_batch_size, seed=args.seed, eval_interval=0.25,
-                       progress_bar=False, **prepared_tokenizer_settings(args.data_dir),
+                       progress_bar=False, **prepared_tokenizer_settings(read_meta(args.data_dir)),
                        **({"corpus": args.corpus} if args.corpus else {}))
     try:
         points = sweep([float(c) for c in args.flops.split(",")], base, args.out_dir, args.sizes)

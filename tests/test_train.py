@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import fake_c4, synthetic_documents
-from data.loader import MLMBatches, TokenFile, data_identity, data_tokenizer, prepared_tokenizer_settings
+from data.loader import MLMBatches, TokenFile, data_identity, data_tokenizer, read_meta
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
@@ -26,7 +26,7 @@ from data.blimp import blimp_subset
 from checkpoint import (load_checkpoint, model_checkpoint, model_from_checkpoint,
                         save_checkpoint)
 from config import check_resume
-from data.corpus import ensure_prepared
+from data.corpus import ensure_prepared, prepared_tokenizer_settings
 from runfolder import EXIT_INTERRUPTED, claim_out_dir
 from common import make_optimizer
 from grow import grow_model
@@ -442,14 +442,14 @@ def test_a_config_built_in_code_takes_the_prepared_folders_tokenizer(tiny_corpus
     (tmp_path / "corpus.txt").write_text((tiny_corpus.parent / "corpus.txt").read_text()[:20_000])
     prepare(PrepareConfig(corpus=str(tmp_path / "corpus.txt"), out_dir=str(tmp_path / "bpe"), vocab_size=320,
                           val_fraction=0.2, max_tokens_per_char=0))
-    settings = prepared_tokenizer_settings(str(tmp_path / "bpe"))
+    settings = prepared_tokenizer_settings(read_meta(str(tmp_path / "bpe")))
     assert settings == {"tokenizer": "gpt2", "vocab_size": 320}  # our BPE is trained from vocab_size; gpt2 is unused
     capsys.readouterr()
     ensure_prepared(TrainConfig(data_dir=str(tmp_path / "bpe"), max_tokens_per_char=0), 0, 1.0)  # the defaults warn
     assert "--tokenizer gpt2 only applies to preparing a folder" in capsys.readouterr().err
     ensure_prepared(TrainConfig(data_dir=str(tmp_path / "bpe"), max_tokens_per_char=0, **settings), 0, 1.0)
     assert capsys.readouterr().err == ""
-    assert prepared_tokenizer_settings(str(tmp_path / "empty")) == {}  # not prepared: train.py's defaults stay
+    assert prepared_tokenizer_settings(read_meta(str(tmp_path / "empty"))) == {}  # not prepared: train.py's defaults stay
 
 
 def test_missing_data_names_the_fix(tmp_path):
