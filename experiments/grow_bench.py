@@ -20,6 +20,12 @@ of its own instead, the setting of BENCHMARKS.md's first LiGO table.
     python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rewarm --rewarm 0.02     # re-warm after growth
     python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_half --grown-lr 1.5e-3  # grown runs at half the peak
     python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_rows32 --ligo-steps 25,5 --ligo-rows 32
+
+--scratch-from reuses an earlier comparison's scratch run (the settings are checked), so that another
+--small-fraction costs only the small and grown runs:
+
+    python -m experiments.grow_bench --data-dir data/cache/wiki00 --out-dir runs/grow_small50 --small-fraction 0.5 \
+        --seeds 0,1,2 --scratch-from 'runs/grow_seeds/seed-{seed}/scratch'
 """
 import argparse
 import json
@@ -69,6 +75,7 @@ class BenchConfig:
     rewarm: float = 0.0  # share of the schedule over which a grown run's lr climbs back from 0 (0 = carries on)
     restart_schedule: bool = False  # every run its own one-cycle: the small one anneals to 0, the grown one warms up
     compile: bool | None = None  # torch.compile every run; None: train.py's default (on CUDA; eager for a CPU's FLOP budgets)
+    scratch_from: str = ""  # an earlier comparison's scratch folder to reuse ("{seed}" = the seed); "" = train it
     seed: int = 0
 
 
@@ -90,18 +97,49 @@ def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> lis
              "unigram_loss": r.get("unigram_loss")} for r in records if r["kind"] == "eval"]
 
 
-def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
-    """One train.py run of the comparison, in out_dir/name, stopped at `flops`; `settings` are its own fields."""
-    summary = train(TrainConfig(
+def run_settings(config: BenchConfig, name: str, flops: float, **settings) -> dict:
+    """The TrainConfig fields the comparison sets for one run, in out_dir/name, stopped at `flops`; `settings` are
+    its own fields (everything else is train.py's default)."""
+    return dict(
         **prepared_tokenizer_settings(read_meta(config.data_dir)),  # its own tokenizer: no "only applies" warning
         data_dir=config.data_dir, out_dir=os.path.join(config.out_dir, name), budget_seconds=0, max_flops=flops,
         seq_len=config.seq_len, batch_tokens=config.batch_tokens, micro_batch_size=config.micro_batch_size,
         peak_at=config.peak_at, eval_rows=config.eval_rows, eval_interval=config.eval_interval,
         log_interval=5, checkpoint_minutes=1e9, progress_bar=False, compile=config.compile,
-        **{"lr": config.lr, **settings}))
+        **{"lr": config.lr, **settings})
+
+
+def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
+    """One train.py run of the comparison (run_settings)."""
+    summary = train(TrainConfig(**run_settings(config, name, flops, **settings)))
     if summary["interrupted"]:  # train.py caught Ctrl-C / SIGTERM: stop here, not at the next run
         raise KeyboardInterrupt
     return summary
+
+
+def reused_scratch(config: BenchConfig, expected: dict) -> dict:
+    """The finished scratch run in config.scratch_from ("{seed}" becomes the seed), as train_run would return it,
+    after checking that its log holds every setting this comparison would give its own scratch run (`expected`,
+    run_settings; the folder and the tokenizer fields aside). A sweep over --small-fraction then trains scratch once per seed."""
+    folder = config.scratch_from.format(seed=config.seed)
+    log_path = os.path.join(folder, "log.jsonl")
+    if not os.path.isfile(log_path):
+        raise FileNotFoundError(f"--scratch-from {folder}: no log.jsonl there (a grow_bench scratch run's folder)")
+    with open(log_path) as f:
+        records = [json.loads(line) for line in f]
+    logged = records[0]["config"]
+    # The folder differs by design; the tokenizer fields only apply when train.py prepares a folder (the runs read
+    # data_dir's own tokenizer), and runs logged before train_run passed them carry the defaults.
+    ignored = {"out_dir", "tokenizer", "vocab_size"}
+    as_logged = json.loads(json.dumps({key: value for key, value in expected.items() if key not in ignored}))
+    differing = {key: (logged.get(key), value) for key, value in as_logged.items() if logged.get(key) != value}
+    if differing:
+        raise ValueError(f"--scratch-from {folder} is another run: " + ", ".join(
+            f"{key} {was!r} there, {now!r} here" for key, (was, now) in sorted(differing.items())))
+    if not any(r["kind"] == "summary" and r.get("finished") for r in records):
+        raise ValueError(f"--scratch-from {folder}: that run did not finish its budget")
+    print(f"scratch: reused from {folder} (its settings match; its seconds were measured under that run's load)")
+    return {"log": log_path}
 
 
 def bench(config: BenchConfig) -> dict:
@@ -115,9 +153,12 @@ def bench(config: BenchConfig) -> dict:
     if os.path.exists(config.out_dir) and os.listdir(config.out_dir):
         raise ValueError(f"{config.out_dir} is not empty: train.py appends to logs, so pick a fresh --out-dir")
     big_target = preset_config(config.big, **config.big_overrides)
-    print(f"scratch: {config.big} {config.big_overrides} for {config.big_flops:.3g} FLOPs")
-    scratch = train_run(config, "scratch", config.big_flops, preset=config.big,
-                        model_overrides=config.big_overrides, seed=config.seed)
+    scratch_settings = dict(preset=config.big, model_overrides=config.big_overrides, seed=config.seed)
+    if config.scratch_from:
+        scratch = reused_scratch(config, run_settings(config, "scratch", config.big_flops, **scratch_settings))
+    else:
+        print(f"scratch: {config.big} {config.big_overrides} for {config.big_flops:.3g} FLOPs")
+        scratch = train_run(config, "scratch", config.big_flops, **scratch_settings)
     curves = {"scratch": eval_curve(scratch["log"], 0.0, 0.0)}
     print(f"small: {config.small} {config.small_overrides} for {config.small_fraction * config.big_flops:.3g} FLOPs")
     shared = not config.restart_schedule  # one schedule over big_flops: the small run is its first small_fraction
@@ -306,6 +347,9 @@ def main(argv=None):
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=defaults.compile,
                         help="torch.compile every run (default: train.py's choice, which leaves a CPU's FLOP budgets "
                              "eager; compiling pays for runs of more than a few minutes)")
+    parser.add_argument("--scratch-from", default=defaults.scratch_from,
+                        help="reuse the finished scratch run in this folder of an earlier comparison with the same "
+                             "settings ({seed} is replaced by the seed) instead of training it again")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of every run")
     parser.add_argument("--seeds", type=lambda text: [int(s) for s in text.split(",")],
                         help="comma-separated seeds: the whole comparison once per seed, then mean ± spread")

@@ -118,3 +118,43 @@ def test_a_negative_grown_lr_is_refused_before_any_run(monkeypatch, tmp_path):
     monkeypatch.setattr(grow_bench, "train", lambda config: pytest.fail("a run started"))
     with pytest.raises(SystemExit, match=r"error: --grown-lr -1: must be >= 0 \(0 = --lr\)"):
         grow_bench.main(["--grown-lr", "-1", "--out-dir", str(tmp_path / "b")])
+
+
+def test_scratch_is_reused_only_from_a_finished_run_with_the_same_settings(monkeypatch, tmp_path):
+    # --scratch-from: a sweep over --small-fraction trains scratch once per seed. The old run must hold every setting
+    # this comparison would give its scratch run (a run logged before the tokenizer fields were passed counts) and
+    # must have finished; "{seed}" picks each seed's folder.
+    config = BenchConfig(data_dir=str(tmp_path / "data"), out_dir=str(tmp_path / "new"), seed=2,
+                         scratch_from=str(tmp_path / "old-{seed}"))
+    settings = grow_bench.run_settings(config, "scratch", config.big_flops, preset=config.big,
+                                       model_overrides=config.big_overrides, seed=2)
+    logged = {**settings, "out_dir": "elsewhere", "vocab_size": 0, "precision": "bf16"}  # train.py adds its defaults
+
+    def write_log(config_record, finished=True):
+        (tmp_path / "old-2").mkdir(exist_ok=True)
+        records = [{"kind": "config", "config": config_record},
+                   {"kind": "eval", "flops": 1e9, "elapsed": 1.0, "val_loss": 5.0},
+                   {"kind": "summary", "finished": finished, "interrupted": not finished}]
+        (tmp_path / "old-2" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    with pytest.raises(FileNotFoundError, match="old-2: no log.jsonl"):
+        grow_bench.reused_scratch(config, settings)
+    write_log(logged)
+    assert grow_bench.reused_scratch(config, settings) == {"log": str(tmp_path / "old-2" / "log.jsonl")}
+    write_log({**logged, "lr": 1e-3})
+    with pytest.raises(ValueError, match=r"another run: lr 0.001 there, 0.003 here"):
+        grow_bench.reused_scratch(config, settings)
+    write_log(logged, finished=False)
+    with pytest.raises(ValueError, match="did not finish"):
+        grow_bench.reused_scratch(config, settings)
+    # In the comparison: scratch is read, never trained; the small model is the first run.
+    write_log(logged)
+    trained = []
+
+    def fake_train_run(config, name, flops, **settings):
+        trained.append(name)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(grow_bench, "train_run", fake_train_run)
+    with pytest.raises(KeyboardInterrupt):
+        bench(config)
+    assert trained == ["small"]
