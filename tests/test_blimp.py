@@ -85,9 +85,8 @@ def test_word_masks_on_a_hand_made_example(tokenizer):
     assert masked_positions(starts, "plain") == [[i] for i in range(9)]
 
 
-def reference_pll(model, tokenizer, sentence, masks) -> float:
+def reference_pll(model, tokenizer, ids, masks) -> float:
     """One forward per scored token, the dense logits everywhere: sum of log p(token i) with masks[i] hidden."""
-    ids = tokenizer.encode(sentence)
     row = [tokenizer.cls_id, *ids, tokenizer.sep_id]
     total = 0.0
     for i, positions in enumerate(masks):
@@ -98,23 +97,34 @@ def reference_pll(model, tokenizer, sentence, masks) -> float:
     return total
 
 
-def test_batched_pll_equals_a_loop_of_single_mask_forwards(model, tokenizer):
+@pytest.mark.parametrize("leading_space", [True, False])
+def test_batched_pll_equals_a_loop_of_single_mask_forwards(model, tokenizer, leading_space):
     sentences = ["the cat sat on the mat.", "the zebra sat.", "the dog sits.", "the cat sat"]  # 7, 9, 4, 3 tokens
     model.train()
     with torch.no_grad():
-        plain = sentence_scores(model, tokenizer, sentences, "cpu", pll="plain", batch_rows=5)  # several batches
-        word = sentence_scores(model, tokenizer, sentences, "cpu", pll="word", batch_rows=64)
+        plain = sentence_scores(model, tokenizer, sentences, "cpu", pll="plain", batch_rows=5,  # several batches
+                                leading_space=leading_space)
+        word = sentence_scores(model, tokenizer, sentences, "cpu", pll="word", batch_rows=64,
+                               leading_space=leading_space)
         assert model.training  # restored after scoring in eval mode
         model.eval()
-        expected_plain = [reference_pll(model, tokenizer, s, [[i] for i in range(len(tokenizer.encode(s)))])
-                          for s in sentences]
-        expected_word = [reference_pll(model, tokenizer, s, masked_positions(
-            word_starts(tokenizer, tokenizer.encode(s)), "word")) for s in sentences]
+        # the default scores " " + sentence: its first word as it stands in running text
+        encoded = [tokenizer.encode(" " * leading_space + s) for s in sentences]
+        expected_plain = [reference_pll(model, tokenizer, ids, [[i] for i in range(len(ids))]) for ids in encoded]
+        expected_word = [reference_pll(model, tokenizer, ids, masked_positions(word_starts(tokenizer, ids), "word"))
+                         for ids in encoded]
     np.testing.assert_allclose(plain, expected_plain, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(word, expected_word, rtol=1e-5, atol=1e-4)
     assert word[3] == pytest.approx(plain[3], abs=1e-5)  # one token a word: the two variants agree
     assert abs(word[1] - plain[1]) > 1e-3  # a split word: they differ
     assert all(score < 0 for score in plain)
+
+
+def test_the_leading_space_makes_the_first_word_its_running_text_token(tokenizer):
+    assert [tokenizer.token_bytes(i) for i in encode_sentence(tokenizer, "the cat sat.", 32)] == [b" the", b" cat",
+                                                                                                   b" sat", b"."]
+    assert [tokenizer.token_bytes(i) for i in encode_sentence(tokenizer, "the cat sat.", 32, leading_space=False)
+            ] == [b"the", b" cat", b" sat", b"."]
 
 
 def test_blimp_accuracy_compares_the_two_sentences(model, tokenizer, tmp_path):
@@ -237,7 +247,8 @@ def test_main_scores_a_checkpoint_beside_the_ngram_and_the_references(model, tok
                  str(tmp_path / "tokens"), "--ngram-order", "3", "--out", str(tmp_path / "blimp.json")]
     with pytest.raises(SystemExit, match="error: .*65 of the 67 paradigm files are missing"):
         blimp.main(arguments)
-    blimp.main(arguments + ["--skip-missing", "--max-pairs", "2"])
+    # one-sentence documents: each sentence is seen as written, without the leading space the scorer adds by default
+    blimp.main(arguments + ["--skip-missing", "--max-pairs", "2", "--no-leading-space"])
     result = json.loads((tmp_path / "blimp.json").read_text())
     assert result["partial"] and len(result["missing"]) == 65 and result["pairs"] == 4
     assert set(result["results"]) == {"model", "n-gram", "5-gram", "LSTM", "TXL", "GPT-2"}
@@ -250,7 +261,7 @@ def test_main_scores_a_checkpoint_beside_the_ngram_and_the_references(model, tok
     assert result["config"]["precision_used"] == "fp32" and result["config"]["max_pairs"] == 2
     random_init = blimp.main(["--random-init", str(tmp_path / "ckpt.pt"), "--blimp-dir", str(folder),
                               "--skip-missing", "--pll", "plain"])
-    assert random_init["config"]["random_init"] == str(tmp_path / "ckpt.pt")
+    assert random_init["config"]["random_init"] == str(tmp_path / "ckpt.pt") and random_init["config"]["leading_space"]
 
 
 def test_download_from_a_mirror_checks_every_file(tmp_path):
