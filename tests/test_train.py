@@ -218,7 +218,8 @@ def test_the_lock_is_never_empty_so_a_run_starting_at_the_same_instant_is_refuse
                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         deadline = time.time() + 30
-        while time.time() < deadline and not any(p.name.startswith("LOCK") for p in tmp_path.iterdir()):
+        # LOCK itself, not the LOCK.<pid> it is linked from: seen alone, that would let this claim win the race
+        while time.time() < deadline and not (tmp_path / "LOCK").exists():
             time.sleep(0.01)
         with pytest.raises(ValueError, match=f"in use by a live run \\(pid {other.pid}"):
             claim_out_dir(str(tmp_path), False, False)
