@@ -70,9 +70,10 @@ def evaluation_pairs(blimp_dir: str, pairs_per_paradigm: int) -> list[MinimalPai
 # ----------------------------------------------------------------------------------------------------
 # Pseudo-log-likelihood: tokens, masks and batched scoring
 
-def encode_sentence(tokenizer: Tokenizer, sentence: str, max_seq_len: int, leading_space: bool = True) -> list[int]:
+def encode_sentence(tokenizer: Tokenizer, sentence: str, max_seq_len: int | None,
+                    leading_space: bool = True) -> list[int]:
     """The sentence's ids; an error naming it when the tokenizer loses something (it does not decode back to
-    the same text) or when it does not fit the model beside [CLS] and [SEP].
+    the same text) or when it does not fit the model beside [CLS] and [SEP] (max_seq_len None: no model, the n-gram).
 
     leading_space: encode " " + sentence, so that the first word is the token it is inside running text ("Who"
     alone is "Wh|o" in our 16 k BPE, " Who" one piece). Pretraining rows start mid-document, where a sentence
@@ -83,7 +84,7 @@ def encode_sentence(tokenizer: Tokenizer, sentence: str, max_seq_len: int, leadi
     if tokenizer.decode(ids) != text:
         raise BlimpDataError(f"the tokenizer {tokenizer.name} cannot encode {sentence!r}: it decodes back as "
                              f"{tokenizer.decode(ids)!r}")
-    if len(ids) + 2 > max_seq_len:
+    if max_seq_len is not None and len(ids) + 2 > max_seq_len:
         raise BlimpDataError(f"{sentence!r} is {len(ids)} tokens: with [CLS] and [SEP] more than the model's "
                              f"max_seq_len {max_seq_len}")
     return ids
@@ -159,8 +160,9 @@ def sentence_scores(model: CramBERT, tokenizer: Tokenizer, sentences: list[str],
                     pll: str = "word", batch_rows: int = 1024, progress: bool = False,
                     leading_space: bool = True) -> np.ndarray:
     """Each sentence's pseudo-log-likelihood in nats (float64): the sum over its tokens of log p(token) with the
-    token masked (and, for pll="word", its word's later pieces; leading_space: encode_sentence). All masked copies of many sentences run as
-    one padded batch of ~batch_rows rows, in eval mode (restored afterwards) under the precision's autocast."""
+    token masked (and, for pll="word", its word's later pieces; leading_space: encode_sentence). All masked
+    copies of many sentences run as one padded batch of ~batch_rows rows, in eval mode (restored afterwards)
+    under the precision's autocast."""
     device = torch.device(device)
     precision = training_precision(device, precision)
     encoded = [encode_sentence(tokenizer, sentence, model.config.max_seq_len, leading_space) for sentence in sentences]
@@ -256,7 +258,7 @@ def score_ngram(args, pairs, tokenizer) -> tuple[dict, dict]:
     start = time.perf_counter()
     streams = ngram_streams(args.ngram_data, tokenizer, args.ngram_max_tokens)
     ngram = KneserNey(streams, args.ngram_order, tokenizer.num_tokens)
-    encoded = [tokenizer.encode(" " * args.leading_space + sentence)  # the same tokens as the encoder scores
+    encoded = [encode_sentence(tokenizer, sentence, None, args.leading_space)  # the tokens the encoder scores
                for sentence in [pair.good for pair in pairs] + [pair.bad for pair in pairs]]
     scores = ngram.sentence_log_probs(encoded, tokenizer.sep_id)
     about = {"data": args.ngram_data, "order": args.ngram_order, "tokens": ngram.num_tokens,

@@ -120,7 +120,8 @@ def train_run(config: BenchConfig, name: str, flops: float, **settings) -> dict:
 def reused_scratch(config: BenchConfig, expected: dict) -> dict:
     """The finished scratch run in config.scratch_from ("{seed}" becomes the seed), as train_run would return it,
     after checking that its log holds every setting this comparison would give its own scratch run (`expected`,
-    run_settings; the folder and the tokenizer fields aside). A sweep over --small-fraction then trains scratch once per seed."""
+    run_settings; the folder and the tokenizer fields aside). A sweep over --small-fraction then trains scratch
+    once per seed."""
     folder = config.scratch_from.format(seed=config.seed)
     log_path = os.path.join(folder, "log.jsonl")
     if not os.path.isfile(log_path):
