@@ -90,6 +90,11 @@ def flops_to_reach(curve: list[tuple[float, float]], loss: float) -> float | Non
     return None
 
 
+def largest_rise(losses: list[float]) -> float | None:
+    """The largest increase between consecutive evaluations; None with fewer than two."""
+    return max((after - before for before, after in zip(losses, losses[1:])), default=None)
+
+
 def eval_curve(log_path: str, flops_offset: float, seconds_offset: float) -> list[dict]:
     with open(log_path) as f:
         records = [json.loads(line) for line in f]
@@ -219,7 +224,10 @@ def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
                # the first evaluation after growth minus the grown model's loss: > 0 is a rise (a schedule that
                # warms up again, a fresh optimizer's first steps) that the grown model then has to win back
                "rise_after_growth": curves[name][1]["val_loss"] - curves[name][0]["val_loss"]
-               if len(curves[name]) > 1 else None}
+               if len(curves[name]) > 1 else None,
+               # the largest step up anywhere in the curve from growth on (< 0: every evaluation lower than the one
+               # before): a re-warmup (--rewarm) can move the rise to a later evaluation instead of removing it
+               "largest_rise": largest_rise([point["val_loss"] for point in curves[name]])}
         for axis in ("flops", "seconds"):
             reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[name]], target)
             row[f"{axis}_to_reach"] = reached
@@ -238,6 +246,7 @@ def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
 
 
 COLUMNS = [("grown_loss", "grown loss", ".4f"), ("rise_after_growth", "rise at the next eval", "+.4f"),
+           ("largest_rise", "largest rise after growth", "+.4f"),
            ("final_loss", "final loss", ".4f"),
            ("flops_saved", "FLOPs saved (small charged)", ".1%"),
            ("flops_saved_small_given", "FLOPs saved (small given)", ".1%"),

@@ -34,6 +34,8 @@ def test_bench_reports_both_accountings(tiny_corpus, tmp_path, capsys):
             assert row["flops_saved_small_given"] == pytest.approx(row["flops_saved"] + share)
         curve = results["curves"][name]  # growth, then evaluations every half of the budget
         assert row["rise_after_growth"] == pytest.approx(curve[1]["val_loss"] - curve[0]["val_loss"])
+        steps = [after["val_loss"] - before["val_loss"] for before, after in zip(curve, curve[1:])]
+        assert row["largest_rise"] == pytest.approx(max(steps)) and row["largest_rise"] >= row["rise_after_growth"]
     scratch = results["curves"]["scratch"][-1]
     assert results["scratch_ratio_to_unigram"] == pytest.approx(scratch["val_loss"] / scratch["unigram_loss"])
     printed = capsys.readouterr().out
@@ -85,7 +87,15 @@ def test_table_cells_are_mean_and_spread_over_the_runs_that_reached(capsys):
     print_table({"a": {key: [0.1, 0.3, None] for key, _, _ in COLUMNS}, "b": {key: [] for key, _, _ in COLUMNS}})
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("a | 0.2000 ± 0.1414 (2/3 reached)") and "20.0% ± 14.1% (2/3 reached)" in lines[1]
-    assert lines[2] == "b | – | – | – | – | – | –"  # one cell per column, the rise after growth included
+    assert lines[2] == "b | – | – | – | – | – | – | –"  # one cell per column, both rises after growth included
+
+
+def test_largest_rise_is_the_biggest_step_up_anywhere_after_growth():
+    # A curve that falls at the first evaluation and rises at the second (what a re-warmup can give): the
+    # first-evaluation column says no rise, this one finds the later one.
+    assert grow_bench.largest_rise([5.39, 5.388, 5.437, 5.397, 5.2]) == pytest.approx(0.049)
+    assert grow_bench.largest_rise([5.8, 5.6, 5.5]) == pytest.approx(-0.1)  # < 0: it only falls
+    assert grow_bench.largest_rise([5.8]) is None
 
 
 def test_compile_flag_reaches_every_run(monkeypatch, tmp_path):
