@@ -220,14 +220,14 @@ def summarise(config: BenchConfig, curves: dict, small_run: dict) -> dict:
     results = {"config": asdict(config), "scratch_final_loss": target, "small_cost": small_cost, "curves": curves,
                "methods": {}}
     for name in curves.keys() - {"scratch", "small"}:
-        row = {"final_loss": curves[name][-1]["val_loss"], "grown_loss": curves[name][0]["val_loss"],
+        losses = [point["val_loss"] for point in curves[name]]  # the grown model's, then each evaluation's
+        row = {"final_loss": losses[-1], "grown_loss": losses[0],
                # the first evaluation after growth minus the grown model's loss: > 0 is a rise (a schedule that
                # warms up again, a fresh optimizer's first steps) that the grown model then has to win back
-               "rise_after_growth": curves[name][1]["val_loss"] - curves[name][0]["val_loss"]
-               if len(curves[name]) > 1 else None,
+               "rise_after_growth": losses[1] - losses[0] if len(losses) > 1 else None,
                # the largest step up anywhere in the curve from growth on (< 0: every evaluation lower than the one
                # before): a re-warmup (--rewarm) can move the rise to a later evaluation instead of removing it
-               "largest_rise": largest_rise([point["val_loss"] for point in curves[name]])}
+               "largest_rise": largest_rise(losses)}
         for axis in ("flops", "seconds"):
             reached = flops_to_reach([(p[axis], p["val_loss"]) for p in curves[name]], target)
             row[f"{axis}_to_reach"] = reached
