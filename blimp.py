@@ -38,14 +38,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoint import encoder_from_file, encoder_shape
-from common import PRECISIONS, autocast, keep_freed_memory, resolve_device, training_precision, write_json
 from data.blimp import (PAIRS_PER_PARADIGM, PARADIGMS, REFERENCE_MODELS, SUMMARY_FILE, BlimpDataError, MinimalPair,
                         blimp_subset, download_blimp, read_blimp, read_references)
+from data.files import write_json
 from data.tokenizer import Tokenizer
-from finetune import collate
+from evaluation.finetune import collate
+from evaluation.ngram import KneserNey, ngram_streams
 from model import CramBERT
-from ngram import KneserNey, ngram_streams
+from run.checkpoint import encoder_from_file, encoder_shape
+from run.device import PRECISIONS, autocast, keep_freed_memory, resolve_device, training_precision
 
 DEFAULT_BLIMP_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "blimp").resolve()
 PLL_VARIANTS = ("word", "plain")

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from model import fill_masks
-from checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
+from run.checkpoint import load_checkpoint, model_from_checkpoint, tokenizer_from_checkpoint
 
 
 def main(argv=None):

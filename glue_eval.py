@@ -28,15 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from checkpoint import encoder_from_file, encoder_shape
-from common import PRECISIONS, keep_freed_memory, training_precision, write_json
+from data.files import write_json
 from data.glue import TASKS, GlueTask, compute_metrics, download_glue, read_tasks, subsample
 from data.tokenizer import Tokenizer
-from finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
-                      probe_task)
+from evaluation.finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
+                                 probe_task)
+from evaluation.transfer import PROBE_HELD_OUT, PROBE_L2_GRID, DriftMonitor
 from model import CramBERT
 from plot import plot_label_efficiency
-from transfer import PROBE_HELD_OUT, PROBE_L2_GRID, DriftMonitor
+from run.checkpoint import encoder_from_file, encoder_shape
+from run.device import PRECISIONS, keep_freed_memory, training_precision
 
 DEFAULT_GLUE_DIR = (Path(__file__).resolve().parent / ".." / "shared" / "data" / "glue").resolve()
 

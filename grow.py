@@ -43,15 +43,14 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from config import max_mask_rate
-from data.corpus import training_batches
-from data.loader import data_tokenizer
-from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, preset_config, count_kept
-from checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
-                        tokenizer_from_checkpoint)
-from common import autocast, gradient_scaler, make_optimizer, resolve_device, training_precision
-from machine import wrap
+from data.loader import data_tokenizer, training_batches
+from model import MASK_RATE, CramBERT, ModelConfig, count_kept, flops_per_token, make_optimizer, preset_config
 from policy import charged_flops_per_token
+from run.checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
+                            tokenizer_from_checkpoint)
+from run.config import max_mask_rate
+from run.device import autocast, gradient_scaler, resolve_device, training_precision
+from run.machine import wrap
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 
-from common import atomic_path, pyplot
+from data.files import atomic_path
 
 
 def read_log(run: str) -> dict:
@@ -122,3 +122,14 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files only (the Agg backend), or None when matplotlib is not installed."""
+    try:
+        import matplotlib  # optional dependency
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

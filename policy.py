@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from config import max_mask_rate
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens
 from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
-
+from run.config import max_mask_rate
 
 # ----------------------------------------------------------------------------------------------------
 # Projection onto the simplex

@@ -28,11 +28,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from common import write_json
-from config import AUTO_MICRO_BATCH, TrainConfig
-from machine import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
+from data.files import write_json
 from model import MASK_RATE, ModelConfig, flops_per_token, model_config_from_dict, preset_config
-
+from run.config import AUTO_MICRO_BATCH, TrainConfig
+from run.machine import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
 
 # ----------------------------------------------------------------------------------------------------
 # The parametric law and its compute-optimal allocation

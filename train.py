@@ -22,15 +22,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from checkpoint import load_checkpoints, model_checkpoint, rng_states, save_checkpoint
-from common import autocast, setup_distributed
-from config import TrainConfig, full_batch_micro_steps, keep_minutes, max_mask_rate, parse_train_args, validate_config
 from grow import check_growth_flags, grow_run
-from launch import LoopState, Run, attach_data, build_model
 from model import MASK_RATE, CramBERT, count_kept
-from report import StepLog, log_start, print_evaluation, what_it_knows
-from runfolder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
-
+from run.build import LoopState, Run, attach_data, build_model
+from run.checkpoint import load_checkpoint, load_checkpoints, model_checkpoint, rng_states, save_checkpoint
+from run.config import (TrainConfig, describe_budget, duration, full_batch_micro_steps, keep_minutes, max_mask_rate,
+                        parse_train_args, validate_config)
+from run.corpus import corpus_outlook
+from run.device import autocast, precision_note, setup_distributed
+from run.folder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
+from run.machine import CPU_COMPILE_MIN_BUDGET_SECONDS, measure_tokens_per_second
+from run.report import StepLog, log_start, print_evaluation, what_it_knows
 
 # ----------------------------------------------------------------------------------------------------
 # Schedules: pure functions of progress (0 at the start of the budget, 1 at its end)
@@ -56,6 +58,8 @@ def learning_rate(config: TrainConfig, progress: float, step: int) -> float:
 
 
 def scheduled_learning_rate(config: TrainConfig, progress: float, step: int) -> float:
+    """The learning rate at `progress` (0..1 of the schedule) or optimizer `step`, by config.schedule: "one-cycle"
+    (a function of progress), "bert" (of steps: --warmup-steps, --schedule-steps) or "constant"; peak config.lr."""
     if config.schedule == "one-cycle":  # cramming's budget triangle: up to the peak, then down to 0 at the end
         if progress < config.peak_at:
             return config.lr * progress / config.peak_at
@@ -325,6 +329,62 @@ def train(config: TrainConfig) -> dict:
                 preparer.stop()
 
 
+# ----------------------------------------------------------------------------------------------------
+# --plan: a measured preview of the run
+
+def preview_run(config: TrainConfig) -> dict:
+    """--plan: what this run would do on this machine, measured, without training. The model is built, fitted
+    to the machine, compiled and timed exactly as the run would (run/build.py); no data is prepared, nothing is
+    trained or written. Returns the plan's numbers: the fitted settings, the measured tokens/s, the budget's tokens and the corpus's passes."""
+    rank, world_size, device = setup_distributed(config.device)
+    init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
+    start = time.perf_counter()
+    run = build_model(config, rank, world_size, device, None, init_checkpoint)
+    build_seconds = time.perf_counter() - start
+    config, tokens_per_second = run.config, run.tokens_per_second
+    if tokens_per_second is None:  # a step or FLOP budget: the run does not time itself, the plan still does
+        tokens_per_second = measure_tokens_per_second(run.model, config, device, world_size)
+    tokens = budget_tokens(config, tokens_per_second, run.flops_per_token, world_size)
+    training_seconds = tokens / tokens_per_second
+    evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
+    eval_seconds = evaluations * config.eval_rows * config.seq_len / (3 * tokens_per_second)  # forward ≈ 1/3 of the work
+    wall_seconds = training_seconds + eval_seconds
+    full_batch_rows = batch_rows(config, 1.0, world_size)
+    return {"device": f"{device} x{world_size}", "threads": torch.get_num_threads(), "precision": config.precision,
+            "precision_note": precision_note(device, config.precision), "compile": config.compile,
+            "build_seconds": build_seconds, "micro_batch_size": config.micro_batch_size,
+            "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
+            "batch_tokens": full_batch_rows * config.seq_len, "params": run.raw_model.num_params(),
+            "tokens_per_second": tokens_per_second, "budget_tokens": tokens, "training_seconds": training_seconds,
+            **corpus_outlook(config, tokens), "checkpoint_minutes": config.checkpoint_minutes,
+            "checkpoints": math.floor(wall_seconds / (config.checkpoint_minutes * 60)) + 1,  # and one at the end
+            "evaluations": evaluations, "eval_seconds": eval_seconds,
+            "end": time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + wall_seconds))}
+
+
+def print_preview(plan: dict, config: TrainConfig):
+    passes = "unknown until prepared" if plan["passes"] is None else \
+        f"{plan['passes']:.2f} (at most {config.max_passes:g} wanted: --max-passes)"
+    compile_text = "on" if plan["compile"] else "off" + ("" if config.compile is False else
+                                                         f" (CPU budgets under {CPU_COMPILE_MIN_BUDGET_SECONDS // 60} min run eager)")
+    print(f"""plan (nothing is trained or written):
+  device        {plan['device']} ({plan['threads']} threads each)
+  precision     {plan['precision']}{plan['precision_note']}
+  compile       {compile_text}
+  start-up      building, {'compiling, ' if plan['compile'] else ''}warming up and timing the model took {plan['build_seconds']:.0f} s, before the clock
+  micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
+  model         {plan['params'] / 1e6:.1f}M parameters
+  speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)
+  budget        {describe_budget(config)}: ~{plan['budget_tokens']:,.0f} tokens, {duration(plan['training_seconds'])} of training
+  corpus        {plan['corpus']}
+  passes        {passes}
+  checkpoints   every {plan['checkpoint_minutes']:g} min: ~{plan['checkpoints']} (the last at the end)
+  evaluations   {plan['evaluations']}, ~{plan['eval_seconds'] / 60:.1f} min off the clock (estimate)
+  expected end  {plan['end']}{'' if plan['prepared'] else ' + the time to prepare the corpus (a sharded one: its part 0) first'}""")
+    if plan["warning"]:
+        print(plan["warning"], file=sys.stderr)
+
+
 def parse_args(argv=None) -> TrainConfig:
     return parse_train_args(argv, description=__doc__)
 
@@ -333,9 +393,8 @@ def main(argv=None):
     config = parse_args(argv)
     try:
         if config.plan:
-            import plan  # only here: plan.py measures a run with this file's pieces
             validate_config(config)
-            plan.print_plan(plan.plan_run(config), config)
+            print_preview(preview_run(config), config)
             return
         summary = train(config)
     except (FileNotFoundError, ValueError) as error:  # bad input: one clear message, no traceback

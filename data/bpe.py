@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 import regex
 
-from common import atomic_path
+from data.files import atomic_path
 
 # GPT-2's pre-tokenisation pattern (Radford et al. 2019): contractions, letter runs, digit runs and
 # punctuation runs each keep one leading space, and whitespace runs stay separate.

@@ -14,7 +14,6 @@ import numpy as np
 
 from data.fetch import DownloadError, fetch
 
-
 # ----------------------------------------------------------------------------------------------------
 # The nine tasks and their files
 

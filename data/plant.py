@@ -20,9 +20,9 @@ import argparse
 import os
 import random
 
-from common import atomic_path, write_json
-from data.sources import is_validation, iter_documents
+from data.files import atomic_path, write_json
 from data.prepare import PrepareConfig
+from data.sources import is_validation, iter_documents
 
 
 def shuffle_words(document: str, rng: random.Random) -> str:

@@ -36,12 +36,12 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from tqdm import tqdm
 
-from common import atomic_path, write_json
 from data.bpe import count_words, save_bpe, train_bpe
-from data.sources import is_validation, iter_documents, resolve_inputs, training_documents
 from data.fetch import CORPORA, local_files
+from data.files import atomic_path, write_json
 from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, final_parts, pack_header,
                          part_path, parts_present, read_meta)
+from data.sources import is_validation, iter_documents, resolve_inputs, training_documents
 from data.tokenizer import SPECIAL_NAMES, VOCAB_SIZE_RANGE, Tokenizer
 
 # The default corpus: English C4 (data/fetch.py's registry: 1024 shards, ODC-By 1.0), big enough for any budget

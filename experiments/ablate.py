@@ -23,10 +23,11 @@ import shutil
 import statistics
 from dataclasses import dataclass, field
 
-from common import pyplot, write_json
+from data.files import write_json
 from data.loader import is_prepared
 from data.prepare import PrepareConfig, default_corpus, prepare
-from config import TrainConfig
+from plot import pyplot
+from run.config import TrainConfig
 from train import train
 
 # name: (what the variant changes, the TrainConfig fields it sets). "full" is the reference.

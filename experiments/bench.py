@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from common import PRECISIONS, make_optimizer, measure_peak_flops, resolve_device, training_precision
-from config import TrainConfig
-from machine import random_batch, time_training
-from model import CramBERT, flops_per_token, preset_config, count_kept
+from model import CramBERT, count_kept, flops_per_token, make_optimizer, preset_config
+from run.config import TrainConfig
+from run.device import PRECISIONS, measure_peak_flops, resolve_device, training_precision
+from run.machine import random_batch, time_training
 
 
 @dataclass

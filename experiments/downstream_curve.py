@@ -23,8 +23,8 @@ import os
 import subprocess
 import sys
 
-from common import atomic_path, pyplot
-from plot import read_log
+from data.files import atomic_path
+from plot import pyplot, read_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SST2 = ["--tasks", "sst2", "--max-train-examples", "1000", "--seeds", "5", "--batch-size", "32", "--epochs", "10",

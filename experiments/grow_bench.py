@@ -35,15 +35,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
-from common import atomic_path, pyplot, write_json
-from config import TrainConfig
-from data.corpus import prepared_tokenizer_settings
+from data.files import atomic_path, write_json
 from data.loader import data_tokenizer, read_meta
 from grow import grow_model, growth_flops, mlm_batches, trained_mask_rate
 from model import preset_config
+from plot import pyplot
+from run.checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from run.config import TrainConfig
+from run.corpus import prepared_tokenizer_settings
 from train import train
-
 
 # ----------------------------------------------------------------------------------------------------
 # Benchmark: held-out MLM loss against training FLOPs, every method on the same FLOP budget

@@ -9,8 +9,8 @@ zero-weight property) and measure the speed-up the paper's way (Eq. 9: accelerat
 (the tensors are small: one thread per process is faster than two fighting on a busy machine)
 """
 import argparse
-import math
 import gzip
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +20,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import atomic_path, pyplot
+from data.files import atomic_path
 from data.loader import mask_tokens
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
+from plot import pyplot
 from policy import Task, area_under_curve, law_check, optimise_policy, run, uniform_policy, weighted_mlm_loss
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # the repository's parent holds shared/

@@ -12,13 +12,13 @@ import json
 import os
 from dataclasses import asdict, replace
 
-from common import pyplot, write_json
-from config import AUTO_MICRO_BATCH, TrainConfig
-from data.corpus import prepared_tokenizer_settings
+from data.files import write_json
 from data.loader import read_meta
+from plot import pyplot
+from run.config import AUTO_MICRO_BATCH, TrainConfig
+from run.corpus import prepared_tokenizer_settings
 from scaling import ScalingLaw, best_candidate, candidates, fit_flags, fit_law, report_fit, size_overrides
 from train import train
-
 
 # ----------------------------------------------------------------------------------------------------
 # IsoFLOP sweep (paper Sec. 3.2): several sizes per compute level, each trained to exactly that compute

@@ -38,11 +38,11 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def fp32_on_every_cpu(monkeypatch):
-    """--precision auto picks bf16 on a CPU whose bf16 matmuls measure faster than fp32 (common.py): the
+    """--precision auto picks bf16 on a CPU whose bf16 matmuls measure faster than fp32 (run/device.py): the
     suite's numbers must not depend on which CPU runs it, so in tests that measurement answers "no speed-up"
     (auto = fp32) unless a test patches it otherwise, as the precision tests do."""
-    import common
-    monkeypatch.setattr(common, "cpu_bf16_matmul_speedup", lambda: 1.0)
+    import run.device as run_device
+    monkeypatch.setattr(run_device, "cpu_bf16_matmul_speedup", lambda: 1.0)
 
 
 LARGE_FILE_BYTES = 1 << 20

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from experiments import ablate
 from model import Block, CramBERT, preset_config
-from checkpoint import load_checkpoint
+from run.checkpoint import load_checkpoint
 from train import parse_args, train
 
 

@@ -11,14 +11,14 @@ import torch
 
 import blimp
 from blimp import blimp_accuracy, encode_sentence, masked_positions, sentence_scores, word_starts
-from checkpoint import model_checkpoint, save_checkpoint
+from run.checkpoint import model_checkpoint, save_checkpoint
 from conftest import SHARED_DATA
 from data.blimp import PARADIGMS, BlimpDataError, download_blimp, read_blimp, read_references
 from data.bpe import count_words, save_bpe, train_bpe
 from data.prepare import TokenWriter
 from data.tokenizer import Tokenizer
 from model import CramBERT, preset_config
-from ngram import KneserNey
+from evaluation.ngram import KneserNey
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import fake_c4, synthetic_documents
-from data.corpus import PartedBatches, training_batches
+from data.loader import PartedBatches, training_batches
 from data.loader import HEADER, MLMBatches, TokenFile, mask_tokens, validation_batches
 from data.plant import plant
 from data.sources import is_validation
@@ -327,7 +327,7 @@ def test_a_part_still_being_written_is_waited_for_never_read(tmp_path, monkeypat
     def preparer_finishes_part_1(seconds):  # the reader's pause while it waits: the part is renamed into place
         sleeps.append(seconds)
         (folder / "train-00001.bin.tmp").rename(folder / "train-00001.bin")
-    monkeypatch.setattr("data.corpus.time.sleep", preparer_finishes_part_1)
+    monkeypatch.setattr("data.loader.time.sleep", preparer_finishes_part_1)
     batch = waiting.batch_after(0, 8)  # 3 rows of part 0, then 5 of part 1
     assert len(sleeps) == 1 and "waiting for part 1" in capsys.readouterr().out
     for one, other in zip(batch, finished.batch_after(0, 8)):

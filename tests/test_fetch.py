@@ -15,7 +15,7 @@ import train as train_module
 from conftest import synthetic_documents
 from data.fetch import (CORPORA, DownloadError, fetch, local_files, passes_warning, shards_needed,
                         train_tokens_to_prepare)
-from data.corpus import PartedBatches
+from data.loader import PartedBatches
 from data.loader import TokenFile
 from data.sources import resolve_inputs
 from data.prepare import BackgroundPreparation, PrepareConfig, main, prepare

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from checkpoint import model_checkpoint, save_checkpoint, tokenizer_from_checkpoint
+from run.checkpoint import model_checkpoint, save_checkpoint, tokenizer_from_checkpoint
 from data.tokenizer import Tokenizer
 from fill_mask import main
 from model import CramBERT, preset_config

@@ -14,15 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import glue_eval  # noqa: E402
 from glue_eval import compare_arms, difference  # noqa: E402
-import finetune  # noqa: E402
-from finetune import (FinetuneConfig, build_classifier, finetune_task, learning_rate, parameter_groups,  # noqa: E402
-                      predict)
-from transfer import PROBE_L2_GRID, DriftMonitor, fit_linear, fit_probe  # noqa: E402
+import evaluation.finetune as finetune  # noqa: E402
+from evaluation.finetune import (FinetuneConfig, build_classifier, finetune_task, learning_rate, parameter_groups, predict)
+from evaluation.transfer import PROBE_L2_GRID, DriftMonitor, fit_linear, fit_probe  # noqa: E402
 from data.glue import (TASKS, GlueDataError, accuracy, average_ranks, compute_metrics, f1_score,  # noqa: E402
                        load_examples, matthews_corrcoef, pearson, read_tsv, spearman, subsample, task_files)
 from data.tokenizer import Tokenizer  # noqa: E402
 from model import CramBERT, preset_config  # noqa: E402
-from checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
+from run.checkpoint import model_checkpoint, save_checkpoint  # noqa: E402
 
 REAL_GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 

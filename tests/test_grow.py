@@ -12,9 +12,9 @@ from grow import (GrowthOperator, duplication, grow_model, grown_config, growth_
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
 from model import CramBERT, ModelConfig, flops_per_token, preset_config
-from checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
-from common import make_optimizer
-from config import TrainConfig
+from run.checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from model import make_optimizer
+from run.config import TrainConfig
 from train import train
 
 VOCAB = 64  # a small vocabulary keeps these models fast; id VOCAB - 1 plays [MASK]

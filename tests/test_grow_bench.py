@@ -3,7 +3,7 @@ import json
 import pytest
 
 from experiments import grow_bench
-from config import TrainConfig
+from run.config import TrainConfig
 from experiments.grow_bench import COLUMNS, BenchConfig, bench, bench_seeds, flops_to_reach, print_table
 from train import learning_rate
 

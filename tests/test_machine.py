@@ -11,15 +11,16 @@ import pytest
 import torch
 
 import train as train_module
-import common
-from common import autocast, gradient_scaler, make_optimizer, precision_note, training_precision
-from config import TrainConfig
+import run.device as run_device
+from run.device import autocast, gradient_scaler, precision_note, training_precision
+from model import make_optimizer
+from run.config import TrainConfig
 from data.loader import MLMBatches, TokenFile, data_tokenizer
 from model import CramBERT, preset_config, count_kept
-from machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine, random_batch
+from run.machine import announce_machine, auto_micro_batch_size, compile_by_default, fit_to_machine, random_batch
 import policy
 from policy import LearningLawPolicyConfig, policy_flops
-from plan import plan_run
+from train import preview_run
 from train import apply_gradients, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -58,9 +59,9 @@ def test_precision_is_bf16_on_gpus_that_have_it_fp16_on_older_ones_fp32_on_cpu(m
     assert training_precision(cuda) == "fp16"  # a T4 or V100
     assert asked == [False, False]  # emulated bf16 (slow) does not count
     cpu = torch.device("cpu")
-    monkeypatch.setattr(common, "cpu_bf16_matmul_speedup", lambda: 2.2)  # AVX512-BF16 / AMX: measured ~2x
+    monkeypatch.setattr(run_device, "cpu_bf16_matmul_speedup", lambda: 2.2)  # AVX512-BF16 / AMX: measured ~2x
     assert training_precision(cpu) == "bf16" and "2.2x fp32's speed on this CPU: native" in precision_note(cpu, "bf16")
-    monkeypatch.setattr(common, "cpu_bf16_matmul_speedup", lambda: 0.6)  # emulated: slower than fp32
+    monkeypatch.setattr(run_device, "cpu_bf16_matmul_speedup", lambda: 0.6)  # emulated: slower than fp32
     assert training_precision(cpu) == "fp32" and precision_note(cpu, "fp32").endswith("emulated)")
     assert precision_note(cpu, "bf16").endswith("emulated, slow)")  # --precision bf16 forced: still runs, says so
     assert training_precision(cuda, "fp32") == "fp32" and training_precision(torch.device("cpu"), "fp16") == "fp16"
@@ -182,7 +183,7 @@ def test_the_command_line_takes_auto_and_the_new_switches():
 def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys):
     config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True,
                       compile=False)  # no test compiles: the suite must stay fast
-    plan = plan_run(config)
+    plan = preview_run(config)
     assert plan["budget_tokens"] == pytest.approx(plan["tokens_per_second"] * 600)
     assert plan["passes"] == pytest.approx(plan["budget_tokens"] / plan["corpus_tokens"])
     assert plan["corpus_tokens"] == rows_of(tiny_corpus) * 32
@@ -207,8 +208,8 @@ def test_plan_charges_the_learning_law_policy_like_the_run_does(tiny_corpus, tmp
     # A FLOP budget buys fewer tokens with the policy: its own work (policy.policy_flops) is charged per token,
     # whichever score the policy uses.
     monkeypatch.setattr(policy, "LearningLawPolicyConfig", lambda: LearningLawPolicyConfig(score=score))
-    uniform = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True))
-    reweighted = plan_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True, policy="learning-law"))
+    uniform = preview_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True))
+    reweighted = preview_run(tiny_run(tiny_corpus, tmp_path / "run", max_flops=1e12, plan=True, policy="learning-law"))
     model = CramBERT(preset_config("tiny", vocab_size=data_tokenizer(tiny_corpus).vocab_size, max_seq_len=32))
     per_token = model.flops_per_token(32, 0.25)
     extra = policy_flops(model.config, 8, 32, 0.25, LearningLawPolicyConfig(score=score)) / (8 * 32)
@@ -230,8 +231,8 @@ FAULTS_PER_STEP = """
 import resource, sys
 from dataclasses import replace
 import torch
-from common import keep_freed_memory
-from machine import random_batch
+from run.device import keep_freed_memory
+from run.machine import random_batch
 from model import CramBERT, count_kept, preset_config
 kept = keep_freed_memory("cpu") if sys.argv[1] == "keep" else None
 torch.manual_seed(0)

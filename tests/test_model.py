@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from finetune import CramBERTForSequenceClassification
+from evaluation.finetune import CramBERTForSequenceClassification
 from model import (PRESETS, CramBERT, ModelConfig, flops_per_token,
                    model_config_from_dict, explicit_attention, preset_config, count_kept)
 

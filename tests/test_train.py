@@ -19,20 +19,19 @@ from data.loader import MLMBatches, TokenFile, data_identity, data_tokenizer, re
 from data.tokenizer import Tokenizer
 from data.prepare import PrepareConfig, prepare
 from model import CramBERT, preset_config
-import launch
+import run.build as build_module
 import train as train_module
 from blimp import blimp_accuracy
 from data.blimp import blimp_subset
-from checkpoint import (load_checkpoint, model_checkpoint, model_from_checkpoint,
-                        save_checkpoint)
-from config import check_resume
-from data.corpus import ensure_prepared, prepared_tokenizer_settings
-from runfolder import EXIT_INTERRUPTED, claim_out_dir
-from common import make_optimizer
+from run.checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
+from run.config import check_resume
+from run.corpus import ensure_prepared, prepared_tokenizer_settings
+from run.folder import EXIT_INTERRUPTED, claim_out_dir
+from model import make_optimizer
 from grow import grow_model
 from policy import LearningLawPolicyConfig, policy_flops
 from data.loader import reference_metrics, unigram_log_probs
-from report import PROBES
+from run.report import PROBES
 from train import TrainConfig, batch_rows, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,10 +209,10 @@ def test_overwrite_deletes_nothing_until_the_new_run_has_passed_its_checks(tiny_
 def test_the_lock_is_never_empty_so_a_run_starting_at_the_same_instant_is_refused(tmp_path):
     # The other run's pid is slow to come (a loaded machine): before the fix its LOCK existed empty meanwhile, was
     # taken as stale, and both runs held the folder.
-    script = ("import os, sys, time, runfolder; real = os.getpid\n"
+    script = ("import os, sys, time; from run import folder; real = os.getpid\n"
               "def slow_getpid():\n    time.sleep(1.5)\n    return real()\n"
               "os.getpid = slow_getpid\n"
-              "runfolder.claim_out_dir(sys.argv[1], False, False)\nprint('held', flush=True)\ntime.sleep(30)\n")
+              "folder.claim_out_dir(sys.argv[1], False, False)\nprint('held', flush=True)\ntime.sleep(30)\n")
     other = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -340,8 +339,8 @@ def test_ctrl_c_while_preparing_exits_at_once_leaving_the_folder_as_it_was(tiny_
     def ctrl_c_while_preparing(*args):
         os.kill(os.getpid(), signal.SIGINT)
         return None
-    monkeypatch.setattr(launch, "ensure_prepared", ctrl_c_while_preparing)
-    monkeypatch.setattr(launch, "data_tokenizer", lambda *args: pytest.fail("went on after Ctrl-C"))
+    monkeypatch.setattr(build_module, "ensure_prepared", ctrl_c_while_preparing)
+    monkeypatch.setattr(build_module, "data_tokenizer", lambda *args: pytest.fail("went on after Ctrl-C"))
     with pytest.raises(SystemExit) as exit_info:
         train_module.main(["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len",
                            "32", "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6"])

@@ -13,7 +13,6 @@ from data.loader import train_token_files
 from data.tokenizer import Tokenizer
 
 
-
 def window_keys(stream: np.ndarray, order: int, radix: int) -> np.ndarray:
     """Every `order` consecutive ids of stream as one int64, t0 * radix^(order-1) + ... + t_last: n-grams sort
     by their context first, and a prefix or suffix is one integer division or modulo away."""

@@ -10,11 +10,11 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from common import atomic_path
-from config import check_resume_settings
+from data.files import atomic_path
 from data.loader import data_tokenizer, is_prepared
 from data.tokenizer import Tokenizer
 from model import CramBERT, model_config_from_dict, preset_config
+from run.config import check_resume_settings
 
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 

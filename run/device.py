@@ -1,18 +1,15 @@
 """
-Plumbing every script shares: the device, data parallelism, precision, the machine's measured peak speed,
-the optimizer, and writing files so that a crash never leaves half of one. Nothing here knows about training.
+The device every script runs on: which one, data parallelism across processes, the precision and its autocast,
+and the machine's measured peak speed. Nothing here knows about training.
 """
 import ctypes
 import functools
-import json
 import os
-import subprocess
 import time
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-
 
 # ----------------------------------------------------------------------------------------------------
 # Hardware: devices, processes, precision, peak speed
@@ -148,57 +145,7 @@ def synchronize(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(model: torch.nn.Module, config) -> torch.optim.AdamW:
-    """AdamW with BERT's weight-decay split: matrices (embedding included) decay; norms, biases and the
-    position scale (all 1-D) do not, since shrinking them towards 0 only fights the normalisation.
-    config: anything with lr, weight_decay, betas and eps (config.py's TrainConfig)."""
-    parameters = {id(p): p for p in model.parameters()}.values()  # a tied matrix once
-    groups = [{"params": [p for p in parameters if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in parameters if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: one kernel for the whole update (CUDA since torch 2.0, CPU since 2.4) instead of a handful of
-    # element-wise passes over every parameter; on the CPU recipe's 2.8 M parameters that is most of the step's
-    # non-model time. MPS keeps the default.
-    fused = next(model.parameters()).device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, fused=fused)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Files: written whole or not at all, and plots when matplotlib (optional) is installed
 
-@contextmanager
-def atomic_path(path: str, suffix: str = ""):
-    """A temporary name beside `path` to write to; renamed onto `path` when the block ends without error
-    (atomic on POSIX and Windows), so a crash mid-write leaves the previous file, never half a file.
-    suffix: an extension for writers that read it (matplotlib's savefig wants ".png")."""
-    temporary = f"{path}.tmp{os.getpid()}{suffix}"
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        with suppress(FileNotFoundError):
-            os.remove(temporary)
 
-
-def write_json(path: str, payload, indent: int = 1):
-    with atomic_path(path) as temporary, open(temporary, "w") as f:
-        json.dump(payload, f, indent=indent)
-
-
-def pyplot():
-    """matplotlib.pyplot drawing to files only (the Agg backend), or None when matplotlib is not installed."""
-    try:
-        import matplotlib  # optional dependency
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def git_commit() -> str:
-    """The code's commit, for a run's log (empty outside a git checkout)."""
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""

@@ -12,11 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import autocast, gradient_scaler, training_precision
 from data.glue import GlueTask
 from data.tokenizer import Tokenizer
+from evaluation.transfer import fit_probe
 from model import CramBERT, Encoder, ModelConfig, init_weights
-from transfer import fit_probe
+from run.device import autocast, gradient_scaler, training_precision
 
 SMALL_TASK_ROWS = 10_000  # a task fine-tuned on fewer rows than this is "small" and gets --epochs-small passes
 

@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from common import autocast, keep_freed_memory, make_optimizer, precision_note, synchronize, training_precision
-from config import AUTO_MICRO_BATCH, TrainConfig, full_batch_micro_steps, max_mask_rate
-from model import MASK_RATE, CramBERT, ModelConfig, flops_per_token, count_kept
+from model import MASK_RATE, CramBERT, ModelConfig, count_kept, flops_per_token, make_optimizer
+from run.config import AUTO_MICRO_BATCH, TrainConfig, full_batch_micro_steps, max_mask_rate
+from run.device import autocast, keep_freed_memory, precision_note, synchronize, training_precision
 
 
 def forward_backward(model: torch.nn.Module, config: TrainConfig, device, rows: int):

@@ -15,17 +15,17 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from blimp import evaluation_pairs
-from checkpoint import check_run_tokenizers, set_rng_states
-from common import gradient_scaler, make_optimizer, measure_peak_flops
-from config import TrainConfig, check_resume_data
-from data.corpus import ensure_prepared, planned_vocab_size, training_batches
 from data.loader import (TokenFile, byte_lengths, data_identity, data_tokenizer, reference_metrics, train_token_files,
-                         unigram_log_probs, validation_batches)
+                         training_batches, unigram_log_probs, validation_batches)
 from data.tokenizer import Tokenizer
 from grow import growth_target
-from machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
-from model import CramBERT, model_config_from_dict
+from model import CramBERT, make_optimizer, model_config_from_dict
 from policy import LearningLawPolicy, charged_flops_per_token, held_out_batch, make_policy
+from run.checkpoint import check_run_tokenizers, set_rng_states
+from run.config import TrainConfig, check_resume_data
+from run.corpus import ensure_prepared, planned_vocab_size
+from run.device import gradient_scaler, measure_peak_flops
+from run.machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
 from scaling import requested_model_config
 
 

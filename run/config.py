@@ -10,10 +10,10 @@ import sys
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
-from common import PRECISIONS, resolve_device
 from data.loader import data_identity
 from data.prepare import check_vocab_size, default_corpus
 from model import preset_config
+from run.device import PRECISIONS, resolve_device
 
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
 # attention memory grows with seq_len² (at 2048, scores alone take micro_batch × heads × 16 MiB in fp32)

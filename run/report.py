@@ -4,6 +4,7 @@ steps, each evaluation's line with the probe sentences' fill-ins, and loss.png. 
 out_dir/log.jsonl, one JSON record per line, which plot.py reads.
 """
 import os
+import subprocess
 import sys
 from dataclasses import asdict
 
@@ -11,11 +12,10 @@ import torch
 import torch.distributed as dist
 
 from blimp import blimp_accuracy
-from common import git_commit
-from config import describe_budget
-from data.corpus import corpus_outlook
 from model import fill_masks
 from plot import plot_runs, read_log
+from run.config import describe_budget
+from run.corpus import corpus_outlook
 
 
 def log_start(run, tokens: float):
@@ -92,3 +92,12 @@ class StepLog:
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", batch=rows, tok_s=f"{tokens_per_second:,.0f}",
                         mfu=f"{record['mfu']:.0%}")
         self.__init__()
+
+
+def git_commit() -> str:
+    """The code's commit, for a run's log (empty outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
