@@ -78,6 +78,7 @@ def train_bpe(word_counts: Counter, vocab_size: int, progress=None) -> list[byte
             ids, freq = words[w], freqs[w]
             for old in zip(ids, ids[1:]):  # take the word's pairs out, merge, put the new pairs back
                 pair_counts[old] -= freq
+                changed.add(old)  # its heap entry is stale now: push its new count, or the pair is lost
             merged_ids, i = [], 0
             while i < len(ids):
                 if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
@@ -127,6 +128,3 @@ def read_bpe_text(path: str) -> str:
     with open(path) as f:
         return f.read()
 
-
-def load_bpe(path: str) -> list[bytes]:
-    return parse_bpe(read_bpe_text(path), path)

@@ -1,10 +1,11 @@
 """Our byte-level BPE: the trainer against merges worked by hand, its file format, and exact round trips."""
+import random
 from collections import Counter
 
 import numpy as np
 import pytest
 
-from data.bpe import count_words, load_bpe, save_bpe, train_bpe
+from data.bpe import count_words, parse_bpe, read_bpe_text, save_bpe, train_bpe
 from data.loader import TokenFile, data_tokenizer
 from data.prepare import PrepareConfig, prepare
 from data.tokenizer import Tokenizer
@@ -51,7 +52,7 @@ def test_special_ids_follow_the_vocabulary_and_round_trip_the_file(trained):
     tokenizer, path = trained
     assert tokenizer.num_ordinary == 300 and tokenizer.cls_id == 300 and tokenizer.pad_id == 303
     assert tokenizer.vocab_size == 320 and tokenizer.name.startswith("bpe300-")
-    assert load_bpe(str(path))[:256] == [bytes([b]) for b in range(256)]
+    assert parse_bpe(read_bpe_text(str(path)))[:256] == [bytes([b]) for b in range(256)]
     again = Tokenizer.from_state(tokenizer.state_dict())
     assert again.name == tokenizer.name and again.encode("crème brûlée") == tokenizer.encode("crème brûlée")
     # the space before a blank belongs to the hidden word (" Paris" is one token), so it is not encoded
@@ -75,3 +76,50 @@ def test_prepare_trains_a_vocabulary_and_the_header_names_it(tmp_path):
     assert tokenizer.decode(first) in documents
     with pytest.raises(ValueError, match="re-run data/prepare.py"):  # a GPT-2 reader refuses these tokens
         TokenFile(str(tmp_path / "out" / "train.bin"), Tokenizer.gpt2())
+
+
+def naive_bpe(word_counts: Counter, vocab_size: int) -> list[bytes]:
+    """The textbook loop (Sennrich et al. 2016, Algorithm 1): recount every pair after every merge, merge the most
+    frequent (ties: the pair of smaller ids), stop when none occurs twice. Slow; the reference for train_bpe."""
+    tokens = [bytes([b]) for b in range(256)]
+    id_of = {token: i for i, token in enumerate(tokens)}
+    words = {tuple(word): n for word, n in word_counts.items()}
+    while len(tokens) < vocab_size:
+        pairs = Counter()
+        for ids, n in words.items():
+            for pair in zip(ids, ids[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        pair, count = min(pairs.items(), key=lambda item: (-item[1], item[0]))
+        if count < 2:
+            break
+        merged = tokens[pair[0]] + tokens[pair[1]]
+        if merged not in id_of:
+            id_of[merged] = len(tokens)
+            tokens.append(merged)
+        new_words = {}
+        for ids, n in words.items():
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                    out.append(id_of[merged])
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            new_words[tuple(out)] = n
+        words = new_words
+    return tokens
+
+
+def test_train_bpe_equals_the_textbook_loop():
+    # A pair whose count drops in one word must keep its remaining count: here "ha" (Shabbat, harshly) is still
+    # seen twice after "an" and "es" are merged, so it is merged third.
+    stale = Counter({b"Shabbat": 1, b" Epiphanes": 1, b" misanthropes": 1, b" Granada": 1, b" harshly": 1})
+    assert train_bpe(stale, 2044)[256:] == naive_bpe(stale, 2044)[256:] == [b"an", b"es", b"ha"]
+    rng = random.Random(0)
+    for _ in range(40):
+        words = Counter({"".join(rng.choice("abcab ") for _ in range(rng.randint(2, 9))).encode(): rng.randint(1, 9)
+                         for _ in range(rng.randint(5, 40))})
+        assert train_bpe(words, 256 + 60) == naive_bpe(words, 256 + 60), dict(words)
