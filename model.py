@@ -316,6 +316,12 @@ def sparse_positions(labels: torch.Tensor, n_kept: int | None = None) -> torch.T
     return torch.argsort(labelled.int(), stable=True)[labelled.numel() - n_kept:]
 
 
+def scored_share(config: ModelConfig, mask_rate: float) -> float:
+    """The share of positions the vocabulary head computes logits at: the mask rate with the sparse head (it
+    scores only the masked tokens: count_kept), every position with the dense one."""
+    return mask_rate if config.mlm_head == "sparse" else 1.0
+
+
 def flops_per_token(config: ModelConfig, seq_len: int, mask_rate: float = MASK_RATE) -> float:
     """Training FLOPs (forward + backward = 3x forward, 2 FLOPs per multiply-add) per input token, counting
     every matmul that really runs: the blocks' linears, attention's two T x T products, and the MLM
@@ -325,8 +331,7 @@ def flops_per_token(config: ModelConfig, seq_len: int, mask_rate: float = MASK_R
     per_layer = 3 * C * C + C * C + C * config.intermediate_size + config.ffn_hidden * C  # qkv, proj, fc_in, fc_out
     attention = 2 * seq_len * C  # q kᵀ and (weights) v: T*C multiply-adds each, per token per layer
     head = C * C + C * V  # head_dense and decoder
-    scored_share = mask_rate if config.mlm_head == "sparse" else 1.0
-    forward = 2 * (L * (per_layer + attention) + scored_share * head)
+    forward = 2 * (L * (per_layer + attention) + scored_share(config, mask_rate) * head)
     return 3 * forward
 
 

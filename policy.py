@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data.loader import MLMBatches, TokenFile, data_tokenizer, mask_tokens
-from model import CramBERT, ModelConfig, flops_per_token, sparse_positions
+from model import CramBERT, ModelConfig, flops_per_token, scored_share, sparse_positions
 from run.config import max_mask_rate
 
 # ----------------------------------------------------------------------------------------------------
@@ -302,12 +302,12 @@ def policy_flops(model_config: ModelConfig, rows: int, seq_len: int, mask_rate: 
     counted, as in flops_per_token: norms, the softmax, the SVD, the simplex projection."""
     C, V = model_config.n_embd, model_config.vocab_size
     r = config.rank if 0 < config.rank < min(C, V) else C
-    decoder_rows = mask_rate if model_config.mlm_head == "sparse" else 1.0  # per token
+    share = scored_share(model_config, mask_rate)  # decoder rows per token
     forward = flops_per_token(model_config, seq_len, mask_rate) / 3
     if config.score == "loss":  # the example losses come with the training forward pass: only the refresh costs
         return config.desired_batch_size * seq_len * forward / config.refresh_every
-    refresh = config.desired_batch_size * seq_len * (forward + 2 * C * V * decoder_rows) / config.refresh_every
-    return rows * seq_len * 2 * r * (C + V) * decoder_rows + refresh
+    refresh = config.desired_batch_size * seq_len * (forward + 2 * C * V * share) / config.refresh_every
+    return rows * seq_len * 2 * r * (C + V) * share + refresh
 
 
 class LearningLawPolicy:

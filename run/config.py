@@ -76,7 +76,8 @@ class TrainConfig:
     lr: float = flag(1e-3, "peak learning rate", group="optimisation")
     schedule: str = flag("one-cycle", "budget triangle (crammed), warmup + linear decay by steps (BERT), or constant",
                          choices=("one-cycle", "bert", "constant"))
-    peak_at: float = flag(0.75, "one-cycle: budget fraction of the peak")
+    peak_at: float = flag(0.75, "one-cycle: where the peak is, as a fraction of the schedule (= of the budget, "
+                                 "unless --schedule-from/--schedule-to make the run a piece of a longer schedule)")
     warmup_steps: int = flag(10_000, "bert schedule: warmup steps")
     schedule_steps: int = flag(0, "bert schedule: step at which lr reaches 0 (default: --max-steps)")
     # A run can be one piece of a longer schedule (one-cycle, constant): a small model to be grown stops mid-schedule
@@ -95,7 +96,7 @@ class TrainConfig:
                                        type=rows_or_auto)
     batch_ramp: bool = flag(True, "ramp the batch up from one micro-batch to --batch-tokens over the first "
                                   "--ramp-until of the budget")
-    ramp_until: float = flag(0.6, "budget fraction where the ramp ends")
+    ramp_until: float = flag(0.6, "fraction of the schedule where the batch ramp ends (as --peak-at)")
     weight_decay: float = flag(0.01, "AdamW weight decay on matrices")
     betas: tuple = (0.9, 0.98)  # AdamW's moment decay rates (cramming's)
     eps: float = 1e-12  # AdamW's epsilon
@@ -295,13 +296,6 @@ def validate_config(config: TrainConfig, world_size: int = 1) -> list[str]:
 
 RESUME_DATA_SETTINGS = {"data_dir": "--data-dir", "seq_len": "--seq-len", "mask_rate": "--mask-rate",
                         "eval_mask_rate": "--eval-mask-rate", "seed": "--seed", "max_tokens_per_char": "--max-tokens-per-char"}
-
-
-def check_resume(config: TrainConfig, checkpoint: dict, path: str):
-    """A resumed run must read the same data the same way: the same settings (check_resume_settings, named when
-    they differ) and the same tokens in --data-dir (its fingerprint, once the folder is prepared)."""
-    check_resume_settings(config, checkpoint, path)
-    check_resume_data(config, checkpoint, path)
 
 
 def check_resume_settings(config: TrainConfig, checkpoint: dict, path: str):

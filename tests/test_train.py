@@ -24,7 +24,7 @@ import train as train_module
 from blimp import blimp_accuracy
 from data.blimp import blimp_subset
 from run.checkpoint import load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint
-from run.config import check_resume
+from run.config import check_resume_data
 from run.corpus import ensure_prepared, prepared_tokenizer_settings
 from run.folder import EXIT_INTERRUPTED, claim_out_dir
 from model import make_optimizer
@@ -420,13 +420,13 @@ def test_resume_refuses_a_folder_prepared_again_from_other_text(tiny_corpus, tmp
     config = tiny_run(tmp_path / "tokens", tmp_path / "run", max_steps=4)
     shutil.copytree(tiny_corpus, tmp_path / "tokens")
     checkpoint = {"train_config": asdict(config), "data_identity": data_identity(str(tmp_path / "tokens"))}
-    check_resume(config, checkpoint, "ckpt.pt")  # the same data: fine
+    check_resume_data(config, checkpoint, "ckpt.pt")  # the same data: fine
     (tmp_path / "other.txt").write_text("\n\n".join(synthetic_documents(300, seed=7)) + "\n")
     prepare(PrepareConfig(corpus=str(tmp_path / "other.txt"), out_dir=str(tmp_path / "tokens"), val_fraction=0.1))
     with pytest.raises(ValueError, match="holds other tokens than it was trained on"):
-        check_resume(config, checkpoint, "ckpt.pt")
+        check_resume_data(config, checkpoint, "ckpt.pt")
     del checkpoint["data_identity"]  # a checkpoint from before fingerprints: accepted, with a warning
-    check_resume(config, checkpoint, "ckpt.pt")
+    check_resume_data(config, checkpoint, "ckpt.pt")
     assert "older than data fingerprints" in capsys.readouterr().err
 
 
