@@ -90,9 +90,12 @@ def load_examples(task: GlueTask, path) -> tuple[list, list, list]:
         raw = row[task.label_column].strip()
         if task.labels is None:
             try:
-                labels.append(float(raw))
+                score = float(raw)
             except ValueError:
                 raise GlueDataError(f"{path}:{number}: score {raw!r} is not a number") from None
+            if not math.isfinite(score):  # inf or nan would make every correlation, and the GLUE average, NaN
+                raise GlueDataError(f"{path}:{number}: score {raw!r} is not a finite number: fix or remove that row")
+            labels.append(score)
         elif raw in task.labels:
             labels.append(task.labels.index(raw))
         else:

@@ -44,11 +44,25 @@ def part_path(data_dir: str, index: int) -> str:
 
 
 def read_meta(data_dir: str) -> dict | None:
+    """data_dir's meta.json (what its preparation made, with the settings under "config"), None when there is
+    none; a meta.json that cannot be used raises ValueError naming it and the fix."""
     path = os.path.join(data_dir, META_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    fix = (f"prepare the folder again (delete {data_dir} and rerun the command, which prepares it, or use another "
+           f"--data-dir)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): the file is damaged or was edited; {fix}") from None
+    if not isinstance(meta, dict):
+        kinds = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false"}
+        kind = kinds.get(type(meta), "null")
+        raise ValueError(f"{path} is not a JSON object (it holds {kind}); {fix}")
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path} has no \"config\" (the settings the folder was prepared with); {fix}")
+    return meta
 
 
 def is_prepared(data_dir: str) -> bool:
@@ -309,12 +323,6 @@ class PartedBatches:
             self._parts[part] = MLMBatches(TokenFile(part_path(self.data_dir, part), self.tokenizer), self.seq_len,
                                            self.mask_rate, seed=seed_from(self.seed, part))
         return self._parts[part]
-
-    @property
-    def num_rows(self) -> int:
-        """Rows of the parts present now (a pass holds more while parts are still being written)."""
-        return sum(MLMBatches(file, self.seq_len, self.mask_rate).num_rows
-                   for file in train_token_files(self.data_dir, self.tokenizer))
 
     def _following(self, epoch: int, part: int) -> tuple[int, int]:
         """(pass, part) read after `part` of pass `epoch`: the next part, once it exists, or part 0 of the next

@@ -87,16 +87,41 @@ def iter_lines(path: str):
                           f"if it is plain text") from None
 
 
+def jsonl_text(path: str, line_number: int, line: str) -> str:
+    """The document of one JSON line, {"text": "..."}; anything else raises CorpusError naming the file and line."""
+    expected = 'a JSON lines corpus holds one object {"text": "a document"} per line (blank lines are skipped)'
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CorpusError(f"{path}:{line_number}: not JSON ({error}): {expected}") from None
+    if not isinstance(record, dict):
+        raise CorpusError(f"{path}:{line_number}: not a JSON object but {json_kind(record)}: {expected}")
+    if "text" not in record:
+        fields = ", ".join(f'"{name}"' for name in list(record)[:8]) + (", ..." if len(record) > 8 else "")
+        raise CorpusError(f"{path}:{line_number}: no \"text\" field (its fields: {fields or 'none'}): {expected}")
+    text = record["text"]
+    if not isinstance(text, str):
+        raise CorpusError(f"{path}:{line_number}: \"text\" must be a string, not {json_kind(text)}: {expected}")
+    return text
+
+
+def json_kind(value) -> str:
+    """A JSON value's type as JSON names it ("an array", "a number", "null"), for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def iter_documents(path: str):
     """Yield the documents of one file, streaming (a document is held in memory, never the file)."""
     if path.endswith(JSONL_SUFFIXES):
         for line_number, line in iter_lines(path):
             if not line.strip():
                 continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{line_number}: expected a JSON object with a 'text' field ({error})") from error
+            text = jsonl_text(path, line_number, line)
             if text.strip():
                 yield text
         return

@@ -5,6 +5,8 @@ state. Written atomically; read with torch.load(weights_only=True), so a crafted
 import os
 import pickle
 import random
+import re
+import zipfile
 from dataclasses import asdict
 
 import numpy as np
@@ -30,19 +32,63 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     """Load and validate a cramlm checkpoint; raise one clear error for anything else."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    not_torch = torch_file_problem(path)
+    if not_torch:
+        raise ValueError(not_torch)
     try:  # weights_only: tensors and plain Python types only, so a crafted file cannot run code while loading
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path} holds Python objects beyond tensors and plain types, which could run code when "
-                         f"loaded, so it was not loaded (checkpoints of cramlm before weights-only loading hold "
-                         f"numpy arrays; only trusted files should be converted): {str(error).splitlines()[0]}") from error
-    except Exception as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
+        objects = python_objects(str(error))
+        if objects is None:  # the weights-only unpickler met bytes that are no pickle at all
+            raise ValueError(f"{path} is not a PyTorch checkpoint (or is damaged): its contents cannot be "
+                             f"unpickled") from None
+        # torch's own message advises loading with weights_only=False: never for a file we cannot vouch for
+        raise ValueError(f"{path} holds Python objects beyond tensors and plain types{objects}, which could run code "
+                         f"when loaded, so it was not loaded: cramlm checkpoints hold only tensors and plain types "
+                         f"(checkpoints of cramlm before weights-only loading hold numpy arrays; only a file you "
+                         f"wrote yourself should ever be converted)") from None
+    except Exception as error:  # a zip with damaged members, a cut-off legacy file, ...
+        reason = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a PyTorch checkpoint (or is damaged): {reason}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a cramlm checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if checkpoint.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {checkpoint.get('version')}, this code reads {CHECKPOINT_VERSION}")
     return checkpoint
+
+
+def torch_file_problem(path: str) -> str | None:
+    """Why `path` cannot be a file of torch.save, from its bytes alone (None when it may be one): torch.save writes
+    a zip archive (since torch 1.6), before that a pickle; an empty file, a zip without its end (a copy or a save
+    cut short) or anything else would otherwise reach the unpickler and be misdescribed."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return f"{path} is empty (0 bytes): not a checkpoint (a save or a copy that never wrote it?)"
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if zipfile.is_zipfile(path):
+        return None
+    if start == b"PK\x03\x04":
+        return (f"{path} is not a PyTorch checkpoint (or is damaged): a zip archive whose end is missing ({size:,} "
+                f"bytes), so a save or a copy was cut short; copy or write it again")
+    if start[:1] != b"\x80":  # a pickle (the legacy format) starts with its protocol opcode
+        return f"{path} is not a PyTorch checkpoint (or is damaged): neither a zip archive nor a pickle"
+    return None
+
+
+# What torch's weights-only unpickler says of an object it refuses (rather than of bytes it cannot parse).
+OBJECT_PATTERNS = (r"GLOBAL (\S+) was not an allowed global", r"unsupported GLOBAL (\S+)",
+                   r"reduce for unrecognized function", r"Can only (?:build|create|append|extend)", r"must be \S+ to load")
+
+
+def python_objects(message: str) -> str | None:
+    """From the weights-only unpickler's error: " (such as NAME)" (or "") when the file holds objects it refuses,
+    None when it is not a pickle it could parse."""
+    for pattern in OBJECT_PATTERNS:
+        found = re.search(pattern, message)
+        if found:
+            return f" (such as {found.group(1)})" if found.groups() else ""
+    return None
 
 
 def model_from_checkpoint(checkpoint: dict) -> CramBERT:
@@ -130,10 +176,45 @@ def load_checkpoints(config, device) -> tuple[dict | None, dict | None]:
     checkpoint = load_checkpoint(path, map_location=device) if config.resume else None
     init_checkpoint = load_checkpoint(config.init_from, map_location=device) if config.init_from else None
     if checkpoint:
+        check_resumable(checkpoint, path)
         check_resume_settings(config, checkpoint, path)
+    if init_checkpoint:
+        check_has_model(init_checkpoint, config.init_from)
     if (checkpoint or init_checkpoint) and is_prepared(config.data_dir):
         check_run_tokenizers(config, checkpoint, init_checkpoint, data_tokenizer(config.data_dir))
     return checkpoint, init_checkpoint
+
+
+# What --resume reads of a checkpoint (train.py's save writes them all; run/build.py's restore reads them).
+MODEL_FIELDS = ("model_config", "model")
+RESUME_FIELDS = MODEL_FIELDS + ("train_config", "optimizer", "loop", "data", "rng")
+
+
+def check_resumable(checkpoint: dict, path: str):
+    """A checkpoint of ours that holds a model but no run to continue (grow.py's output, a model saved by a study)
+    is refused by name, before its missing fields would end in a KeyError."""
+    missing = [name for name in RESUME_FIELDS if name not in checkpoint]
+    if not missing:
+        return
+    lacks = ", ".join(missing)
+    if any(name in MODEL_FIELDS for name in missing):
+        raise ValueError(f"cannot --resume {path}: it lacks {lacks}, so it holds no model to continue: resume a "
+                         f"checkpoint written by train.py, or start a new run without --resume in another --out-dir")
+    start_from = (f"start a new run from its weights instead, in another folder: python train.py --init-from {path} "
+                  f"--out-dir ANOTHER_DIR ...")
+    if "growth" in checkpoint:
+        raise ValueError(f"cannot --resume {path}: it was written by grow.py and lacks {lacks} (a grown model holds "
+                         f"weights, not a run's training state): {start_from} (grow.py printed the full command)")
+    raise ValueError(f"cannot --resume {path}: it lacks {lacks} (it holds a model, not a run's training state): "
+                     f"{start_from}")
+
+
+def check_has_model(checkpoint: dict, path: str):
+    """--init-from needs only the model and its config."""
+    missing = [name for name in MODEL_FIELDS if name not in checkpoint]
+    if missing:
+        raise ValueError(f"cannot --init-from {path}: it has the cramlm marker but lacks {', '.join(missing)}, so it "
+                         f"holds no model to start from")
 
 
 def check_run_tokenizers(config, checkpoint: dict | None, init_checkpoint: dict | None, tokenizer: Tokenizer):
