@@ -9,6 +9,7 @@ N parameters trained on D tokens as
 and ask which (N, D) gives the lowest loss for a compute budget of C = 6ND FLOPs. This file uses that law:
 
     python scaling.py plan --hours 24                 # measure this machine, recommend a model and a token count
+    python scaling.py plan --hours 24 --inference-tokens 1e12   # ... and the size that also serves 1e12 tokens cheaply
     python scaling.py fit runs/*/log.jsonl            # fit L(N, D) to our own runs, as the paper does (Approach 3)
     python -m experiments.scaling_sweep --flops 1e14,3e14,1e15 --data-dir data/cache/wiki   # train an IsoFLOP grid, then fit
 
@@ -22,16 +23,18 @@ import itertools
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from data.files import write_json
+from data.tokenizer import embedding_rows
 from model import MASK_RATE, ModelConfig, flops_per_token, model_config_from_dict, preset_config
 from run.config import AUTO_MICRO_BATCH, TrainConfig
-from run.machine import available_memory_bytes, count_params, measure_training_flops_per_second, training_memory_bytes
+from run.device import training_precision
+from run.machine import available_memory_bytes, count_params, shape_tokens_per_second, training_memory_bytes
 
 # ----------------------------------------------------------------------------------------------------
 # The parametric law and its compute-optimal allocation
@@ -105,14 +108,16 @@ def describe_law(law) -> str:
 # ----------------------------------------------------------------------------------------------------
 # Planning: from a budget in seconds to a model shape and a token count
 
-def candidate_configs(seq_len: int = 128, max_width: int = 2048):
+def candidate_configs(seq_len: int = 128, max_width: int = 2048, base: ModelConfig | None = None):
     """The shapes the planner chooses from, all shaped like the presets: depth = width / 64 (the
     aspect ratio of `mini` and `base`; Kaplan et al. Sec. 3.1 find loss barely depends on it), heads of
     64 dimensions and an FFN 4x as wide. Widths step by 64, so neighbouring sizes are close. The widest,
-    32 x 2048 (1.7B parameters), is more than a day on one GPU can train compute-optimally."""
+    32 x 2048 (1.7B parameters), is more than a day on one GPU can train compute-optimally. base: the run's
+    other settings, its vocabulary above all (N of a small shape is mostly its embedding); default ModelConfig()."""
+    base = base or ModelConfig()
     for width in range(64, max_width + 1, 64):
-        yield ModelConfig(max_seq_len=seq_len, n_layer=max(2, width // 64), n_head=width // 64,
-                          n_embd=width, intermediate_size=4 * width)
+        yield replace(base, max_seq_len=seq_len, n_layer=max(2, width // 64), n_head=width // 64, n_embd=width,
+                      intermediate_size=4 * width)
 
 
 def size_overrides(config: ModelConfig) -> dict:
@@ -129,17 +134,18 @@ class Candidate:
     law_params: float  # N_opt under the law at this candidate's Chinchilla compute 6ND
     law_tokens: float  # D_opt likewise
     memory_bytes: int  # training_memory_bytes at the planned micro-batch
+    tokens_per_second: float = 0.0  # this shape's own measured speed, when the plan measured each shape
 
 
 def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
-               micro_batch_size: int = AUTO_MICRO_BATCH) -> list[Candidate]:
+               micro_batch_size: int = AUTO_MICRO_BATCH, base: ModelConfig | None = None) -> list[Candidate]:
     """Every shape with the tokens the budget buys it, and where the law would put a run of its compute.
     The law's compute is 6ND by definition (paper Sec. 3.3), but our real cost per token is not 6N: the
     embedding lookup is free, the sparse MLM head runs on a quarter of the tokens and attention adds
     12 L T C. So we convert the real budget to tokens with the real count, then ask the law which N
     suits that (N, D) pair's 6ND."""
     table = []
-    for config in candidate_configs(seq_len):
+    for config in candidate_configs(seq_len, base=base):
         params, cost = count_params(config), flops_per_token(config, seq_len)
         tokens = budget_flops / cost
         law_params, law_tokens = compute_optimal(6 * params * tokens, law)
@@ -182,33 +188,69 @@ class Plan:
         return size_overrides(self.model_config)
 
 
-def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_len: int = 128,
+def measured_candidates(budget_seconds: float, tokens_per_second, law="chinchilla", seq_len: int = 128,
+                        micro_batch_size: int = AUTO_MICRO_BATCH, base: ModelConfig | None = None,
+                        memory_limit: float = math.inf) -> list[Candidate]:
+    """Every shape with the tokens the budget buys it at its OWN speed, tokens_per_second(config) (measured:
+    small shapes run at a fraction of big shapes' FLOP/s on a CPU, so one shape's FLOP/s given to all would
+    under-buy the big ones). Measuring is the cost, so the walk from small to large stops once a shape does not
+    fit in memory_limit bytes or the law's predicted loss has risen for two shapes in a row (past its minimum)."""
+    surface, table, rises = resolve_law(law), [], 0
+    for config in candidate_configs(seq_len, base=base):
+        params, cost = count_params(config), flops_per_token(config, seq_len)
+        memory = training_memory_bytes(config, params, micro_batch_size, seq_len)
+        if memory > memory_limit:
+            break
+        speed = tokens_per_second(config)
+        tokens = budget_seconds * speed
+        law_params, law_tokens = compute_optimal(6 * params * tokens, law)
+        table.append(Candidate(config, params, cost, tokens, law_params, law_tokens, memory, speed))
+        if surface != "rule20" and len(table) > 1:
+            rises = rises + 1 if surface.loss(params, tokens) > surface.loss(table[-2].params, table[-2].tokens) else 0
+            if rises == 2:
+                break
+    return table
+
+
+def plan(budget_seconds: float, flops_per_second: float | None, law="chinchilla", seq_len: int = 128,
          micro_batch_size: int = AUTO_MICRO_BATCH, memory_bytes: int | None = None,
-         memory_fraction: float = 0.8) -> Plan:
+         memory_fraction: float = 0.8, base: ModelConfig | None = None, tokens_per_second=None) -> Plan:
     """The shape the law would train on this budget: among shapes whose training fits in memory_fraction
-    of memory_bytes, the one with the lowest predicted loss at the tokens the budget buys it (best_candidate)."""
-    budget_flops = budget_seconds * flops_per_second
+    of memory_bytes, the one with the lowest predicted loss at the tokens the budget buys it (best_candidate).
+    The budget buys flops_per_second x seconds of FLOPs at every shape, or, given tokens_per_second (a function
+    of the shape), each shape its own tokens (measured_candidates)."""
     memory_bytes = memory_bytes or available_memory_bytes("cpu")
-    table = candidates(budget_flops, law, seq_len, micro_batch_size)
+    if tokens_per_second is None:
+        table = candidates(budget_seconds * flops_per_second, law, seq_len, micro_batch_size, base)
+    else:
+        table = measured_candidates(budget_seconds, tokens_per_second, law, seq_len, micro_batch_size, base,
+                                    memory_fraction * memory_bytes)
     fitting = [c for c in table if c.memory_bytes <= memory_fraction * memory_bytes]
     if not fitting:
         raise ValueError(f"even the smallest shape needs {table[0].memory_bytes / 1e9:.2f} GB, more than "
                          f"{memory_fraction:.0%} of {memory_bytes / 1e9:.2f} GB; lower the micro-batch size")
     best = best_candidate(fitting, law)
+    if tokens_per_second is not None:  # each shape bought its own FLOPs: report the chosen one's
+        flops_per_second = best.tokens_per_second * best.flops_per_token
+    budget_flops = budget_seconds * flops_per_second
     law_name = law if isinstance(law, str) else "fitted"
     cfg, i = best.config, table.index(best)
+    speed = "each shape at its own measured tokens/s" if tokens_per_second is not None else \
+        f"{flops_per_second:.3g} FLOP/s for every shape"
     lines = [
-        f"budget: {budget_seconds / 3600:.3g} h x {flops_per_second:.3g} FLOP/s = {budget_flops:.3g} FLOPs",
+        f"budget: {budget_seconds / 3600:.3g} h, {speed}; the chosen shape's: {budget_flops:.3g} FLOPs",
         f"law ({law_name}): {describe_law(law)}",
-        f"shapes: width w, depth w/64, heads of 64, FFN 4w; D = {budget_flops:.3g} / (FLOPs per token)",
-        f"  {'layers x width':>14} {'N':>9} {'FLOPs/tok':>10} {'D':>9} {'D/N':>7} {'law N_opt':>10} {'law L':>7} "
-        f"{'memory':>9}",
+        f"shapes: width w, depth w/64, heads of 64, FFN 4w, vocabulary {cfg.vocab_size}; D = budget x tokens/s",
+        f"  {'layers x width':>14} {'N':>9} {'FLOPs/tok':>10} {'tokens/s':>9} {'D':>9} {'D/N':>7} {'law N_opt':>10} "
+        f"{'law L':>7} {'memory':>9}",
     ]
     surface = resolve_law(law)
     for c in table[max(0, i - 3):i + 4]:
         predicted = "-" if surface == "rule20" else f"{surface.loss(c.params, c.tokens):.4f}"
+        speed_text = f"{c.tokens_per_second:9.3g}" if c.tokens_per_second else f"{'-':>9}"
         lines.append(f"{'->' if c is best else '  '}{c.config.n_layer:>5} x {c.config.n_embd:<6} {c.params:9.3g} "
-                     f"{c.flops_per_token:10.3g} {c.tokens:9.3g} {c.tokens / c.params:7.3g} {c.law_params:10.3g} "
+                     f"{c.flops_per_token:10.3g} {speed_text} {c.tokens:9.3g} {c.tokens / c.params:7.3g} "
+                     f"{c.law_params:10.3g} "
                      f"{predicted:>7} {c.memory_bytes / 1e9:7.2f}GB"
                      + ("" if c.memory_bytes <= memory_fraction * memory_bytes else " (does not fit)"))
     lines += [
@@ -233,27 +275,92 @@ def plan(budget_seconds: float, flops_per_second: float, law="chinchilla", seq_l
 
 def plan_for_machine(budget_seconds: float, device: str = "cpu", law="chinchilla",
                      flops_per_second: float | None = None, seq_len: int = 128,
-                     micro_batch_size: int = AUTO_MICRO_BATCH, bench_seconds: float = 5.0,
-                     bench_config: ModelConfig | None = None) -> Plan:
-    """plan() with this machine's numbers. Throughput depends on the shape and the shape on the throughput,
-    so measure a reference shape, plan, and measure the planned shape and replan until the shape measured
-    is the shape planned (at most 3 measurements; small shapes run at lower FLOP/s than big ones)."""
+                     micro_batch_size: int = AUTO_MICRO_BATCH, bench_seconds: float = 3.0,
+                     base: ModelConfig | None = None, precision: str = "auto") -> Plan:
+    """plan() with this machine's numbers: each shape's own training tokens/s, measured (shape_tokens_per_second:
+    eager, in the run's precision, the median step of ~bench_seconds), so that each buys its own tokens. One
+    shape's FLOP/s given to all (as this planner once did) walks down on a CPU: small shapes run at a fraction
+    of big shapes' FLOP/s, so measuring a small one shrinks the budget, which makes a smaller one optimal.
+    flops_per_second: skip the measurement and give every shape that FLOP/s."""
     memory = available_memory_bytes(device)
     if flops_per_second:
-        return plan(budget_seconds, flops_per_second, law, seq_len, micro_batch_size, memory)
-    config = bench_config or ModelConfig(max_seq_len=seq_len, n_layer=4, n_head=4, n_embd=256, intermediate_size=1024)
+        return plan(budget_seconds, flops_per_second, law, seq_len, micro_batch_size, memory, base=base)
     bench_batch = micro_batch_size if torch.device(device).type == "cuda" else 8  # keep the CPU benchmark short
-    notes = []
-    for _ in range(3):
-        measured = measure_training_flops_per_second(config, device, bench_seconds, bench_batch, seq_len)
-        notes.append(f"measured {measured:.3g} FLOP/s training {config.n_layer} x {config.n_embd} "
-                     f"({bench_batch} x {seq_len} tokens per step, AdamW, {device})")
-        result = plan(budget_seconds, measured, law, seq_len, micro_batch_size, memory)
-        if result.model_config == config:
-            break
-        config = result.model_config
-    result.explanation = "\n".join(notes + [result.explanation])
+
+    def measure(config: ModelConfig) -> float:
+        return shape_tokens_per_second(config, device, bench_seconds, bench_batch, seq_len, precision)
+
+    result = plan(budget_seconds, None, law, seq_len, micro_batch_size, memory, base=base, tokens_per_second=measure)
+    result.explanation = (f"measured each shape's training tokens/s ({bench_batch} x {seq_len} tokens a step, AdamW, "
+                          f"{device}, {training_precision(torch.device(device), precision)}, eager; the median step of "
+                          f"~{bench_seconds:g} s)\n" + result.explanation)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inference-aware sizing (Sardana & Frankle 2023, "Beyond Chinchilla-Optimal", Sec. 2)
+#
+# A model that will serve many tokens pays for them too: ~2N FLOPs a token of inference (a forward pass) against
+# 6N a token of training. For a target loss, the law's iso-loss curve L(N, D) = loss gives every N its D, and the
+# total 6 N D + 2 N D_inference is smallest at a smaller N trained on more tokens than Chinchilla's optimum.
+
+@dataclass
+class Sizing:
+    params: float  # N
+    tokens: float  # D: training tokens
+    loss: float  # the law's L(N, D)
+    training_flops: float  # 6 N D (the law's compute)
+    inference_flops: float  # 2 N D_inference
+
+    @property
+    def total_flops(self) -> float:
+        return self.training_flops + self.inference_flops
+
+
+def tokens_for_loss(law: ScalingLaw, params: float, loss: float) -> float:
+    """D with L(N, D) = loss: solving E + A/N^alpha + B/D^beta = loss for D; inf when N alone cannot reach it."""
+    room = loss - law.E - law.A / params ** law.alpha
+    return (law.B / room) ** (1 / law.beta) if room > 0 else math.inf
+
+
+def inference_aware(law: ScalingLaw, loss: float, inference_tokens: float) -> Sizing:
+    """The N (and its D on the iso-loss curve) minimising 6 N D + 2 N inference_tokens for the law's `loss`: a
+    log-spaced search over N (the total is smooth and has one minimum in log N), refined around the best point."""
+    if loss <= law.E:
+        raise ValueError(f"target loss {loss:.4g} is at or below the law's irreducible E = {law.E:.4g}: unreachable")
+    smallest = (law.A / (loss - law.E)) ** (1 / law.alpha)  # below this N even infinite data stays above `loss`
+
+    def total(log_n: float) -> float:
+        n = math.exp(log_n)
+        return 6 * n * tokens_for_loss(law, n, loss) + 2 * n * inference_tokens
+
+    low, high = math.log(smallest) + 1e-9, math.log(smallest) + 12 * math.log(10)
+    for _ in range(4):  # four rounds of 400 points, each around the last round's best
+        grid = [low + (high - low) * i / 399 for i in range(400)]
+        best = min(range(400), key=lambda i: total(grid[i]))
+        low, high = grid[max(0, best - 1)], grid[min(399, best + 1)]
+    n = math.exp(grid[best])
+    d = tokens_for_loss(law, n, loss)
+    return Sizing(n, d, law.loss(n, d), 6 * n * d, 2 * n * inference_tokens)
+
+
+def inference_table(law: ScalingLaw, compute: float, inference_tokens: float, target_loss: float | None = None) -> str:
+    """Compute-optimal for `compute` beside the inference-aware choice for the same loss (or target_loss)."""
+    n_opt, d_opt = law.compute_optimal(compute)
+    loss = target_loss or law.loss(n_opt, d_opt)
+    optimal = Sizing(n_opt, d_opt, law.loss(n_opt, d_opt), 6 * n_opt * d_opt, 2 * n_opt * inference_tokens)
+    if target_loss:  # the compute-optimal model that reaches target_loss: on the iso-loss curve, inference 0
+        optimal = inference_aware(law, loss, 0.0)
+        optimal.inference_flops = 2 * optimal.params * inference_tokens
+    aware = inference_aware(law, loss, inference_tokens)
+    lines = [f"law: {describe_law(law)}; loss {loss:.4f}, inference {inference_tokens:.3g} tokens (2N FLOPs each)",
+             f"{'':<18} {'N':>10} {'D':>10} {'D/N':>7} {'train FLOPs':>12} {'infer FLOPs':>12} {'total':>10}"]
+    for name, row in (("compute-optimal", optimal), ("inference-aware", aware)):
+        lines.append(f"{name:<18} {row.params:10.3g} {row.tokens:10.3g} {row.tokens / row.params:7.1f} "
+                     f"{row.training_flops:12.3g} {row.inference_flops:12.3g} {row.total_flops:10.3g}")
+    saved = max(0.0, 1 - aware.total_flops / optimal.total_flops)  # 0 up to the search's rounding
+    lines.append(f"inference-aware saves {saved:.1%} of the total FLOPs")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -366,14 +473,25 @@ def run_command():
     commands = parser.add_subparsers(dest="command", required=True)
 
     plan_parser = commands.add_parser("plan", help="recommend a model shape and token count for a time budget")
-    plan_parser.add_argument("--hours", type=float, required=True, help="training budget in hours")
+    budget = plan_parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--hours", type=float, help="training budget in hours (on this machine, measured)")
+    budget.add_argument("--compute", type=float, help="a budget in FLOPs (C = 6ND) for the law alone, no shapes or "
+                                                      "machine: its compute-optimal N and D (with --inference-tokens, "
+                                                      "beside the inference-aware choice)")
     plan_parser.add_argument("--flops-per-second", type=float, help="achieved FLOP/s; measured when omitted")
     plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, or a fitted law's JSON")
     plan_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     plan_parser.add_argument("--seq-len", type=int, default=TrainConfig.seq_len, help="training sequence length")
     plan_parser.add_argument("--micro-batch-size", type=int, default=AUTO_MICRO_BATCH,
                              help="rows per forward pass (for the memory check)")
-    plan_parser.add_argument("--bench-seconds", type=float, default=5.0, help="length of each throughput measurement")
+    plan_parser.add_argument("--bench-seconds", type=float, default=3.0, help="length of each shape's measurement")
+    plan_parser.add_argument("--vocab-size", type=int, default=0,
+                             help="the run's tokenizer size (train.py --vocab-size: 16384 for the CPU recipe's BPE); "
+                                  "0: GPT-2's. The shapes' N counts this many embedding rows")
+    plan_parser.add_argument("--inference-tokens", type=float, default=0.0,
+                             help="tokens the model will serve: also size it to minimise training + inference FLOPs "
+                                  "for the compute-optimal plan's predicted loss (Sardana & Frankle 2023)")
+    plan_parser.add_argument("--target-loss", type=float, help="with --inference-tokens: this loss instead")
 
     fit_parser = commands.add_parser("fit", parents=[fit_flags()], help="fit L(N, D) to finished runs")
     fit_parser.add_argument("logs", nargs="+", help="train.py JSONL logs, or .json/.csv files of N, D, loss")
@@ -381,10 +499,20 @@ def run_command():
 
     args = parser.parse_args()
 
+    if args.command == "plan" and args.compute:
+        if not isinstance(resolve_law(args.law), ScalingLaw):
+            raise ValueError(f"--compute needs a law with a loss surface (chinchilla, epoch or a fitted law's JSON), "
+                             f"not {args.law}")
+        print(inference_table(resolve_law(args.law), args.compute, args.inference_tokens, args.target_loss))
+        return
     if args.command == "plan":
+        base = ModelConfig(vocab_size=embedding_rows(args.vocab_size)) if args.vocab_size else None
         result = plan_for_machine(args.hours * 3600, args.device, args.law, args.flops_per_second, args.seq_len,
-                                  args.micro_batch_size, args.bench_seconds)
+                                  args.micro_batch_size, args.bench_seconds, base)
         print(result.explanation)
+        if args.inference_tokens or args.target_loss:
+            print(inference_table(resolve_law(args.law), 6 * result.params * result.tokens, args.inference_tokens,
+                                  args.target_loss))
         return
     points = read_points(args.logs)
     law = fit_law([p["N"] for p in points], [p["D"] for p in points], [p["loss"] for p in points],
@@ -412,7 +540,8 @@ def requested_model_config(config: TrainConfig, device, rank: int, world_size: i
     planned = [None]
     if rank == 0:  # one process measures and plans; the others take its answer
         plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,
-                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size)
+                                micro_batch_size=AUTO_MICRO_BATCH if config.micro_batch_size == "auto" else config.micro_batch_size,
+                                base=ModelConfig(**overrides), precision=config.precision)
         print(plan.explanation)
         planned = [plan.model_config]
     if world_size > 1:

@@ -8,6 +8,7 @@ and the speed is timed. train.py calls fit_to_machine, compile_with_fallback and
 while it builds a run; `train.py --plan` calls them to say what a run would do without running it.
 """
 import os
+import statistics
 import time
 from dataclasses import replace
 
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from model import MASK_RATE, CramBERT, ModelConfig, count_kept, flops_per_token, make_optimizer
+from model import MASK_RATE, CramBERT, ModelConfig, count_kept, make_optimizer, scored_share
 from run.config import AUTO_MICRO_BATCH, TrainConfig, full_batch_micro_steps, max_mask_rate
 from run.device import autocast, keep_freed_memory, precision_note, synchronize, training_precision
 
@@ -174,8 +175,8 @@ def random_batch(batch_size: int, seq_len: int, mask_rate: float, vocab_size: in
     g = torch.Generator().manual_seed(0)
     input_ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g)
     labels = torch.full_like(input_ids, -100)
-    n_masked = int(mask_rate * seq_len)
-    positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :n_masked]
+    masked_per_row = int(mask_rate * seq_len)
+    positions = torch.rand(input_ids.shape, generator=g).argsort(dim=1)[:, :masked_per_row]
     labels.scatter_(1, positions, input_ids.gather(1, positions))
     return input_ids.to(device), labels.to(device)
 
@@ -184,7 +185,7 @@ def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1
                   seconds: float = 0.0, precision: str = "auto") -> tuple[int, float]:
     """Run `warmup` untimed training steps, then `steps` timed ones (or as many as fit in `seconds`).
     Returns (timed steps, their seconds). experiments/bench.py times its table with it, and
-    measure_training_flops_per_second the achieved FLOP/s of scaling.py's plan."""
+    shape_tokens_per_second times each step alone instead, for scaling.py's plan."""
     def step():
         with autocast(device, precision):
             loss = loss_fn(input_ids, labels)
@@ -205,6 +206,36 @@ def time_training(loss_fn, optimizer, input_ids, labels, device, warmup: int = 1
     return done, time.perf_counter() - start
 
 
+def shape_tokens_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 3.0, micro_batch_size: int = 8,
+                            seq_len: int | None = None, precision: str = "auto", warmup: int = 2,
+                            mask_rate: float = MASK_RATE) -> float:
+    """Training tokens/s of one shape: forward, backward and an AdamW step on random tokens in the run's precision,
+    `warmup` untimed steps, then steps for `seconds`, each timed alone. The median step time, not the mean: a
+    neighbour that takes the core for a moment (another job, an evaluation) stretches a few steps, not the median."""
+    seq_len = seq_len or config.max_seq_len
+    device = torch.device(device)
+    model = CramBERT(config).to(device)
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
+    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
+    n_kept = count_kept(micro_batch_size, seq_len, mask_rate)
+    precision = training_precision(device, precision)
+    step_seconds = []
+    for step in range(warmup + 10_000):
+        synchronize(device)
+        start = time.perf_counter()
+        with autocast(device, precision):
+            loss = model(input_ids, labels=labels, n_kept=n_kept)[1]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        if step >= warmup:
+            step_seconds.append(time.perf_counter() - start)
+            if sum(step_seconds) >= seconds and len(step_seconds) >= 3:
+                break
+    return micro_batch_size * seq_len / statistics.median(step_seconds)
+
+
 def count_params(config: ModelConfig) -> int:
     """model.num_params() without allocating the model: the blocks are identical, so build a one-block
     model on the meta device (shapes, no storage) and add the remaining blocks' share."""
@@ -222,8 +253,7 @@ def training_memory_bytes(config: ModelConfig, params: int, micro_batch_size: in
     in the embedding, 9C + 2I per block (norm inputs and outputs, qkv, attention output, FFN hidden
     states) and, at the MLM head's rows, 4C plus the log-softmax over the vocabulary and its gradient."""
     C, I, V = config.n_embd, config.intermediate_size, config.vocab_size
-    scored_share = mask_rate if config.mlm_head == "sparse" else 1.0
-    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + scored_share * (4 * C + 2 * V)
+    per_token = 3 * C + config.n_layer * (9 * C + 2 * I) + scored_share(config, mask_rate) * (4 * C + 2 * V)
     return int(16 * params + bytes_per_value * per_token * micro_batch_size * seq_len)
 
 
@@ -232,19 +262,3 @@ def available_memory_bytes(device: str) -> int:
     if torch.device(device).type == "cuda":
         return torch.cuda.mem_get_info(torch.device(device))[0]
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def measure_training_flops_per_second(config: ModelConfig, device: str = "cpu", seconds: float = 5.0,
-                                      micro_batch_size: int = 8, seq_len: int | None = None,
-                                      mask_rate: float = MASK_RATE) -> float:
-    """Achieved training FLOP/s of the real model: forward, backward and an AdamW step on random tokens
-    (bf16 autocast on a GPU, as train.py runs), counted with model.flops_per_token."""
-    seq_len = seq_len or config.max_seq_len
-    device = torch.device(device)
-    model = CramBERT(config).to(device)
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-4))
-    input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
-    n_kept = count_kept(micro_batch_size, seq_len, mask_rate)
-    steps, elapsed = time_training(lambda ids, targets: model(ids, labels=targets, n_kept=n_kept)[1], optimizer,
-                                   input_ids, labels, device, warmup=1, seconds=seconds)
-    return flops_per_token(config, seq_len, mask_rate) * steps * micro_batch_size * seq_len / elapsed

@@ -11,8 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scaling  # noqa: E402
-from model import CramBERT, flops_per_token, preset_config, count_kept  # noqa: E402
-from scaling import LAWS, ScalingLaw, compute_optimal  # noqa: E402
+from model import CramBERT, ModelConfig, count_kept, flops_per_token, preset_config  # noqa: E402
+from run.machine import count_params  # noqa: E402
+from scaling import LAWS, ScalingLaw, compute_optimal, inference_aware, inference_table  # noqa: E402
 
 CHINCHILLA_COMPUTE = 5.76e23  # FLOPs of Chinchilla's own run: 70B parameters x 1.4T tokens x 6 (paper Table 3)
 
@@ -148,10 +149,13 @@ def follows_its_law(result, law, memory_bytes):
 
 
 def test_plan_on_this_machine_fits_in_memory_and_follows_its_law():
-    # An hour of a CPU buys about the smallest shape: benchmark that one, so one measurement usually suffices.
-    measured = scaling.plan_for_machine(3600, "cpu", bench_seconds=0.2, bench_config=next(scaling.candidate_configs()))
-    assert "FLOP/s training" in measured.explanation
+    # Each shape is measured on its own, from the smallest up until the law's loss has risen twice.
+    measured = scaling.plan_for_machine(3600, "cpu", bench_seconds=0.2, precision="fp32")
+    assert "measured each shape's training tokens/s" in measured.explanation
+    assert all(c.tokens_per_second > 0 and c.tokens == pytest.approx(3600 * c.tokens_per_second)
+               for c in measured.candidates)
     assert 1e7 < measured.flops_per_second < 1e13  # 10 MFLOP/s to 10 TFLOP/s: a real CPU, not a unit slip
+    assert follows_its_law(measured, "chinchilla", scaling.available_memory_bytes("cpu"))
     memory = scaling.available_memory_bytes("cpu")
     for law in ("chinchilla", "epoch", "rule20"):
         result = scaling.plan(3600, measured.flops_per_second, law=law, memory_bytes=memory)
@@ -292,3 +296,53 @@ def test_fit_command_writes_a_law_the_planner_can_use(tmp_path, monkeypatch, cap
     assert_recovers(fitted)
     assert f"a = beta/(alpha+beta) = {fitted.exponents[0]:.3f}" in capsys.readouterr().out
     assert scaling.plan(3600, 1e12, law=str(out), memory_bytes=10**11).law == str(out)
+
+
+def test_inference_aware_sizing_on_a_hand_solved_law():
+    # L = N^-1/2 + D^-1/2 at loss 1: with u = N^-1/2 the total 6ND + 2NT is 6/(u²(1-u)²) + 2T/u², whose minimum
+    # solves 6u - 3 = T(1-u)³. At u = 3/4 that is T = 96: N = 16/9, D = 16. With no inference, minimising 6ND on
+    # the iso-loss curve at loss l gives N = D = 4/l² (u = l/2).
+    law = ScalingLaw(E=0.0, A=1.0, B=1.0, alpha=0.5, beta=0.5)
+    serving = inference_aware(law, 1.0, 96.0)
+    assert serving.params == pytest.approx(16 / 9, rel=1e-6) and serving.tokens == pytest.approx(16, rel=1e-6)
+    assert serving.loss == pytest.approx(1.0) and serving.inference_flops == pytest.approx(2 * 96 * 16 / 9, rel=1e-6)
+    training_only = inference_aware(law, 0.02, 0.0)
+    assert training_only.params == pytest.approx(1e4, rel=1e-6) and training_only.tokens == pytest.approx(1e4, rel=1e-6)
+    with pytest.raises(ValueError, match="irreducible"):
+        inference_aware(ScalingLaw(E=2.0, A=1.0, B=1.0, alpha=0.5, beta=0.5), 1.9, 0.0)
+
+
+def test_inference_aware_matches_compute_optimal_without_inference_and_shrinks_the_model_with_it():
+    law, compute = LAWS["chinchilla"], 2.53e24  # PaLM's training compute, 6 x 540e9 x 780e9
+    n_opt, d_opt = law.compute_optimal(compute)
+    loss = law.loss(n_opt, d_opt)
+    alone = inference_aware(law, loss, 0.0)  # the dual problem: least compute for the loss the budget buys
+    assert alone.params == pytest.approx(n_opt, rel=1e-3) and alone.training_flops == pytest.approx(compute, rel=1e-3)
+    serving = inference_aware(law, loss, 1e13)
+    assert serving.params < n_opt and serving.tokens > d_opt and serving.loss == pytest.approx(loss, rel=1e-9)
+    assert serving.total_flops < 6 * n_opt * d_opt + 2 * n_opt * 1e13
+    assert "inference-aware" in inference_table(law, compute, 1e13)
+
+
+def test_a_plan_that_measures_each_shape_does_not_collapse_when_small_shapes_are_slow_per_flop():
+    # A CPU-like table: achieved FLOP/s grows with width (64 wide: 1e9, 512 wide: 8e9). Given one shape's FLOP/s
+    # for all, a small measured shape makes every shape look slow; measured one by one, each buys its own tokens.
+    base = ModelConfig(vocab_size=16384)  # the CPU recipe's BPE: N counts its embedding, not GPT-2's
+    speed = {}
+
+    def tokens_per_second(config):
+        speed[config.n_embd] = 1e9 * config.n_embd / 64 / flops_per_token(config, 128)
+        return speed[config.n_embd]
+
+    result = scaling.plan(86400, None, "chinchilla", memory_bytes=10**12, base=base,
+                          tokens_per_second=tokens_per_second)
+    law = LAWS["chinchilla"]
+    # the reference computation: every shape the walk measured, at its own tokens, and the lowest predicted loss
+    table = [(law.loss(count_params(c), 86400 * speed[c.n_embd]), c) for c in scaling.candidate_configs(base=base)
+             if c.n_embd in speed]
+    assert result.model_config == min(table, key=lambda row: row[0])[1]
+    assert result.model_config.vocab_size == 16384 and result.params == CramBERT(result.model_config).num_params()
+    smallest_speed_for_all = scaling.plan(86400, 1e9, "chinchilla", memory_bytes=10**12, base=base)
+    assert result.model_config.n_embd > smallest_speed_for_all.model_config.n_embd >= 64
+    assert len(speed) < 32  # the walk stopped past the minimum instead of measuring every width
+    assert "tokens/s" in result.explanation and "vocabulary 16384" in result.explanation
