@@ -31,7 +31,7 @@ from run.config import (TrainConfig, describe_budget, duration, full_batch_micro
 from run.corpus import corpus_outlook
 from run.device import autocast, precision_note, setup_distributed
 from run.folder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
-from run.machine import CPU_COMPILE_MIN_BUDGET_SECONDS, measure_tokens_per_second
+from run.machine import CPU_COMPILE_MIN_BUDGET_SECONDS, measure_speed
 from run.report import StepLog, log_start, print_evaluation, what_it_knows
 
 # ----------------------------------------------------------------------------------------------------
@@ -341,9 +341,10 @@ def preview_run(config: TrainConfig) -> dict:
     start = time.perf_counter()
     run = build_model(config, rank, world_size, device, None, init_checkpoint)
     build_seconds = time.perf_counter() - start
-    config, tokens_per_second = run.config, run.tokens_per_second
-    if tokens_per_second is None:  # a step or FLOP budget: the run does not time itself, the plan still does
-        tokens_per_second = measure_tokens_per_second(run.model, config, device, world_size)
+    config, speed = run.config, run.speed
+    if speed is None:  # a step or FLOP budget: the run does not time itself, the plan still does
+        speed = measure_speed(run.model, run.optimizer, config, device, world_size)
+    tokens_per_second = speed.tokens_per_second
     tokens = budget_tokens(config, tokens_per_second, run.flops_per_token, world_size)
     training_seconds = tokens / tokens_per_second
     evaluations = math.floor(1 / config.eval_interval) + 1  # at the start, every --eval-interval and at the end
@@ -355,7 +356,8 @@ def preview_run(config: TrainConfig) -> dict:
             "build_seconds": build_seconds, "micro_batch_size": config.micro_batch_size,
             "accumulation": full_batch_rows // (config.micro_batch_size * world_size),
             "batch_tokens": full_batch_rows * config.seq_len, "params": run.raw_model.num_params(),
-            "tokens_per_second": tokens_per_second, "budget_tokens": tokens, "training_seconds": training_seconds,
+            "tokens_per_second": tokens_per_second, "speed_low": speed.low, "speed_high": speed.high,
+            "speed_steps": speed.steps, "budget_tokens": tokens, "training_seconds": training_seconds,
             **corpus_outlook(config, tokens), "checkpoint_minutes": config.checkpoint_minutes,
             "checkpoints": math.floor(wall_seconds / (config.checkpoint_minutes * 60)) + 1,  # and one at the end
             "evaluations": evaluations, "eval_seconds": eval_seconds,
@@ -374,7 +376,7 @@ def print_preview(plan: dict, config: TrainConfig):
   start-up      building, {'compiling, ' if plan['compile'] else ''}warming up and timing the model took {plan['build_seconds']:.0f} s, before the clock
   micro-batch   {plan['micro_batch_size']} rows x {plan['accumulation']} accumulation steps = {plan['batch_tokens']:,} tokens per full batch
   model         {plan['params'] / 1e6:.1f}M parameters
-  speed         {plan['tokens_per_second']:,.0f} tokens/s (measured: forward and backward of one micro-batch, no optimizer step)
+  speed         {plan['tokens_per_second']:,.0f} tokens/s (the median of {plan['speed_steps']} timed micro-steps with the optimizer's; 10-90%: {plan['speed_low']:,.0f}-{plan['speed_high']:,.0f})
   budget        {describe_budget(config)}: ~{plan['budget_tokens']:,.0f} tokens, {duration(plan['training_seconds'])} of training
   corpus        {plan['corpus']}
   passes        {passes}

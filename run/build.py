@@ -25,7 +25,7 @@ from run.checkpoint import check_run_tokenizers, set_rng_states
 from run.config import TrainConfig, check_resume_data
 from run.corpus import ensure_prepared, planned_vocab_size
 from run.device import gradient_scaler, measure_peak_flops
-from run.machine import announce_machine, fit_to_machine, measure_tokens_per_second, wrap
+from run.machine import Speed, announce_machine, fit_to_machine, measure_speed, wrap
 from scaling import requested_model_config
 
 
@@ -65,6 +65,7 @@ class Run:
     scaler: torch.amp.GradScaler = None  # fp16's loss scaling; a pass-through in bf16 and fp32
     log_file: object = None  # out_dir/log.jsonl, on the main process only
     blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
+    speed: Speed | None = None  # the measurement behind tokens_per_second: its spread and steps (machine.Speed)
 
     def log(self, record: dict):
         if self.log_file:
@@ -101,10 +102,11 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
         config = replace(config, compile=False)  # and a growth later does not try (and fail) again
     if rank == 0:
         announce_machine(config, how, device, world_size)
-    tokens_per_second = measure_tokens_per_second(model, config, device, world_size) if config.budget_seconds else None
-    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state, tokens_per_second,
+    speed = measure_speed(model, optimizer, config, device, world_size) if config.budget_seconds else None
+    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state,
+               speed.tokens_per_second if speed else None,
                charged_flops_per_token(raw_model, config, policy.config if policy else None),
-               measure_peak_flops(device, precision=config.precision))
+               measure_peak_flops(device, precision=config.precision), speed=speed)
 
 
 def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None, budget_tokens: float):

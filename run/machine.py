@@ -4,13 +4,14 @@ and the tokens/s a wall-clock budget will buy.
 
 Hardware is measured, not assumed: the micro-batch that fits is found by trying it (forward and backward,
 halving on out-of-memory), compilation is tried on one micro-batch and abandoned for eager mode when it fails,
-and the speed is timed. train.py calls fit_to_machine, compile_with_fallback and measure_tokens_per_second
+and the speed is timed. train.py calls fit_to_machine, compile_with_fallback and measure_speed
 while it builds a run; `train.py --plan` calls them to say what a run would do without running it.
 """
+import copy
 import os
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -147,23 +148,46 @@ def compile_with_fallback(raw_model: CramBERT, config: TrainConfig, device) -> t
     return compiled
 
 
-def measure_tokens_per_second(model: torch.nn.Module, config: TrainConfig, device, world_size: int,
-                              steps: int = 3) -> float:
-    """Training tokens/s of all processes: `steps` timed forward and backward passes of one micro-batch after an
-    untimed one. The optimizer step is left out (it would move the weights); it is shared by the accumulation
-    steps of a batch, so this overestimates by a few percent at most on the GPU recipe, more with tiny batches."""
-    if isinstance(model, DistributedDataParallel):
-        model = model.module  # each process alone: no all-reduce inside the measurement
+@dataclass
+class Speed:
+    tokens_per_second: float  # training tokens/s of all processes at the median step: what the budget buys
+    low: float  # at the 10th and 90th percentile steps: the spread --plan reports
+    high: float
+    steps: int  # timed steps
+
+
+def measure_speed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, device,
+                  world_size: int, seconds: float = 3.0, warmup: int = 3, min_steps: int = 5) -> Speed:
+    """Training tokens/s of all processes, from whole micro-steps (forward, backward and the optimizer's step on
+    random tokens) after `warmup` untimed ones (compilation, the allocator's first requests), timed one by one for
+    ~`seconds`. The median step, not the mean of a few: a neighbour that takes a core for a moment (another job,
+    an evaluation beside the run) stretches some steps, which the median ignores and a 3-step mean does not.
+    The weights and the optimizer's state are restored afterwards, so the run starts where it would have."""
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model  # each process alone
+    raw_model = getattr(raw_model, "_orig_mod", raw_model)
+    weights = {name: tensor.detach().clone() for name, tensor in raw_model.state_dict().items()}
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    timed = model.module if isinstance(model, DistributedDataParallel) else model  # no all-reduce inside
+    step_seconds = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        forward_backward(model, config, device, config.micro_batch_size)
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            forward_backward(model, config, device, config.micro_batch_size)
-        synchronize(device)
-        seconds = time.perf_counter() - start
-    model.zero_grad(set_to_none=True)
-    return steps * config.micro_batch_size * config.seq_len * world_size / seconds
+        for step in range(warmup + 100_000):
+            synchronize(device)
+            start = time.perf_counter()
+            forward_backward(timed, config, device, config.micro_batch_size)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            synchronize(device)
+            if step >= warmup:
+                step_seconds.append(time.perf_counter() - start)
+                if len(step_seconds) >= min_steps and sum(step_seconds) >= seconds:
+                    break
+    with torch.no_grad():
+        raw_model.load_state_dict(weights)
+    optimizer.load_state_dict(optimizer_state)
+    tokens = config.micro_batch_size * config.seq_len * world_size
+    quantiles = statistics.quantiles(step_seconds, n=10)  # 9 cut points: [0] is the 10th percentile, [-1] the 90th
+    return Speed(tokens / statistics.median(step_seconds), tokens / quantiles[-1], tokens / quantiles[0],
+                 len(step_seconds))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -5,11 +5,13 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import run.machine as machine
 import train as train_module
 import run.device as run_device
 from run.device import autocast, gradient_scaler, precision_note, training_precision
@@ -271,3 +273,28 @@ def test_keeping_freed_memory_stops_every_step_faulting_in_fresh_pages():
     plain = faults_per_step("plain")[1]
     assert plain > 1000  # 3 000–10 000 here: 4 KiB pages of the gradients and activations, every step
     assert faults < 50  # 0 here: the median step reuses the blocks the step before freed
+
+
+def test_the_speed_is_the_median_step_and_the_run_starts_untouched(monkeypatch):
+    # A neighbour takes the core during every third step (0.5 s each): a mean of a few steps would report a
+    # fraction of the real speed; the median of the steps does not, and the 10% quantile shows the spread.
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", max_seq_len=32, vocab_size=512))  # a step of a few ms
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+    config = TrainConfig(preset="tiny", seq_len=32, micro_batch_size=4, precision="fp32")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    real, calls = machine.forward_backward, []
+
+    def stretched(*args):
+        calls.append(None)
+        real(*args)
+        if len(calls) % 3 == 0:
+            time.sleep(0.5)
+
+    monkeypatch.setattr(machine, "forward_backward", stretched)
+    speed = machine.measure_speed(model, optimizer, config, torch.device("cpu"), 1, seconds=0.5, warmup=1,
+                                  min_steps=12)
+    slow_rate = 4 * 32 / 0.5  # tokens/s of a stretched step, at best
+    assert speed.steps >= 12 and speed.tokens_per_second > 4 * slow_rate and speed.low < slow_rate < speed.high
+    assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())  # weights back
+    assert optimizer.state_dict()["state"] == {}  # and the optimizer as it was: never stepped
