@@ -50,7 +50,7 @@ from run.checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, 
                             tokenizer_from_checkpoint)
 from run.config import max_mask_rate
 from run.device import autocast, gradient_scaler, resolve_device, training_precision
-from run.machine import wrap
+from run.machine import fit_to_machine, wrap
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
 SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
@@ -301,14 +301,19 @@ def grow_run(run, bar):
         run.train_data.advance(config.ligo_steps * rows)
     if run.policy:
         run.policy.watch(run.raw_model)  # the hook moves to the grown model before it is compiled
-    run.optimizer, run.model = make_optimizer(run.raw_model, config), wrap(run.raw_model, config, run.world_size, run.device)
+    run.optimizer = make_optimizer(run.raw_model, config)
+    if run.micro_batch_request == "auto":  # the small model's micro-batch may not fit the grown one: fit it again
+        config, how = fit_to_machine(replace(config, micro_batch_size="auto"), run.raw_model, run.optimizer, run.device,
+                                     run.world_size)
+        run.config = config
+    run.model = wrap(run.raw_model, config, run.world_size, run.device)
     state.flops += growth_flops(small.config, run.raw_model.config, config.grow_method, config.ligo_steps,
                                 rows * config.seq_len, config.seq_len, max_mask_rate(config))
     run.flops_per_token = charged_flops_per_token(run.raw_model, config, run.policy.config if run.policy else None)
     state.grown = True
     run.log({"kind": "grow", "step": state.step, "elapsed": state.elapsed, "method": config.grow_method,
              "from_params": small.num_params(), "to_params": run.raw_model.num_params(),
-             "model_config": asdict(run.raw_model.config)})
+             "model_config": asdict(run.raw_model.config), "micro_batch_size": config.micro_batch_size})
     bar.write(f"step {state.step:6d} | grew {small.num_params() / 1e6:.1f}M -> {run.raw_model.num_params() / 1e6:.1f}M "
               f"parameters with {config.grow_method}")
 

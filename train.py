@@ -239,12 +239,38 @@ def keep_copy(run: Run, minutes: float, bar):
 # ----------------------------------------------------------------------------------------------------
 # The loop
 
+class SilentBar:
+    """The progress bar of a process that is not the main one: counts nothing and prints nothing."""
+    n = 0
+
+    def update(self, n: int = 1):
+        pass
+
+    def write(self, text: str):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def wait_for_the_main_process(run: Run):
+    """After work the main process does alone (a checkpoint, a kept copy, BLiMP at an evaluation), every process
+    waits here with its clock stopped: otherwise the others' clocks run meanwhile, and the next all-reduce of the
+    elapsed time (MAX) bills their waiting to the budget."""
+    if run.world_size > 1:
+        dist.barrier()
+
+
 def run_training(run: Run, folder: RunFolder) -> dict:
     """The loop. Ctrl-C is looked at once per step (folder.stop_requested): the step or evaluation in progress
     finishes, then a checkpoint is written and the loop returns."""
     config, state, is_main = run.config, run.state, run.rank == 0
     log_start(run, budget_tokens(config, run.tokens_per_second, run.flops_per_token, run.world_size))
-    bar = tqdm(total=1000, desc="budget", unit="‰", disable=not (is_main and config.progress_bar))
+    # tqdm.write is a class method, so a disabled bar still prints: the other processes get a silent stand-in
+    bar = tqdm(total=1000, desc="budget", unit="‰", disable=not config.progress_bar) if is_main else SilentBar()
     clock, step_log = BudgetClock(state.elapsed), StepLog()
     keep_marks = [m for m in keep_minutes(config) if m * 60 >= state.elapsed]  # a resumed run has kept the earlier ones
     last_checkpoint, steps_this_session = time.monotonic(), 0
@@ -264,6 +290,7 @@ def run_training(run: Run, folder: RunFolder) -> dict:
             if keep_now and is_main:
                 keep_copy(run, keep_marks[0], bar)
             keep_marks = keep_marks[1:] if keep_now else keep_marks
+            wait_for_the_main_process(run)
             clock.start()
             continue
         if progress >= 1.0 or stop_requested or (config.stop_after_steps and steps_this_session >= config.stop_after_steps):
@@ -278,9 +305,17 @@ def run_training(run: Run, folder: RunFolder) -> dict:
         state.flops += rows * config.seq_len * run.flops_per_token
         step_log.add(run, loss, grad_norm, rows, clock.elapsed() - step_start, progress, clock.elapsed(), bar)
         bar.update(int(budget_progress(config, state) * 1000) - bar.n)
-        if is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60:
+        save_due = is_main and time.monotonic() - last_checkpoint > config.checkpoint_minutes * 60
+        if run.world_size > 1:  # rank 0's clock decides, for all: every process stops its clock for the save
+            flag = torch.tensor([float(save_due)], device=run.device)
+            dist.broadcast(flag, src=0)
+            save_due = bool(flag.item())
+        if save_due:  # off the clock on every process, and with the step just taken on the books (a resume's elapsed)
             clock.stop()
-            save(run)
+            state.elapsed = clock.elapsed()
+            if is_main:
+                save(run)
+            wait_for_the_main_process(run)
             last_checkpoint = time.monotonic()
             clock.start()
 

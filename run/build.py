@@ -66,6 +66,7 @@ class Run:
     log_file: object = None  # out_dir/log.jsonl, on the main process only
     blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
     speed: Speed | None = None  # the measurement behind tokens_per_second: its spread and steps (machine.Speed)
+    micro_batch_request: int | str = "auto"  # --micro-batch-size as asked: growth fits "auto" to the grown model
 
     def log(self, record: dict):
         if self.log_file:
@@ -94,6 +95,7 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
     if init_checkpoint and not checkpoint:
         raw_model.load_state_dict(init_checkpoint["model"])
     optimizer, policy = make_optimizer(raw_model, config), make_policy(config)
+    micro_batch_request = config.micro_batch_size
     if policy:
         policy.watch(raw_model)  # before torch.compile traces the model, so the hook is part of the graph
     config, how = fit_to_machine(config, raw_model, optimizer, device, world_size)
@@ -106,7 +108,8 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
     return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state,
                speed.tokens_per_second if speed else None,
                charged_flops_per_token(raw_model, config, policy.config if policy else None),
-               measure_peak_flops(device, precision=config.precision), speed=speed)
+               measure_peak_flops(device, precision=config.precision), speed=speed,
+               micro_batch_request=micro_batch_request)
 
 
 def attach_data(run: Run, checkpoint: dict | None, init_checkpoint: dict | None, budget_tokens: float):

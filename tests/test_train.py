@@ -28,7 +28,9 @@ from run.config import check_resume_data
 from run.corpus import ensure_prepared, prepared_tokenizer_settings
 from run.folder import EXIT_INTERRUPTED, claim_out_dir
 from model import make_optimizer
+import grow
 from grow import grow_model
+from run.machine import auto_micro_batch_size
 from policy import LearningLawPolicyConfig, policy_flops
 from data.loader import reference_metrics, unigram_log_probs
 from run.report import PROBES
@@ -673,3 +675,66 @@ def test_a_bpe_that_stops_short_of_vocab_size_gets_a_model_of_its_own_size(tmp_p
     checkpoint = load_checkpoint(summary["checkpoint"])
     rows = data_tokenizer(str(tmp_path / "tokens")).vocab_size
     assert rows < 16384 and checkpoint["model_config"]["vocab_size"] == rows and summary["steps"] == 2
+
+
+def test_a_periodic_checkpoint_keeps_the_step_it_follows_on_the_budget(tiny_corpus, tmp_path, monkeypatch):
+    # Every step takes >= 0.3 s; a checkpoint is due after every step. The elapsed time each save stores (what a
+    # --resume starts from) must include the step just taken: before, it was read before that step, a free step.
+    real_step, real_save, saved = train_module.train_step, train_module.save, []
+
+    def slow_step(run, progress):
+        time.sleep(0.3)
+        return real_step(run, progress)
+
+    def recording_save(run, path=None):
+        saved.append((run.state.step, run.state.elapsed))
+        real_save(run, path)
+
+    monkeypatch.setattr(train_module, "train_step", slow_step)
+    monkeypatch.setattr(train_module, "save", recording_save)
+    train(tiny_run(tiny_corpus, tmp_path, max_steps=3, checkpoint_minutes=1e-6, eval_interval=1.0))
+    periodic = saved[:-1]  # the last is the final save
+    assert [step for step, _ in periodic] == [1, 2, 3]
+    assert all(elapsed >= 0.3 * step for step, elapsed in periodic), periodic
+
+
+def test_with_two_processes_the_main_ones_own_work_stays_off_the_clock_and_is_printed_once(tiny_corpus, tmp_path):
+    # Rank 0 alone saves a checkpoint after every step, and each save takes 1 s (a slow disk): every process stops
+    # its clock for it, so the budget's elapsed time stays at the steps' own time. And every evaluation line is
+    # printed once, by rank 0 (tqdm.write prints even from a disabled bar).
+    script = tmp_path / "slow_save.py"
+    script.write_text("import sys, time\nimport train\nreal = train.save\n"
+                      "def slow(run, path=None):\n    time.sleep(1.0)\n    real(run, path)\n"
+                      "train.save = slow\ntrain.main(sys.argv[1:])\n")
+    flags = ["--data-dir", str(tiny_corpus), "--preset", "tiny", "--seq-len", "32", "--micro-batch-size", "4",
+             "--batch-tokens", "256", "--no-batch-ramp", "--max-steps", "4", "--log-interval", "1", "--eval-rows", "16",
+             "--eval-interval", "1.0", "--no-progress-bar", "--device", "cpu", "--checkpoint-minutes", "1e-6",
+             "--out-dir", str(tmp_path / "two")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+                          str(script), *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    summary = records(tmp_path / "two", "summary")[0]
+    assert summary["steps"] == 4 and summary["elapsed_seconds"] < 2.0, summary  # four 1-s saves are not on it
+    assert ddp.stdout.count("| val loss") == 2, ddp.stdout  # at step 0 and at the end, once each
+
+
+def test_growth_fits_the_micro_batch_again_for_the_grown_model(tiny_corpus, tmp_path, monkeypatch):
+    # --micro-batch-size auto was fitted to the small model; the grown one (4 x 256) is bigger. The same
+    # out-of-memory trial as the auto micro-batch's tests: above 4 rows of the grown model, "CUDA out of memory".
+
+    def fit_on_a_small_gpu(config, raw_model, optimizer, device, world_size):
+        def fits(rows):
+            if raw_model.config.n_embd > 64 and rows > 4:
+                raise torch.OutOfMemoryError(f"CUDA out of memory: {rows} rows")
+        full_rows = round(config.batch_tokens / config.seq_len / world_size)
+        return replace(config, micro_batch_size=auto_micro_batch_size(full_rows, fits)), "auto: the largest that fit"
+
+    monkeypatch.setattr(grow, "fit_to_machine", fit_on_a_small_gpu)
+    config = tiny_run(tiny_corpus, tmp_path, micro_batch_size="auto", max_steps=4, grow_at=0.5, grow_to="mini",
+                      ligo_steps=2, model_overrides={"n_head": 1}, eval_rows=8, eval_interval=1.0)
+    summary = train(config)
+    assert records(tmp_path, "config")[0]["config"]["micro_batch_size"] == 16  # 512 tokens of 32: one micro-batch
+    assert records(tmp_path, "grow")[0]["micro_batch_size"] == 4
+    assert load_checkpoint(summary["checkpoint"])["train_config"]["micro_batch_size"] == 4
+    assert summary["steps"] == 4 and [r["batch_tokens"] for r in records(tmp_path, "train")] == [512] * 4
