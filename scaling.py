@@ -71,6 +71,9 @@ LAWS = {
     "epoch": ScalingLaw(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658),
 }
 TOKENS_PER_PARAM = 20  # Approaches 1 and 2 find N_opt and D_opt both ∝ C^0.5 with D/N ≈ 20 (paper Table 3)
+# Our own law: `scaling.py fit experiments/scaling_points.json --out experiments/scaling_law.json`, the IsoFLOP sweep
+# of the CPU recipe measured on a 2-core CPU (BENCHMARKS.md, "Chinchilla"). `--law ours` reads it.
+OUR_LAW = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "scaling_law.json")
 
 
 def resolve_law(law):
@@ -80,10 +83,35 @@ def resolve_law(law):
         return law
     if law in LAWS:
         return LAWS[law]
+    if law == "ours":
+        law = OUR_LAW
     if isinstance(law, str) and os.path.isfile(law):
         with open(law) as f:
             return ScalingLaw(**{k: float(v) for k, v in json.load(f).items() if k in ("E", "A", "B", "alpha", "beta")})
-    raise ValueError(f"unknown law {law!r}: use chinchilla, epoch, rule20 or a JSON file written by `scaling.py fit`")
+    raise ValueError(f"unknown law {law!r}: use chinchilla, epoch, rule20, ours or a JSON file written by `scaling.py fit`")
+
+
+def law_range(law) -> tuple[float, float] | None:
+    """The compute (6ND) range of the runs a fitted law's JSON was fitted on; None for the paper's laws."""
+    path = OUR_LAW if law == "ours" else law
+    if isinstance(path, str) and os.path.isfile(path):
+        with open(path) as f:
+            fitted_on = json.load(f).get("compute_range")
+        return tuple(fitted_on) if fitted_on else None
+    return None
+
+
+def range_note(law, compute: float) -> str:
+    """Whether a plan at `compute` FLOPs (6ND) stays inside the runs its law was fitted on, and if not by how much."""
+    fitted_on = law_range(law)
+    if fitted_on is None:
+        return ""
+    low, high = fitted_on
+    if low <= compute <= high:
+        return f"  the law was fitted on runs of {low:.3g}-{high:.3g} FLOPs: this plan ({compute:.3g}) is inside them"
+    decades = math.log10(compute / high) if compute > high else math.log10(low / compute)
+    return (f"  the law was fitted on runs of {low:.3g}-{high:.3g} FLOPs: this plan ({compute:.3g}) extrapolates "
+            f"{decades:.1f} decades {'beyond' if compute > high else 'below'} them")
 
 
 def compute_optimal(compute: float, law="chinchilla") -> tuple[float, float]:
@@ -265,6 +293,9 @@ def plan(budget_seconds: float, flops_per_second: float | None, law="chinchilla"
         f"  memory: ~{best.memory_bytes / 1e9:.2f} GB (16 B/parameter for weights, gradients and AdamW, plus "
         f"activations of {micro_batch_size} x {seq_len} tokens) of {memory_bytes / 1e9:.2f} GB",
     ]
+    note = range_note(law, 6 * best.params * best.tokens)
+    if note:
+        lines.append(note)
     if best is table[0] and best.params > best.law_params:
         lines.append("  note: even the smallest shape is larger than the law asks (fewer tokens than optimal)")
     elif best is fitting[-1] and best.params < best.law_params:
@@ -479,7 +510,8 @@ def run_command():
                                                       "machine: its compute-optimal N and D (with --inference-tokens, "
                                                       "beside the inference-aware choice)")
     plan_parser.add_argument("--flops-per-second", type=float, help="achieved FLOP/s; measured when omitted")
-    plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, or a fitted law's JSON")
+    plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, ours (our CPU sweep's "
+                             "fit, experiments/scaling_law.json) or a fitted law's JSON")
     plan_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     plan_parser.add_argument("--seq-len", type=int, default=TrainConfig.seq_len, help="training sequence length")
     plan_parser.add_argument("--micro-batch-size", type=int, default=AUTO_MICRO_BATCH,
@@ -519,7 +551,8 @@ def run_command():
                   args.delta, args.starts)
     print(report_fit(law, len(points)))
     if args.out:
-        write_json(args.out, asdict(law))
+        computes = [6 * p["N"] * p["D"] for p in points]
+        write_json(args.out, {**asdict(law), "compute_range": [min(computes), max(computes)], "points": len(points)})
         print(f"wrote {args.out}")
 
 

@@ -296,6 +296,13 @@ def test_fit_command_writes_a_law_the_planner_can_use(tmp_path, monkeypatch, cap
     assert_recovers(fitted)
     assert f"a = beta/(alpha+beta) = {fitted.exponents[0]:.3f}" in capsys.readouterr().out
     assert scaling.plan(3600, 1e12, law=str(out), memory_bytes=10**11).law == str(out)
+    # the JSON keeps the compute range it was fitted on, and a plan says when it leaves it
+    low, high = json.loads(out.read_text())["compute_range"]
+    assert low == pytest.approx(min(6 * n * d for n, d in zip(params, tokens)))
+    assert "is inside them" in scaling.range_note(str(out), math.sqrt(low * high))
+    assert "extrapolates 2.0 decades beyond them" in scaling.range_note(str(out), high * 100)
+    beyond = scaling.plan(86400, high * 100 / 86400, law=str(out), memory_bytes=10**12)
+    assert "decades beyond them" in beyond.explanation
 
 
 def test_inference_aware_sizing_on_a_hand_solved_law():
