@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from data.blimp import (PAIRS_PER_PARADIGM, PARADIGMS, REFERENCE_MODELS, SUMMARY_FILE, BlimpDataError, MinimalPair,
                         blimp_subset, download_blimp, read_blimp, read_references)
-from data.files import write_json
+from data.files import check_writable, write_json
 from data.tokenizer import Tokenizer
 from evaluation.finetune import collate
 from evaluation.ngram import KneserNey, ngram_streams
@@ -61,6 +61,9 @@ def evaluation_pairs(blimp_dir: str, pairs_per_paradigm: int) -> list[MinimalPai
     if not pairs_per_paradigm:
         return []
     folder = blimp_dir or str(DEFAULT_BLIMP_DIR)
+    if blimp_dir and not os.path.isdir(blimp_dir):  # asked for by name: a typo must not cost the run its scores
+        raise FileNotFoundError(f"--blimp-dir {blimp_dir} is not a folder: give the folder of BLiMP's .jsonl files "
+                                f"(python blimp.py --download DIR), or --blimp-pairs 0 for no grammar score")
     if not os.path.isdir(folder):
         print(f"no BLiMP files in {folder}: evaluations log no grammar score (python blimp.py --download DIR, then "
               f"--blimp-dir DIR)")
@@ -322,6 +325,8 @@ def main(argv=None):
     if (args.max_pairs is not None and args.max_pairs < 1) or args.batch_rows < 1:
         sys.exit("error: --max-pairs and --batch-rows must be at least 1")
     try:
+        if args.out:  # checked now, not after scoring every pair
+            check_writable(args.out, "--out")
         pairs, missing = read_blimp(args.blimp_dir, args.max_pairs, args.skip_missing)
         references = read_references(args.blimp_dir)
         model, tokenizer = load_encoder(args)

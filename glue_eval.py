@@ -20,7 +20,6 @@ Scores are reported x100 and the GLUE average is the mean of task scores, a task
 import argparse
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.files import write_json
+from data.files import check_writable, write_json
 from data.glue import TASKS, GlueTask, compute_metrics, download_glue, read_tasks, subsample
 from data.tokenizer import Tokenizer
 from evaluation.finetune import (SMALL_TASK_ROWS, FinetuneConfig, collate, encode, epochs_for, finetune_task, predict,
@@ -408,13 +407,14 @@ def main(argv=None):
             sys.exit("error: --download runs alone; fine-tune in a second command with --glue-dir")
         return download_command(args)
     try:
+        for path, flag in ((args.out, "--out"), (args.plot, "--plot")):  # now, not after an hour of fine-tuning
+            if path:  # a missing folder is made; a file in its place or a read-only one is an error
+                check_writable(path, flag, create=True)
         config, lr_grid, sizes = protocol_from_args(args)
         task_names = parse_tasks(args.tasks)
         arms = load_arms(args)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
-    for path in filter(None, (args.out, args.plot)):  # made now, not after an hour of fine-tuning
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     for arm in arms:
         if args.max_len > arm.mlm_model.config.max_seq_len:
             sys.exit(f"error: --max-len {args.max_len} exceeds the {arm.name} model's max_seq_len "

@@ -29,8 +29,9 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout, suppress
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from data.bpe import count_words, save_bpe, train_bpe
 from data.fetch import CORPORA, local_files
-from data.files import atomic_path, write_json
+from data.files import atomic_path, release_lock, take_lock, write_error, write_json
 from data.loader import (BPE_FILE, HEADER, META_FILE, TOKEN_DTYPE, TokenFile, data_tokenizer, final_parts, pack_header,
                          part_path, parts_present, read_meta)
 from data.sources import is_validation, iter_documents, resolve_inputs, training_documents
@@ -74,17 +75,39 @@ class PrepareConfig:
 # ----------------------------------------------------------------------------------------------------
 # Writing token files
 
+def temporary_name(path: str) -> str:
+    """The name a file is written under before it is renamed to `path`: this process's own (its pid first), so
+    two processes never write into, rename or delete each other's half-written file. It ends in the final name
+    + ".tmp" (readers wait for final names only)."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f"{os.getpid()}-{name}.tmp")
+
+
+def writing(path: str, error: BaseException):
+    """The one-line WriteError for an OSError of the disk or the folder while writing `path` (else the error)."""
+    return write_error(error, path) or error
+
+
 class TokenWriter:
-    """Appends tokens to PATH.tmp and, on close, writes the final header and renames it to PATH:
-    a crash, Ctrl-C or a full disk leaves no file that looks complete (and no .tmp to fill the disk)."""
+    """Appends tokens to a temporary file of this process's own (temporary_name) and, on close, writes the final
+    header and renames it to PATH: a crash, Ctrl-C or a full disk leaves no file that looks complete (and no .tmp
+    to fill the disk). A full disk is one clear WriteError naming PATH (an OSError and a ValueError)."""
 
     def __init__(self, path: str, tokenizer: Tokenizer):
-        self.path, self.temporary, self.num_tokens, self.tokenizer = path, path + ".tmp", 0, tokenizer
-        self.file = open(self.temporary, "wb")
-        self.file.write(b"\0" * HEADER.size)  # placeholder until the count is known
+        self.path, self.temporary, self.num_tokens, self.tokenizer = path, temporary_name(path), 0, tokenizer
+        try:
+            self.file = open(self.temporary, "wb")
+            self.file.write(b"\0" * HEADER.size)  # placeholder until the count is known
+        except OSError as error:
+            self.file = None
+            self.abort()
+            raise writing(path, error) from None
 
     def write(self, tokens: np.ndarray):
-        self.file.write(tokens.astype(TOKEN_DTYPE).tobytes())
+        try:
+            self.file.write(tokens.astype(TOKEN_DTYPE).tobytes())
+        except OSError as error:
+            raise writing(self.path, error) from None
         self.num_tokens += len(tokens)
 
     def close(self):
@@ -92,19 +115,23 @@ class TokenWriter:
             self.file.seek(0)
             self.file.write(pack_header(self.num_tokens, self.tokenizer))
             self.file.close()  # flushes the buffer: on a full disk this is where ENOSPC surfaces
+            os.replace(self.temporary, self.path)
+        except OSError as error:
+            self.abort()
+            raise writing(self.path, error) from None
         except BaseException:
             self.abort()
             raise
-        os.replace(self.temporary, self.path)
 
     def abort(self):
         """Delete the temporary file. Closing flushes the buffer, which fails again on a full disk: ignore
         that, the file is being thrown away."""
         try:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
         except OSError:
             pass
-        if os.path.exists(self.temporary):
+        with suppress(FileNotFoundError):
             os.remove(self.temporary)
 
 
@@ -193,13 +220,88 @@ def is_sharded(corpus: str) -> bool:
     return corpus in CORPORA and CORPORA[corpus].num_shards > 1
 
 
+# ----------------------------------------------------------------------------------------------------
+# One process at a time prepares a folder
+
+PREPARE_LOCK = "prepare.lock"  # in the folder being prepared, holding the preparing process's pid
+_held: dict[str, int] = {}  # folders this process holds the lock of, and how deep (preparation_lock nests)
+
+
+class PreparationBusy(ValueError):
+    """Another live process is preparing the folder (its pid in out_dir/prepare.lock)."""
+
+    def __init__(self, out_dir: str, holder: int):
+        self.holder = holder
+        lock = os.path.join(out_dir, PREPARE_LOCK)
+        super().__init__(f"{out_dir} is being prepared by another process (pid {holder}, see {lock}): wait for it "
+                         f"to finish and run again, or choose another folder (if no such process exists, delete "
+                         f"{lock})")
+
+
+@contextmanager
+def preparation_lock(out_dir: str, wait: bool = False, poll_seconds: float = 0.2):
+    """Hold out_dir/prepare.lock while preparing out_dir: created atomically with this process's pid, a stale one
+    (its process gone) taken over (data.files.take_lock). Held already by another live process: wait (printing
+    so once) when `wait`, else PreparationBusy. Nests within one process. Temporary token files of processes
+    gone (a kill mid-write) are deleted once the lock is ours."""
+    key = f"{os.getpid()}:{os.path.realpath(out_dir)}"  # a forked child does not hold its parent's lock
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    lock = os.path.join(out_dir, PREPARE_LOCK)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        holder, said = take_lock(lock), False
+        while holder is not None:
+            if not wait:
+                raise PreparationBusy(out_dir, holder)
+            if not said:
+                print(f"{out_dir} is being prepared by another process (pid {holder}): waiting for it to finish",
+                      flush=True)
+                said = True
+            time.sleep(poll_seconds)
+            holder = take_lock(lock)
+    except OSError as error:
+        raise writing(lock, error) from None
+    _held[key] = 1
+    try:
+        remove_orphans(out_dir)
+        yield
+    finally:
+        del _held[key]
+        release_lock(lock)
+
+
+def remove_orphans(out_dir: str):
+    """Temporary token files (temporary_name) of processes that are gone: only the lock's holder writes them."""
+    for name in os.listdir(out_dir):
+        pid, dash, rest = name.partition("-")
+        if dash and pid.isdigit() and rest.endswith(".bin.tmp") and int(pid) != os.getpid():
+            with suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
+
+
 def prepare(config: PrepareConfig, max_parts: int = 0) -> dict:
     """Tokenise the corpus into out_dir/{train,val}.bin; returns counts (also written to out_dir/meta.json).
-    A named multi-shard corpus is written as parts instead, one per shard (prepare_parts; max_parts goes there)."""
+    A named multi-shard corpus is written as parts instead, one per shard (prepare_parts; max_parts goes there).
+    out_dir is locked meanwhile (preparation_lock: PreparationBusy if another process is preparing it); a full
+    disk or a folder that cannot be written is one WriteError (an OSError and a ValueError) naming the file."""
     paths = resolve_inputs(config.corpus, config.download_dir, config.shards, config.max_train_tokens)
-    if is_sharded(config.corpus):
-        return prepare_parts(config, paths, max_parts)
-    os.makedirs(config.out_dir, exist_ok=True)
+    try:
+        with preparation_lock(config.out_dir):
+            if is_sharded(config.corpus):
+                return prepare_parts(config, paths, max_parts)
+            return prepare_whole(config, paths)
+    except OSError as error:
+        raise writing(error.filename or config.out_dir, error) from None
+
+
+def prepare_whole(config: PrepareConfig, paths: list[str]) -> dict:
+    """prepare() of a local corpus (or a single-file named one): train.bin and val.bin, out_dir locked."""
     # train.bin is what train.py takes as "prepared": remove an old one now and write the new one last, so a
     # failure part-way (a full disk, Ctrl-C) never leaves it beside a val.bin or meta.json of another preparation.
     if os.path.exists(os.path.join(config.out_dir, "train.bin")):
@@ -290,7 +392,15 @@ def prepare_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int =
     the rest in the background). Each part is written as .tmp and renamed when whole, so a reader never sees half
     a part. meta.json says "complete": false until the end, when it lists the final parts. Returns counts:
     documents of this call, train_tokens of all the parts."""
-    os.makedirs(config.out_dir, exist_ok=True)
+    try:
+        with preparation_lock(config.out_dir):
+            return write_parts(config, shard_urls, max_parts)
+    except OSError as error:
+        raise writing(error.filename or config.out_dir, error) from None
+
+
+def write_parts(config: PrepareConfig, shard_urls: list[str], max_parts: int) -> dict:
+    """prepare_parts's work, out_dir locked."""
     meta_path = os.path.join(config.out_dir, META_FILE)
     tokenizer = parts_tokenizer(config, shard_urls)
     write_json(meta_path, {"complete": False, "parts": None, "config": asdict(config)})
@@ -328,7 +438,8 @@ def prepare_in_background(config: PrepareConfig, shard_urls: list[str], log_path
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     with open(log_path, "a") as log, redirect_stdout(log), redirect_stderr(log):
         try:
-            prepare_parts(config, shard_urls)
+            with preparation_lock(config.out_dir, wait=True):  # the parent's part 0, or another run's parts
+                prepare_parts(config, shard_urls)
         except Exception:
             traceback.print_exc()
             sys.exit(1)
@@ -379,8 +490,11 @@ class BackgroundPreparation:
             # The stop can land after the last part's rename and before meta.json says "complete" (a busy machine
             # makes that window wide). prepare_parts over the parts present downloads nothing and marks the folder
             # complete exactly when they already reach the target, so the next run does not resume for nothing.
-            prepare_parts(replace(self.config, progress=False), self.shard_urls,
-                          max_parts=parts_present(self.config.out_dir))
+            try:
+                prepare_parts(replace(self.config, progress=False), self.shard_urls,
+                              max_parts=parts_present(self.config.out_dir))
+            except PreparationBusy:  # another run's preparer writes the parts now, and settles meta.json itself
+                pass
 
 
 def token_count(text: str) -> int:

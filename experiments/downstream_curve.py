@@ -144,7 +144,8 @@ def main(argv=None):
     for checkpoint in checkpoints if args.evaluate else []:
         for command in evaluation_commands(checkpoint, args.results):
             print("running:", " ".join(command[1:]), flush=True)
-            subprocess.run(command, check=True, cwd=REPO)
+            if subprocess.run(command, cwd=REPO).returncode != 0:  # the child printed its own error line
+                sys.exit(f"error: stopped after this command failed: {' '.join(command[1:])}")
     rows = curve_rows(args.run, args.results)
     print(markdown_table(rows))
     if args.plot and not plot_curve(rows, args.plot):

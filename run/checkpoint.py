@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from data.files import atomic_path
+from data.files import atomic_path, write_error
 from data.loader import data_tokenizer, is_prepared
 from data.tokenizer import Tokenizer
 from model import CramBERT, model_config_from_dict, preset_config
@@ -22,10 +22,18 @@ CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "cramlm-checkpoint", 1
 
 
 def save_checkpoint(path: str, checkpoint: dict):
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as temporary:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **checkpoint}, temporary)
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never half a file. A full disk
+    or a folder that cannot be written (torch.save's OSError, or its C++ stream's RuntimeError "basic_ios::clear")
+    is one clear WriteError (a ValueError) naming the path and the fix; the temporary file is deleted."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with atomic_path(path) as temporary:
+            torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **checkpoint}, temporary)
+    except (OSError, RuntimeError) as error:
+        converted = write_error(error, path)
+        if converted is None:
+            raise
+        raise converted from error
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

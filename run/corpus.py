@@ -10,12 +10,13 @@ PartedBatches reads such a folder part by part, waiting for a part that is not w
 """
 import os
 import sys
+from contextlib import suppress
 
 import torch.distributed as dist
 
 from data.fetch import CORPORA, passes_warning, shards_needed, train_tokens_to_prepare
 from data.loader import data_tokenizer, is_prepared, parts_missing, read_meta, train_token_files
-from data.prepare import BackgroundPreparation, PrepareConfig, is_sharded, prepare
+from data.prepare import BackgroundPreparation, PrepareConfig, PreparationBusy, is_sharded, prepare, preparation_lock
 from data.tokenizer import Tokenizer, embedding_rows
 from run.config import TrainConfig, describe_budget
 
@@ -80,8 +81,54 @@ def ensure_prepared(config: TrainConfig, rank: int, budget_tokens: float) -> Bac
     return preparer
 
 
+def same_text(prepared: str, asked: str) -> bool:
+    """Whether a folder's meta.json corpus and --corpus name the same text (a name, or the same path)."""
+    if prepared == asked:
+        return True
+    return os.path.exists(prepared) and os.path.exists(asked) and os.path.realpath(prepared) == os.path.realpath(asked)
+
+
 def prepare_for_run(config: TrainConfig, meta: dict | None, needed: bool, budget_tokens: float):
-    """ensure_prepared's work on rank 0: part 0 (or all of a local corpus) now, the background preparer for the rest."""
+    """ensure_prepared's work on rank 0: part 0 (or all of a local corpus) now, the background preparer for the rest.
+    The folder is locked meanwhile (data.prepare.preparation_lock): a run that finds another preparing it waits,
+    and then trains on it only if it was prepared from this run's --corpus; the background preparer starts once
+    the lock is released (it takes the lock itself)."""
+    existed = os.path.isdir(config.data_dir)
+    try:
+        with preparation_lock(config.data_dir, wait=needed):  # not needed: parts only, another may be writing them
+            if needed and is_prepared(config.data_dir):  # another run prepared it while this one looked or waited
+                meta = read_meta(config.data_dir)
+                prepared_from = (meta or {}).get("config", {}).get("corpus")
+                if prepared_from is None or not same_text(prepared_from, config.corpus):
+                    raise ValueError(f"{config.data_dir} was just prepared by another run from {prepared_from}, not "
+                                     f"from this run's --corpus {config.corpus}: pick another --data-dir for this "
+                                     f"corpus (two runs preparing one folder at once get one preparation)")
+                check_prepared_folder(config, meta)
+                print(f"{config.data_dir} was prepared by another run meanwhile, from the same corpus: using it")
+                needed = False
+                if not parts_missing(config.data_dir):
+                    return None
+            prepare_config = prepare_now(config, meta, needed, budget_tokens)
+    except PreparationBusy as busy:  # the folder is prepared; another process is writing its other parts
+        print(f"the other parts of {config.data_dir} are being prepared by another process (pid {busy.holder}): "
+              f"this run reads them as they are written")
+        return None
+    except BaseException:
+        if not existed:  # a failure before anything was written (no such corpus) leaves no empty folder behind
+            with suppress(OSError):
+                os.rmdir(config.data_dir)
+        raise
+    if not parts_missing(config.data_dir):
+        return None
+    preparer = BackgroundPreparation(prepare_config)
+    print(f"preparing the other parts of {config.data_dir} in the background (pid {preparer.process.pid}, "
+          f"output in {preparer.log_path})")
+    return preparer
+
+
+def prepare_now(config: TrainConfig, meta: dict | None, needed: bool, budget_tokens: float) -> PrepareConfig:
+    """prepare_for_run's part under the lock: all of a local corpus, part 0 of a sharded one; returns the
+    settings the background preparer continues with."""
     prepare_config = PrepareConfig(corpus=config.corpus, out_dir=config.data_dir, tokenizer=config.tokenizer,
                                    max_tokens_per_char=config.max_tokens_per_char, vocab_size=config.vocab_size)
     if not needed:  # parts an earlier run left unwritten: resume its preparation, with its settings and token target
@@ -96,12 +143,7 @@ def prepare_for_run(config: TrainConfig, meta: dict | None, needed: bool, budget
         raise FileNotFoundError(
             f"{error}\nfix: python -m data.prepare --corpus PATH_OR_URL --out-dir {config.data_dir}  "
             f"(offline in this repo's workplace: --corpus ../shared/data/wiki)") from error
-    if not parts_missing(config.data_dir):
-        return None
-    preparer = BackgroundPreparation(prepare_config)
-    print(f"preparing the other parts of {config.data_dir} in the background (pid {preparer.process.pid}, "
-          f"output in {preparer.log_path})")
-    return preparer
+    return prepare_config
 
 
 def announce_target(config: TrainConfig, budget_tokens: float) -> int:

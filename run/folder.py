@@ -14,6 +14,8 @@ import sys
 import threading
 from contextlib import suppress
 
+from data.files import check_folder, release_lock, take_lock, write_error
+
 EXIT_INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C / SIGTERM (128 + SIGINT, as shells report); failure is 1
 
 
@@ -79,18 +81,19 @@ class RunFolder:
 def claim_out_dir(out_dir: str, resume: bool, overwrite: bool) -> str:
     """Make out_dir this run's own before anything is written; returns the lock file (release_out_dir).
     A live run holding out_dir/LOCK (its pid) is refused; a lock whose process is gone is stale and taken
-    over. Another run's ckpt.pt is never replaced silently: --resume continues it, --overwrite replaces it, but
-    only once the new run has passed every check (open_run_log). Temporary checkpoints left by a run killed
-    mid-write are removed."""
-    os.makedirs(out_dir, exist_ok=True)
+    over, by one process only when several find it stale at once (data.files.take_lock). Another run's ckpt.pt
+    is never replaced silently: --resume continues it, --overwrite replaces it, but only once the new run has
+    passed every check (open_run_log). Temporary checkpoints left by a run killed mid-write are removed. A file
+    or a read-only folder as out_dir is one clear error (WriteError, a ValueError)."""
+    check_folder(out_dir, "--out-dir")
     lock = os.path.join(out_dir, "LOCK")
-    while not create_lock(lock):
-        holder = lock_holder(lock)
-        if holder is not None and holder != os.getpid() and process_alive(holder):
-            raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
-                             f"stop it, or pick another --out-dir (if no such run exists, delete {lock})")
-        with suppress(FileNotFoundError):  # stale: its process is gone (or it is this process's own leftover)
-            os.remove(lock)
+    try:
+        holder = take_lock(lock)
+    except OSError as error:
+        raise (write_error(error, lock) or error) from None
+    if holder is not None:
+        raise ValueError(f"{out_dir} is in use by a live run (pid {holder}, see {lock}): wait for it, "
+                         f"stop it, or pick another --out-dir (if no such run exists, delete {lock})")
     try:
         checkpoint = os.path.join(out_dir, "ckpt.pt")
         if os.path.exists(checkpoint) and not resume and not overwrite:
@@ -104,28 +107,11 @@ def claim_out_dir(out_dir: str, resume: bool, overwrite: bool) -> str:
     return lock
 
 
-def create_lock(lock: str) -> bool:
-    """Create the lock holding this process's pid, or return False if it exists. The pid is written under a
-    name of its own and then linked into place, so the lock is never seen empty: an empty lock reads as stale,
-    and a run starting at the same instant would take it over too."""
-    pid = os.getpid()
-    temporary = f"{lock}.{pid}"
-    with open(temporary, "w") as f:
-        f.write(f"{pid}\n")
-    try:
-        os.link(temporary, lock)  # atomic, and fails if the lock exists
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.remove(temporary)
-
-
 def open_run_log(out_dir: str, resume: bool, overwrite: bool, log_bytes: int | None):
     """Open out_dir/log.jsonl for appending, the moment before training starts: the previous run's files are
     changed only here, once every check has passed (a typo in a flag costs nothing). --resume cuts the log back
     to its length when the checkpoint was written (log_bytes), so steps a killed run logged after its last
-    checkpoint are not logged twice. --overwrite deletes the old ckpt.pt and log. A fresh run moves aside the log
+    checkpoint are not logged twice. --overwrite deletes the old ckpt.pt, its kept copies and log. A fresh run moves aside the log
     of an earlier run that wrote no checkpoint (log.1.jsonl, ...) and says so: a log is never mixed."""
     path = os.path.join(out_dir, "log.jsonl")
     if resume and log_bytes is None:
@@ -135,10 +121,10 @@ def open_run_log(out_dir: str, resume: bool, overwrite: bool, log_bytes: int | N
         dropped = os.path.getsize(path) - log_bytes
         os.truncate(path, log_bytes)
         print(f"note: {path} cut back to the checkpoint ({dropped} bytes logged after it dropped)")
-    elif overwrite:
-        for name in ("ckpt.pt", "log.jsonl"):
+    elif overwrite:  # the old run's kept copies (--keep-minutes) go too: they would pass for this run's
+        for old in ["ckpt.pt", "log.jsonl"] + [os.path.basename(p) for p in glob.glob(os.path.join(out_dir, "ckpt-*min.pt"))]:
             with suppress(FileNotFoundError):
-                os.remove(os.path.join(out_dir, name))
+                os.remove(os.path.join(out_dir, old))
     elif not resume and os.path.exists(path):
         number = 1
         while os.path.exists(os.path.join(out_dir, f"log.{number}.jsonl")):
@@ -151,25 +137,4 @@ def open_run_log(out_dir: str, resume: bool, overwrite: bool, log_bytes: int | N
 
 
 def release_out_dir(lock: str):
-    with suppress(FileNotFoundError):
-        os.remove(lock)
-
-
-def lock_holder(lock: str) -> int | None:
-    try:
-        with open(lock) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):  # unreadable or half-written: treat as stale
-        return None
-
-
-def process_alive(pid: int) -> bool:
-    if os.name == "nt":  # no cheap check without extra packages: assume it is, the message says how to clear it
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: no signal sent, only the existence check
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    release_lock(lock)

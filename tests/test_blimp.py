@@ -292,3 +292,9 @@ def test_the_real_files_hold_67_paradigms_of_1000_pairs():
     assert set(Counter(p.uid for p in pairs).values()) == {1000}
     assert len({p.term for p in pairs}) >= 12
     assert set(read_references(folder)) == set(PARADIGMS)
+
+
+def test_a_mistyped_blimp_dir_is_an_error_not_a_note(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--blimp-dir .* is not a folder"):
+        blimp.evaluation_pairs(str(tmp_path / "blmp"), 5)
+    assert blimp.evaluation_pairs(str(tmp_path / "blmp"), 0) == []  # no pairs asked: nothing to check

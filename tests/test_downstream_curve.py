@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+import experiments.downstream_curve as curve
 from experiments.downstream_curve import (curve_rows, evaluation_commands, kept_checkpoints, main, markdown_table,
                                           result_path)
 
@@ -63,3 +64,12 @@ def test_a_run_without_kept_checkpoints_is_a_clear_error(tmp_path):
         main(["--run", str(tmp_path / "run"), "--results", str(tmp_path / "results")])
     with pytest.raises(SystemExit, match="no log at"):
         main(["--run", str(tmp_path / "absent"), "--results", str(tmp_path / "results")])
+
+
+def test_a_failing_evaluation_stops_with_one_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    write_run(tmp_path / "run")
+    monkeypatch.setattr(curve, "kept_checkpoints", lambda run: [{"minutes": 0, "path": str(tmp_path / "ckpt-0min.pt")}])
+    monkeypatch.setattr(curve.subprocess, "run", lambda command, cwd: type("Done", (), {"returncode": 1})())
+    with pytest.raises(SystemExit) as stopped:
+        main(["--run", str(tmp_path / "run"), "--results", str(tmp_path / "results"), "--evaluate"])
+    assert str(stopped.value).startswith("error: stopped after this command failed:")

@@ -208,6 +208,16 @@ def test_overwrite_deletes_nothing_until_the_new_run_has_passed_its_checks(tiny_
     assert not (out / "LOCK").exists()
 
 
+def test_overwrite_also_deletes_the_old_runs_kept_copies(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("ckpt.pt", "ckpt-15min.pt", "ckpt-30min.pt"):
+        (out / name).write_bytes(b"the old run")
+    train(tiny_run(tiny_corpus, out, max_steps=1, overwrite=True, eval_interval=1.0))
+    assert not (out / "ckpt-15min.pt").exists() and not (out / "ckpt-30min.pt").exists()
+    assert load_checkpoint(str(out / "ckpt.pt"))["loop"]["step"] == 1
+
+
 def test_the_lock_is_never_empty_so_a_run_starting_at_the_same_instant_is_refused(tmp_path):
     # The other run's pid is slow to come (a loaded machine): before the fix its LOCK existed empty meanwhile, was
     # taken as stale, and both runs held the folder.
