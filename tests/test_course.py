@@ -3,6 +3,7 @@ the assignment, and the reference tree's pass. Plus the machinery itself: the as
 reference, the bands, and the errors on bad input. (The experiments' bands are re-measured with
 `python -m course measure N`, not here: they take minutes.)"""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,24 @@ def test_the_reference_source_carries_no_solution_markers():
         assert "NotImplementedError(\"assignment" not in text and "BEGIN SOLUTION" not in text, path
 
 
+@pytest.fixture(scope="module")
+def student_checks(tmp_path_factory):
+    """Every assignment's student copy, checked: the eight checks run at once (each a process of its own, one
+    thread each), since most of their time is starting Python and importing torch."""
+    root, running = tmp_path_factory.mktemp("copies"), {}
+    for number in NUMBERS:
+        start(number, str(root / str(number)))
+        running[number] = subprocess.Popen([sys.executable, "-m", "course", "check", str(number), "--fast", "--json"],
+                                           cwd=root / str(number), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return {number: (process.wait(timeout=600), process.stdout.read()) for number, process in running.items()}
+
+
 @pytest.mark.parametrize("number", NUMBERS)
-def test_student_copy_fails_naming_the_assignment_and_the_reference_passes(number, tmp_path):
-    start(number, str(tmp_path / "copy"))
-    done = course("check", str(number), "--fast", "--json", cwd=tmp_path / "copy")
-    report = json.loads(done.stdout)
-    assert done.returncode == 1 and not report["passed"]
+def test_student_copy_fails_naming_the_assignment_and_the_reference_passes(number, student_checks):
+    returncode, output = student_checks[number]
+    report = json.loads(output)
+    assert returncode == 1 and not report["passed"]
     failures = [result for result in report["results"] if not result["passed"]]
     assert failures and all(f"assignment {number}:" in result["why"] for result in failures), failures
     assert all(not result["passed"] for result in report["results"]), "a check passed on blanked functions"
