@@ -378,7 +378,7 @@ def preview_run(config: TrainConfig) -> dict:
     build_seconds = time.perf_counter() - start
     config, speed = run.config, run.speed
     if speed is None:  # a step or FLOP budget: the run does not time itself, the plan still does
-        speed = measure_speed(run.model, run.optimizer, config, device, world_size)
+        speed = measure_speed(run.model, run.optimizer, config, device, world_size, seconds=1.0)
     tokens_per_second = speed.tokens_per_second
     tokens = budget_tokens(config, tokens_per_second, run.flops_per_token, world_size)
     training_seconds = tokens / tokens_per_second
