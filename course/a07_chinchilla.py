@@ -52,7 +52,7 @@ def synthetic_points(law: ScalingLaw, generator: torch.Generator, noise: float =
 def check_fit_recovers_a_known_law():
     """fitted to 36 noisy points of a known law, the constants come back (E 5%, α and β 0.03, a 0.02)"""
     truth = LAWS["chinchilla"]
-    law = fit_law(*synthetic_points(truth, torch.Generator().manual_seed(0)))
+    law = fit_law(*synthetic_points(truth, torch.Generator().manual_seed(0)), starts=4)
     assert abs(law.E / truth.E - 1) < 0.05, f"E = {law.E:.3f}, true {truth.E}"
     assert abs(law.alpha - truth.alpha) < 0.03 and abs(law.beta - truth.beta) < 0.03, \
         f"α = {law.alpha:.3f}, β = {law.beta:.3f}; true {truth.alpha}, {truth.beta}"
@@ -65,7 +65,7 @@ def check_fit_shrugs_off_an_outlier():
     truth = LAWS["chinchilla"]
     params, tokens, losses = synthetic_points(truth, torch.Generator().manual_seed(1))
     losses[5] *= 1.3
-    law = fit_law(params, tokens, losses)
+    law = fit_law(params, tokens, losses, starts=4)
     assert abs(law.E / truth.E - 1) < 0.05, f"E = {law.E:.3f} with one outlier, true {truth.E}"
 
 
