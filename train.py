@@ -32,7 +32,7 @@ from run.corpus import corpus_outlook
 from run.device import autocast, precision_note, setup_distributed
 from run.folder import EXIT_INTERRUPTED, RunFolder, StoppedBeforeTraining
 from run.machine import CPU_COMPILE_MIN_BUDGET_SECONDS, measure_speed
-from run.report import StepLog, log_start, print_evaluation, what_it_knows
+from run.report import SilentBar, StepLog, log_start, print_evaluation, what_it_knows
 
 # ----------------------------------------------------------------------------------------------------
 # Schedules: pure functions of progress (0 at the start of the budget, 1 at its end)
@@ -238,23 +238,6 @@ def keep_copy(run: Run, minutes: float, bar):
 
 # ----------------------------------------------------------------------------------------------------
 # The loop
-
-class SilentBar:
-    """The progress bar of a process that is not the main one: counts nothing and prints nothing."""
-    n = 0
-
-    def update(self, n: int = 1):
-        pass
-
-    def write(self, text: str):
-        pass
-
-    def set_postfix(self, *args, **kwargs):
-        pass
-
-    def close(self):
-        pass
-
 
 def wait_for_the_main_process(run: Run):
     """After work the main process does alone (a checkpoint, a kept copy, BLiMP at an evaluation), every process

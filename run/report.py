@@ -101,3 +101,20 @@ def git_commit() -> str:
                               cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+class SilentBar:
+    """The progress bar of a process that is not the main one: counts nothing and prints nothing."""
+    n = 0
+
+    def update(self, n: int = 1):
+        pass
+
+    def write(self, text: str):
+        pass
+
+    def set_postfix(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
