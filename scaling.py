@@ -165,6 +165,17 @@ class Candidate:
     tokens_per_second: float = 0.0  # this shape's own measured speed, when the plan measured each shape
 
 
+def candidate(config: ModelConfig, tokens_of, law="chinchilla", seq_len: int = 128,
+              micro_batch_size: int = AUTO_MICRO_BATCH, tokens_per_second: float = 0.0) -> Candidate:
+    """One shape with the tokens the budget buys it (tokens_of(FLOPs per token)) and where the law would put a run
+    of its compute."""
+    params, cost = count_params(config), flops_per_token(config, seq_len)
+    tokens = tokens_of(cost)
+    law_params, law_tokens = compute_optimal(6 * params * tokens, law)
+    return Candidate(config, params, cost, tokens, law_params, law_tokens,
+                     training_memory_bytes(config, params, micro_batch_size, seq_len), tokens_per_second)
+
+
 def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
                micro_batch_size: int = AUTO_MICRO_BATCH, base: ModelConfig | None = None) -> list[Candidate]:
     """Every shape with the tokens the budget buys it, and where the law would put a run of its compute.
@@ -172,14 +183,8 @@ def candidates(budget_flops: float, law="chinchilla", seq_len: int = 128,
     embedding lookup is free, the sparse MLM head runs on a quarter of the tokens and attention adds
     12 L T C. So we convert the real budget to tokens with the real count, then ask the law which N
     suits that (N, D) pair's 6ND."""
-    table = []
-    for config in candidate_configs(seq_len, base=base):
-        params, cost = count_params(config), flops_per_token(config, seq_len)
-        tokens = budget_flops / cost
-        law_params, law_tokens = compute_optimal(6 * params * tokens, law)
-        table.append(Candidate(config, params, cost, tokens, law_params, law_tokens,
-                               training_memory_bytes(config, params, micro_batch_size, seq_len)))
-    return table
+    return [candidate(config, lambda cost: budget_flops / cost, law, seq_len, micro_batch_size)
+            for config in candidate_configs(seq_len, base=base)]
 
 
 def best_candidate(table: list[Candidate], law="chinchilla") -> Candidate:
@@ -225,16 +230,13 @@ def measured_candidates(budget_seconds: float, tokens_per_second, law="chinchill
     fit in memory_limit bytes or the law's predicted loss has risen for two shapes in a row (past its minimum)."""
     surface, table, rises = resolve_law(law), [], 0
     for config in candidate_configs(seq_len, base=base):
-        params, cost = count_params(config), flops_per_token(config, seq_len)
-        memory = training_memory_bytes(config, params, micro_batch_size, seq_len)
-        if memory > memory_limit:
+        if training_memory_bytes(config, count_params(config), micro_batch_size, seq_len) > memory_limit:
             break
         speed = tokens_per_second(config)
-        tokens = budget_seconds * speed
-        law_params, law_tokens = compute_optimal(6 * params * tokens, law)
-        table.append(Candidate(config, params, cost, tokens, law_params, law_tokens, memory, speed))
+        table.append(candidate(config, lambda cost: budget_seconds * speed, law, seq_len, micro_batch_size, speed))
         if surface != "rule20" and len(table) > 1:
-            rises = rises + 1 if surface.loss(params, tokens) > surface.loss(table[-2].params, table[-2].tokens) else 0
+            now, before = table[-1], table[-2]
+            rises = rises + 1 if surface.loss(now.params, now.tokens) > surface.loss(before.params, before.tokens) else 0
             if rises == 2:
                 break
     return table
