@@ -171,12 +171,17 @@ def mask_tokens(input_ids: torch.Tensor, mask_rate: float, generator: torch.Gene
     return masked, labels
 
 
+def passes_read(state: dict) -> int:
+    """The pass a loader's saved state is in; older checkpoints call it "epoch", which still resume."""
+    return state["pass"] if "pass" in state else state["epoch"]
+
+
 class MLMBatches:
-    """Fixed-length rows cut from the token stream, visited in a fresh random order every epoch.
+    """Fixed-length rows cut from the token stream, visited in a fresh random order every pass.
 
     Row r is [CLS] + stream[r*(T-1) : (r+1)*(T-1)]: documents are packed back to back with [SEP] between
     them (written by prepare.py), as cramming does, so no position is wasted on padding. Everything random
-    about a batch (row order, masking) is derived from (seed, epoch, row cursor), so the state needed to
+    about a batch (row order, masking) is derived from (seed, pass, row cursor), so the state needed to
     resume exactly is two integers, and any process can build any slice of a global batch on its own.
     """
 
@@ -186,13 +191,13 @@ class MLMBatches:
         self.num_rows = token_file.num_tokens // (seq_len - 1)
         if self.num_rows == 0:
             raise ValueError(f"{token_file.path} holds {token_file.num_tokens} tokens, fewer than one row of {seq_len}")
-        self.epoch, self.cursor = 0, 0  # position of the next unread row in this epoch's order
-        self._order_epoch, self._order = None, None
+        self.data_pass, self.cursor = 0, 0  # position of the next unread row in this pass's order
+        self._order_pass, self._order = None, None
 
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        if self._order_epoch != epoch:
-            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
-            self._order_epoch = epoch
+    def _pass_order(self, data_pass: int) -> np.ndarray:
+        if self._order_pass != data_pass:
+            self._order = np.random.default_rng([self.seed, data_pass]).permutation(self.num_rows)
+            self._order_pass = data_pass
         return self._order
 
     def rows(self, row_ids) -> torch.Tensor:  # -> (len(row_ids), T) int64
@@ -201,34 +206,34 @@ class MLMBatches:
         cls_column = np.full((len(row_ids), 1), self.tokenizer.cls_id, dtype=np.int64)
         return torch.from_numpy(np.concatenate([cls_column, body], axis=1))
 
-    def batch_at(self, epoch: int, start: int, size: int):
-        """The `size` rows starting at `start` of epoch `epoch`'s order, masked. Returns (input_ids, labels)."""
-        if start >= self.num_rows:  # a micro-batch that begins past this epoch's end
-            epoch, start = epoch + start // self.num_rows, start % self.num_rows
-        order = self._epoch_order(epoch)
+    def batch_at(self, data_pass: int, start: int, size: int):
+        """The `size` rows starting at `start` of pass `data_pass`'s order, masked. Returns (input_ids, labels)."""
+        if start >= self.num_rows:  # a micro-batch that begins past this pass's end
+            data_pass, start = data_pass + start // self.num_rows, start % self.num_rows
+        order = self._pass_order(data_pass)
         row_ids = order[start:start + size]
-        if len(row_ids) < size:  # the epoch ran out: wrap into the next epoch's order
-            row_ids = np.concatenate([row_ids, self._epoch_order(epoch + 1)[:size - len(row_ids)]])
-        generator = torch.Generator().manual_seed(seed_from(self.seed, epoch, start))
+        if len(row_ids) < size:  # the pass ran out: wrap into the next pass's order
+            row_ids = np.concatenate([row_ids, self._pass_order(data_pass + 1)[:size - len(row_ids)]])
+        generator = torch.Generator().manual_seed(seed_from(self.seed, data_pass, start))
         return mask_tokens(self.rows(row_ids), self.mask_rate, generator, self.tokenizer)
 
     def batch_after(self, offset: int, size: int):
         """The `size` rows `offset` rows past the current position, masked: what a training step reads."""
-        return self.batch_at(self.epoch, self.cursor + offset, size)
+        return self.batch_at(self.data_pass, self.cursor + offset, size)
 
     def advance(self, size: int):
-        """Move the cursor past one global batch of `size` rows, starting a new epoch when needed."""
+        """Move the cursor past one global batch of `size` rows, starting a new pass when needed."""
         self.cursor += size
         if self.cursor >= self.num_rows:
-            self.epoch, self.cursor = self.epoch + 1, self.cursor - self.num_rows
+            self.data_pass, self.cursor = self.data_pass + 1, self.cursor - self.num_rows
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+        return {"pass": self.data_pass, "cursor": self.cursor, "seed": self.seed}
 
     def load_state_dict(self, state: dict):
         if state["seed"] != self.seed:
             raise ValueError(f"checkpoint data seed {state['seed']} != configured seed {self.seed}")
-        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self.data_pass, self.cursor = passes_read(state), state["cursor"]
 
 
 def train_token_files(data_dir: str, tokenizer: Tokenizer) -> list[TokenFile]:
@@ -313,7 +318,7 @@ class PartedBatches:
 
     def __init__(self, data_dir: str, tokenizer: Tokenizer, seq_len: int, mask_rate: float, seed: int = 0):
         self.data_dir, self.tokenizer, self.seq_len, self.mask_rate, self.seed = data_dir, tokenizer, seq_len, mask_rate, seed
-        self.epoch, self.part, self.cursor = 0, 0, 0  # the next unread row: pass, part, row in that part's order
+        self.data_pass, self.part, self.cursor = 0, 0, 0  # the next unread row: pass, part, row in that part's order
         self._parts = {}  # part index -> its MLMBatches, opened when read (two at most)
 
     def _rows(self, part: int) -> MLMBatches:
@@ -324,16 +329,16 @@ class PartedBatches:
                                            self.mask_rate, seed=seed_from(self.seed, part))
         return self._parts[part]
 
-    def _following(self, epoch: int, part: int) -> tuple[int, int]:
-        """(pass, part) read after `part` of pass `epoch`: the next part, once it exists, or part 0 of the next
+    def _following(self, data_pass: int, part: int) -> tuple[int, int]:
+        """(pass, part) read after `part` of pass `data_pass`: the next part, once it exists, or part 0 of the next
         pass after the last part of a finished preparation."""
         announced = False
         while True:
             final = final_parts(self.data_dir)
             if final is not None:
-                return (epoch, part + 1) if part + 1 < len(final) else (epoch + 1, 0)
+                return (data_pass, part + 1) if part + 1 < len(final) else (data_pass + 1, 0)
             if os.path.isfile(part_path(self.data_dir, part + 1)):
-                return epoch, part + 1
+                return data_pass, part + 1
             if not announced:
                 print(f"waiting for part {part + 1} of {self.data_dir} (the background preparer is writing it)")
                 announced = True
@@ -341,33 +346,33 @@ class PartedBatches:
 
     def _locate(self, offset: int) -> tuple[int, int, int]:
         """(pass, part, cursor) of the row `offset` rows past the current position."""
-        epoch, part, cursor = self.epoch, self.part, self.cursor + offset
+        data_pass, part, cursor = self.data_pass, self.part, self.cursor + offset
         while cursor >= self._rows(part).num_rows:
             cursor -= self._rows(part).num_rows
-            epoch, part = self._following(epoch, part)
-        return epoch, part, cursor
+            data_pass, part = self._following(data_pass, part)
+        return data_pass, part, cursor
 
     def batch_after(self, offset: int, size: int):
         """The `size` rows `offset` rows past the current position, masked; a batch that reaches the end of a
         part continues in the next one (each piece masked with its own part's seed)."""
-        epoch, part, cursor = self._locate(offset)
+        data_pass, part, cursor = self._locate(offset)
         pieces = []
         while size > 0:
             rows = self._rows(part)
             take = min(size, rows.num_rows - cursor)
-            pieces.append(rows.batch_at(epoch, cursor, take))
+            pieces.append(rows.batch_at(data_pass, cursor, take))
             size -= take
             if size:
-                (epoch, part), cursor = self._following(epoch, part), 0
+                (data_pass, part), cursor = self._following(data_pass, part), 0
         return tuple(torch.cat(tensors) for tensors in zip(*pieces))
 
     def advance(self, size: int):
-        self.epoch, self.part, self.cursor = self._locate(size)
+        self.data_pass, self.part, self.cursor = self._locate(size)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "part": self.part, "cursor": self.cursor, "seed": self.seed}
+        return {"pass": self.data_pass, "part": self.part, "cursor": self.cursor, "seed": self.seed}
 
     def load_state_dict(self, state: dict):
         if state["seed"] != self.seed:
             raise ValueError(f"checkpoint data seed {state['seed']} != configured seed {self.seed}")
-        self.epoch, self.part, self.cursor = state["epoch"], state.get("part", 0), state["cursor"]
+        self.data_pass, self.part, self.cursor = passes_read(state), state.get("part", 0), state["cursor"]

@@ -197,15 +197,15 @@ def test_mlm_batches_are_deterministic_and_resumable(tiny_corpus):
     assert ids.shape == (8, 32) and (ids[:, 0] == GPT2.cls_id).all()
     again_ids, again_labels = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3).batch_at(0, 0, 8)
     assert torch.equal(ids, again_ids) and torch.equal(labels, again_labels)
-    for _ in range(data.num_rows // 8 + 1):  # one full epoch and a bit
+    for _ in range(data.num_rows // 8 + 1):  # one full pass and a bit
         data.advance(8)
-    assert data.epoch == 1 and data.cursor < 8
+    assert data.data_pass == 1 and data.cursor < 8
     state = data.state_dict()
     fresh = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3)
     fresh.load_state_dict(state)
-    assert torch.equal(fresh.batch_at(fresh.epoch, fresh.cursor, 4)[0], data.batch_at(data.epoch, data.cursor, 4)[0])
-    other_epoch = data.batch_at(1, 0, 8)[0]
-    assert not torch.equal(other_epoch, ids)  # a new order each epoch
+    assert torch.equal(fresh.batch_at(fresh.data_pass, fresh.cursor, 4)[0], data.batch_at(data.data_pass, data.cursor, 4)[0])
+    other_pass = data.batch_at(1, 0, 8)[0]
+    assert not torch.equal(other_pass, ids)  # a new order each pass
 
 
 def test_validation_set_is_fixed(tiny_corpus):
@@ -277,9 +277,9 @@ def test_a_pass_reads_the_parts_in_order_and_every_row_once(tmp_path, monkeypatc
     for rows in parts:  # part k's rows, each once, shuffled, before any row of part k + 1
         assert sorted(read[start:start + len(rows)]) == sorted(rows) and read[start:start + len(rows)] != rows
         start += len(rows)
-    assert (data.epoch, data.part, data.cursor) == (1, 0, len(read) - total)  # the final list ends the pass
+    assert (data.data_pass, data.part, data.cursor) == (1, 0, len(read) - total)  # the final list ends the pass
     next_pass = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
-    next_pass.load_state_dict({"epoch": 1, "part": 0, "cursor": 0, "seed": 3})
+    next_pass.load_state_dict({"pass": 1, "part": 0, "cursor": 0, "seed": 3})
     assert unmasked_rows(next_pass.batch_after(0, 8)) != read[:8]  # a new order each pass
 
 
@@ -289,7 +289,7 @@ def test_parts_resume_exactly_from_the_state_dict(tmp_path, monkeypatch):
     for _ in range(20):
         data.advance(8)
     state = data.state_dict()
-    assert state["epoch"] == 0 and state["part"] == 1 and set(state) == {"epoch", "part", "cursor", "seed"}
+    assert state["pass"] == 0 and state["part"] == 1 and set(state) == {"pass", "part", "cursor", "seed"}
     resumed = training_batches(str(folder), GPT2, seq_len=32, mask_rate=0.25, seed=3)
     resumed.load_state_dict(state)
     for _ in range(12):  # on into part 2: the same rows, masked the same way
@@ -308,7 +308,10 @@ def test_a_single_train_bin_is_read_as_before(tiny_corpus):
         data.advance(8)
     for one, other in zip(data.batch_after(5, 8), reference.batch_at(0, 3 * 8 + 5, 8)):
         assert torch.equal(one, other)
-    assert data.state_dict() == {"epoch": 0, "cursor": 24, "seed": 3}  # what checkpoints have always held
+    assert data.state_dict() == {"pass": 0, "cursor": 24, "seed": 3}
+    older = MLMBatches(TokenFile(str(tiny_corpus / "train.bin"), GPT2), 32, 0.25, seed=3)
+    older.load_state_dict({"epoch": 0, "cursor": 24, "seed": 3})  # a checkpoint that names the pass "epoch"
+    assert older.state_dict() == data.state_dict()
 
 
 def test_a_part_still_being_written_is_waited_for_never_read(tmp_path, monkeypatch, capsys):

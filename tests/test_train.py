@@ -266,7 +266,7 @@ def cli(*args, **kwargs):
 def test_sigint_leaves_a_loadable_checkpoint(tiny_corpus, tmp_path):
     process = cli("--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len", "32",
                   "--micro-batch-size", "8", "--batch-tokens", "512", "--seconds", "120", "--log-interval", "1",
-                  "--no-progress-bar")
+                  "--no-progress-bar", "--eval-rows", "16", "--blimp-pairs", "0")
     log = tmp_path / "log.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (log.exists() and '"kind": "train"' in log.read_text()):
@@ -333,7 +333,8 @@ def test_ctrl_c_inside_a_step_finishes_that_step_and_checkpoints_it_whole(tiny_c
 def test_a_second_ctrl_c_exits_at_once_keeping_the_last_checkpoint(tiny_corpus, tmp_path, monkeypatch, capsys,
                                                                    own_sigint_handler):
     flags = ["--data-dir", str(tiny_corpus), "--out-dir", str(tmp_path), "--preset", "tiny", "--seq-len", "32",
-             "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6", "--no-progress-bar"]
+             "--micro-batch-size", "8", "--batch-tokens", "512", "--max-steps", "6", "--no-progress-bar",
+             "--eval-rows", "16", "--blimp-pairs", "0"]
     train_module.main(flags + ["--stop-after-steps", "2"])  # a pause exits 0 (returns)
     before = (tmp_path / "ckpt.pt").read_bytes()
     calls = interrupt_at_forward(monkeypatch, evaluating=False, at_call=1, times=2)
@@ -504,7 +505,7 @@ def test_real_wikipedia_run_lowers_held_out_loss(wiki_shard, tmp_path):
                           val_fraction=0.05))
     # a step budget, not seconds: the same updates (and losses) however loaded the machine is
     summary = train(tiny_run(tmp_path / "wiki", tmp_path / "run", seq_len=64, micro_batch_size=16,
-                             batch_tokens=4096, max_steps=60, eval_interval=0.25, log_interval=20, eval_rows=64))
+                             batch_tokens=2048, max_steps=40, eval_interval=0.25, log_interval=20, eval_rows=64))
     evals = records(tmp_path / "run", "eval")
     print("held-out loss curve:", [(r["step"], round(r["val_loss"], 3)) for r in evals])
     assert evals[0]["val_loss"] > 10.0  # chance is ln(50304) = 10.8
@@ -654,7 +655,7 @@ def test_a_c4_run_trains_on_part_0_while_the_other_parts_are_prepared_in_the_bac
     assert sorted(p.name for p in (tmp_path / "tokens").glob("train*")) == meta["parts"]  # shards 2, 3 not needed
     assert "part 1: " in (tmp_path / "tokens" / "prepare.log").read_text()  # written by the background process
     rows_of_part_0 = MLMBatches(TokenFile(str(tmp_path / "tokens" / "train-00000.bin"), Tokenizer.gpt2()), 32, 0.25).num_rows
-    assert load_checkpoint(summary["checkpoint"])["data"] == {"epoch": 0, "part": 1, "cursor": 40 * 16 - rows_of_part_0,
+    assert load_checkpoint(summary["checkpoint"])["data"] == {"pass": 0, "part": 1, "cursor": 40 * 16 - rows_of_part_0,
                                                               "seed": 0}
     assert multiprocessing.active_children() == []  # the preparer did not outlive train()
 
