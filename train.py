@@ -388,7 +388,7 @@ def print_preview(plan: dict, config: TrainConfig):
     compile_text = "on" if plan["compile"] else "off" + ("" if config.compile is False else
                                                          f" (CPU budgets under {CPU_COMPILE_MIN_BUDGET_SECONDS // 60} min run eager)")
     print(f"""plan (nothing is trained or written):
-  device        {plan['device']} ({plan['threads']} threads each)
+  device        {plan['device']} ({plan['threads']} thread{'s' if plan['threads'] > 1 else ''} each)
   precision     {plan['precision']}{plan['precision_note']}
   compile       {compile_text}
   start-up      building, {'compiling, ' if plan['compile'] else ''}warming up and timing the model took {plan['build_seconds']:.0f} s, before the clock

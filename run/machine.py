@@ -11,6 +11,7 @@ import copy
 import os
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -85,10 +86,11 @@ def compile_by_default(config: TrainConfig, device) -> bool:
 
 def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.optim.Optimizer, device,
                    world_size: int) -> tuple[TrainConfig, str]:
-    """The config with its machine-dependent flags decided: --precision, --compile (compile_by_default) and
+    """The config with its machine-dependent flags decided: --precision, --compile (compile_by_default),
     --micro-batch-size auto (on CUDA, tried with forward and backward passes; elsewhere AUTO_MICRO_BATCH rows or
-    fewer). All processes take the smallest micro-batch any of them found, so they step together. On a CPU, freed
-    memory is kept for the next step (common.keep_freed_memory). Also returns how the micro-batch was chosen."""
+    fewer) and, on a CPU, the thread count (choose_cpu_threads). All processes take the smallest micro-batch any
+    of them found, so they step together. On a CPU, freed memory is kept for the next step
+    (run.device.keep_freed_memory). Also returns how the micro-batch was chosen."""
     keep_freed_memory(device)
     precision = training_precision(device, config.precision)
     compile_model = compile_by_default(config, device) if config.compile is None else config.compile
@@ -107,6 +109,8 @@ def fit_to_machine(config: TrainConfig, raw_model: CramBERT, optimizer: torch.op
             dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
             micro_batch_size = int(smallest.item())
     config = replace(config, precision=precision, compile=compile_model, micro_batch_size=micro_batch_size)
+    if world_size == 1 and (threads := choose_cpu_threads(raw_model, optimizer, config, device)):
+        print(f"threads: {threads}")
     return config, how
 
 
@@ -156,38 +160,86 @@ class Speed:
     steps: int  # timed steps
 
 
-def measure_speed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, device,
-                  world_size: int, seconds: float = 3.0, warmup: int = 3, min_steps: int = 5) -> Speed:
-    """Training tokens/s of all processes, from whole micro-steps (forward, backward and the optimizer's step on
-    random tokens) after `warmup` untimed ones (compilation, the allocator's first requests), timed one by one for
-    ~`seconds`. The median step, not the mean of a few: a neighbour that takes a core for a moment (another job,
-    an evaluation beside the run) stretches some steps, which the median ignores and a 3-step mean does not.
-    The weights and the optimizer's state are restored afterwards, so the run starts where it would have."""
-    raw_model = model.module if isinstance(model, DistributedDataParallel) else model  # each process alone
+@contextmanager
+def weights_kept(model: torch.nn.Module, optimizer: torch.optim.Optimizer, device):
+    """Steps taken inside leave no trace: the weights, the optimizer's state and the random number generators
+    are restored afterwards, so a run that times itself starts where it would have."""
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     raw_model = getattr(raw_model, "_orig_mod", raw_model)
     weights = {name: tensor.detach().clone() for name, tensor in raw_model.state_dict().items()}
     optimizer_state = copy.deepcopy(optimizer.state_dict())
-    timed = model.module if isinstance(model, DistributedDataParallel) else model  # no all-reduce inside
-    step_seconds = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for step in range(warmup + 100_000):
-            synchronize(device)
-            start = time.perf_counter()
-            forward_backward(timed, config, device, config.micro_batch_size)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            synchronize(device)
-            if step >= warmup:
-                step_seconds.append(time.perf_counter() - start)
-                if len(step_seconds) >= min_steps and sum(step_seconds) >= seconds:
-                    break
+        yield
     with torch.no_grad():
         raw_model.load_state_dict(weights)
     optimizer.load_state_dict(optimizer_state)
+
+
+def timed_steps(step, device, seconds: float, warmup: int, min_steps: int) -> list[float]:
+    """Seconds of each call of `step()` after `warmup` untimed ones (compilation, the allocator's first requests),
+    timed one by one until ~`seconds` have passed and at least `min_steps` were timed. The callers take the median
+    step, not the mean of a few: a neighbour that takes a core for a moment (another job, an evaluation beside the
+    run) stretches some steps, which the median ignores and a 3-step mean does not."""
+    for _ in range(warmup):
+        step()
+    step_seconds = []
+    while len(step_seconds) < min_steps or sum(step_seconds) < seconds:
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        step_seconds.append(time.perf_counter() - start)
+    return step_seconds
+
+
+def micro_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, device):
+    """A whole micro-step on random tokens, the optimizer's included: what measure_speed times. Each process
+    alone: a DDP model is stepped through its module, so no all-reduce runs inside."""
+    timed = model.module if isinstance(model, DistributedDataParallel) else model
+
+    def step():
+        forward_backward(timed, config, device, config.micro_batch_size)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return step
+
+
+def measure_speed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, device,
+                  world_size: int, seconds: float = 3.0, warmup: int = 3, min_steps: int = 5) -> Speed:
+    """Training tokens/s of all processes, from the median of whole micro-steps (timed_steps), with the 10-90%
+    spread that --plan reports. The weights and the optimizer's state are restored afterwards (weights_kept)."""
+    with weights_kept(model, optimizer, device):
+        step_seconds = timed_steps(micro_step(model, optimizer, config, device), device, seconds, warmup, min_steps)
     tokens = config.micro_batch_size * config.seq_len * world_size
     quantiles = statistics.quantiles(step_seconds, n=10)  # 9 cut points: [0] is the 10th percentile, [-1] the 90th
     return Speed(tokens / statistics.median(step_seconds), tokens / quantiles[-1], tokens / quantiles[0],
                  len(step_seconds))
+
+
+def choose_cpu_threads(raw_model: CramBERT, optimizer: torch.optim.Optimizer, config: TrainConfig, device,
+                       seconds: float = 1.5) -> str | None:
+    """On a CPU that something else is using too, one thread can train faster than one per core: every OpenMP
+    barrier waits for the slowest thread, and a thread whose core another job holds makes every step wait for
+    it. So the eager micro-step is timed with every thread and with one, and the run keeps the faster (before
+    compiling: the compiled kernels keep the thread count they were built with). Only for CPU budgets that
+    compile (>= 5 minutes, where a lost 3 s is noise) and only when OMP_NUM_THREADS does not already say how many
+    (torchrun sets it to 1 for each of several processes). Returns what was measured, for the log, or None."""
+    all_threads = torch.get_num_threads()
+    if device.type != "cpu" or all_threads == 1 or "OMP_NUM_THREADS" in os.environ or \
+            (config.budget_seconds or 0) < CPU_COMPILE_MIN_BUDGET_SECONDS:
+        return None
+    tokens = config.micro_batch_size * config.seq_len
+    tokens_per_second = {}
+    with weights_kept(raw_model, optimizer, device):
+        for threads in (all_threads, 1):
+            torch.set_num_threads(threads)
+            step_seconds = timed_steps(micro_step(raw_model, optimizer, config, device), device, seconds, 2, 5)
+            tokens_per_second[threads] = tokens / statistics.median(step_seconds)
+    chosen = max(tokens_per_second, key=tokens_per_second.get)
+    torch.set_num_threads(chosen)
+    return (f"{chosen} of {all_threads} (eager, measured: " +
+            ", ".join(f"{n} thread{'s' if n > 1 else ''} {tps:,.0f} tokens/s" for n, tps in tokens_per_second.items())
+            + "; OMP_NUM_THREADS=N chooses instead)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -234,8 +286,7 @@ def shape_tokens_per_second(config: ModelConfig, device: str = "cpu", seconds: f
                             seq_len: int | None = None, precision: str = "auto", warmup: int = 2,
                             mask_rate: float = MASK_RATE) -> float:
     """Training tokens/s of one shape: forward, backward and an AdamW step on random tokens in the run's precision,
-    `warmup` untimed steps, then steps for `seconds`, each timed alone. The median step time, not the mean: a
-    neighbour that takes the core for a moment (another job, an evaluation) stretches a few steps, not the median."""
+    from the median of its steps (timed_steps)."""
     seq_len = seq_len or config.max_seq_len
     device = torch.device(device)
     model = CramBERT(config).to(device)
@@ -243,21 +294,14 @@ def shape_tokens_per_second(config: ModelConfig, device: str = "cpu", seconds: f
     input_ids, labels = random_batch(micro_batch_size, seq_len, mask_rate, config.vocab_size, device)
     n_kept = count_kept(micro_batch_size, seq_len, mask_rate)
     precision = training_precision(device, precision)
-    step_seconds = []
-    for step in range(warmup + 10_000):
-        synchronize(device)
-        start = time.perf_counter()
+
+    def step():
         with autocast(device, precision):
             loss = model(input_ids, labels=labels, n_kept=n_kept)[1]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
-        if step >= warmup:
-            step_seconds.append(time.perf_counter() - start)
-            if sum(step_seconds) >= seconds and len(step_seconds) >= 3:
-                break
-    return micro_batch_size * seq_len / statistics.median(step_seconds)
+    return micro_batch_size * seq_len / statistics.median(timed_steps(step, device, seconds, warmup, min_steps=3))
 
 
 def count_params(config: ModelConfig) -> int:

@@ -45,6 +45,15 @@ def fp32_on_every_cpu(monkeypatch):
     monkeypatch.setattr(run_device, "cpu_bf16_matmul_speedup", lambda: 1.0)
 
 
+@pytest.fixture(autouse=True)
+def threads_as_given(monkeypatch):
+    """A run with a CPU budget of 5 minutes or more times one thread against all of them and keeps the faster
+    (run/machine.py choose_cpu_threads), unless OMP_NUM_THREADS says how many. In tests it does: a choice made on
+    a busy machine would otherwise carry over to every later test of the process. The test of that choice
+    removes the variable."""
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads())))
+
+
 LARGE_FILE_BYTES = 1 << 20
 
 

@@ -13,6 +13,7 @@ import torch
 
 import run.machine as machine
 import train as train_module
+import run.build as build_module
 import run.device as run_device
 from run.device import autocast, gradient_scaler, precision_note, training_precision
 from model import make_optimizer
@@ -182,7 +183,9 @@ def test_the_command_line_takes_auto_and_the_new_switches():
         parse(["--precision", "fp8"])
 
 
-def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys):
+def test_plan_prints_consistent_numbers_and_trains_nothing(tiny_corpus, tmp_path, capsys, monkeypatch):
+    real_measure = build_module.measure_speed  # timed for 0.3 s, not 3: the arithmetic is the point here
+    monkeypatch.setattr(build_module, "measure_speed", lambda *args, seconds: real_measure(*args, seconds=0.3))
     config = tiny_run(tiny_corpus, tmp_path / "run", budget_seconds=600.0, checkpoint_minutes=4.0, plan=True,
                       compile=False)  # no test compiles: the suite must stay fast
     plan = preview_run(config)
@@ -298,3 +301,42 @@ def test_the_speed_is_the_median_step_and_the_run_starts_untouched(monkeypatch):
     assert speed.steps >= 12 and speed.tokens_per_second > 4 * slow_rate and speed.low < slow_rate < speed.high
     assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())  # weights back
     assert optimizer.state_dict()["state"] == {}  # and the optimizer as it was: never stepped
+
+
+def test_a_busy_cpu_trains_on_the_thread_count_that_measured_faster(monkeypatch):
+    # Two threads whose steps a neighbour stretches (each OpenMP barrier waits for the thread it holds up) against
+    # one that runs freely: the run keeps one thread, and the timing leaves no trace in the weights.
+    torch.manual_seed(0)
+    model = CramBERT(preset_config("tiny", max_seq_len=32, vocab_size=512))
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2))
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    config = TrainConfig(preset="tiny", seq_len=32, micro_batch_size=4, precision="fp32", budget_seconds=600)
+    real = machine.forward_backward
+
+    def contended(*args):
+        real(*args)
+        if torch.get_num_threads() > 1:
+            time.sleep(0.02)
+
+    monkeypatch.setattr(machine, "forward_backward", contended)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        note = machine.choose_cpu_threads(model, optimizer, config, torch.device("cpu"), seconds=0.2)
+        assert torch.get_num_threads() == 1 and note.startswith("1 of 2")
+        assert all(torch.equal(tensor, before[name]) for name, tensor in model.state_dict().items())
+        assert optimizer.state_dict()["state"] == {}
+
+        monkeypatch.setattr(machine, "forward_backward", real)  # idle: two threads stay when they are faster,
+        torch.set_num_threads(2)
+        monkeypatch.setattr(machine, "timed_steps", lambda step, *args: [0.01 if torch.get_num_threads() == 2 else 0.02])
+        assert machine.choose_cpu_threads(model, optimizer, config, torch.device("cpu")).startswith("2 of 2")
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # and a user's OMP_NUM_THREADS is their choice: nothing timed
+        assert machine.choose_cpu_threads(model, optimizer, config, torch.device("cpu")) is None
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        short = TrainConfig(preset="tiny", seq_len=32, micro_batch_size=4, precision="fp32", budget_seconds=60)
+        assert machine.choose_cpu_threads(model, optimizer, short, torch.device("cpu")) is None  # nor for 1 minute
+    finally:
+        torch.set_num_threads(threads_before)
