@@ -114,6 +114,12 @@ def range_note(law, compute: float) -> str:
             f"{decades:.1f} decades {'beyond' if compute > high else 'below'} them")
 
 
+def law_covers(law, compute: float) -> bool:
+    """Whether a fitted law was fitted on runs whose compute (6ND) includes `compute`."""
+    fitted_on = law_range(law)
+    return fitted_on is not None and fitted_on[0] <= compute <= fitted_on[1]
+
+
 def compute_optimal(compute: float, law="chinchilla") -> tuple[float, float]:
     """(N_opt, D_opt) for `compute` = 6ND FLOPs under a law, or under the 20 tokens per parameter rule,
     where 6 N (20 N) = C gives N = sqrt(C / 120)."""
@@ -242,14 +248,29 @@ def measured_candidates(budget_seconds: float, tokens_per_second, law="chinchill
     return table
 
 
-def plan(budget_seconds: float, flops_per_second: float | None, law="chinchilla", seq_len: int = 128,
+def plan(budget_seconds: float, flops_per_second: float | None, law="auto", seq_len: int = 128,
          micro_batch_size: int = AUTO_MICRO_BATCH, memory_bytes: int | None = None,
          memory_fraction: float = 0.8, base: ModelConfig | None = None, tokens_per_second=None) -> Plan:
     """The shape the law would train on this budget: among shapes whose training fits in memory_fraction
     of memory_bytes, the one with the lowest predicted loss at the tokens the budget buys it (best_candidate).
     The budget buys flops_per_second x seconds of FLOPs at every shape, or, given tokens_per_second (a function
-    of the shape), each shape its own tokens (measured_candidates)."""
+    of the shape), each shape its own tokens (measured_candidates). law "auto": our CPU sweep's fit ("ours")
+    where the plan it makes lies inside the compute it was fitted on, Chinchilla's law elsewhere (a law fitted on
+    1e13-1e14 FLOPs says little about a GPU day's 1e18)."""
     memory_bytes = memory_bytes or available_memory_bytes("cpu")
+    if law == "auto":
+        arguments = (budget_seconds, flops_per_second, seq_len, micro_batch_size, memory_bytes, memory_fraction, base,
+                     tokens_per_second)
+        ours = plan(*arguments[:2], "ours", *arguments[2:])
+        compute = 6 * ours.params * ours.tokens
+        if law_covers("ours", compute):
+            ours.explanation = "law: auto chose ours (this plan lies inside the runs it was fitted on)\n" + ours.explanation
+            return ours
+        low, high = law_range("ours")
+        chosen = plan(*arguments[:2], "chinchilla", *arguments[2:])
+        chosen.explanation = (f"law: auto chose chinchilla (ours, fitted on runs of {low:.3g}-{high:.3g} FLOPs, "
+                              f"would plan {compute:.3g}: outside them)\n" + chosen.explanation)
+        return chosen
     if tokens_per_second is None:
         table = candidates(budget_seconds * flops_per_second, law, seq_len, micro_batch_size, base)
     else:
@@ -306,7 +327,7 @@ def plan(budget_seconds: float, flops_per_second: float | None, law="chinchilla"
                 best.law_params, best.law_tokens, best.memory_bytes, memory_bytes, "\n".join(lines), table)
 
 
-def plan_for_machine(budget_seconds: float, device: str = "cpu", law="chinchilla",
+def plan_for_machine(budget_seconds: float, device: str = "cpu", law="auto",
                      flops_per_second: float | None = None, seq_len: int = 128,
                      micro_batch_size: int = AUTO_MICRO_BATCH, bench_seconds: float = 3.0,
                      base: ModelConfig | None = None, precision: str = "auto") -> Plan:
@@ -320,8 +341,13 @@ def plan_for_machine(budget_seconds: float, device: str = "cpu", law="chinchilla
         return plan(budget_seconds, flops_per_second, law, seq_len, micro_batch_size, memory, base=base)
     bench_batch = micro_batch_size if torch.device(device).type == "cuda" else 8  # keep the CPU benchmark short
 
+    measured = {}  # shape -> tokens/s: law "auto" may plan twice over the same shapes
+
     def measure(config: ModelConfig) -> float:
-        return shape_tokens_per_second(config, device, bench_seconds, bench_batch, seq_len, precision)
+        shape = (config.n_layer, config.n_embd, config.n_head, config.intermediate_size, config.vocab_size)
+        if shape not in measured:
+            measured[shape] = shape_tokens_per_second(config, device, bench_seconds, bench_batch, seq_len, precision)
+        return measured[shape]
 
     result = plan(budget_seconds, None, law, seq_len, micro_batch_size, memory, base=base, tokens_per_second=measure)
     result.explanation = (f"measured each shape's training tokens/s ({bench_batch} x {seq_len} tokens a step, AdamW, "
@@ -512,8 +538,9 @@ def run_command():
                                                       "machine: its compute-optimal N and D (with --inference-tokens, "
                                                       "beside the inference-aware choice)")
     plan_parser.add_argument("--flops-per-second", type=float, help="achieved FLOP/s; measured when omitted")
-    plan_parser.add_argument("--law", default="chinchilla", help="chinchilla, epoch, rule20, ours (our CPU sweep's "
-                             "fit, experiments/scaling_law.json) or a fitted law's JSON")
+    plan_parser.add_argument("--law", default="auto", help="auto (ours where the plan lies inside the runs it was "
+                             "fitted on, else chinchilla), chinchilla, epoch, rule20, ours (our CPU sweep's fit, "
+                             "experiments/scaling_law.json) or a fitted law's JSON")
     plan_parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     plan_parser.add_argument("--seq-len", type=int, default=TrainConfig.seq_len, help="training sequence length")
     plan_parser.add_argument("--micro-batch-size", type=int, default=AUTO_MICRO_BATCH,
@@ -534,6 +561,8 @@ def run_command():
     args = parser.parse_args()
 
     if args.command == "plan" and args.compute:
+        if args.law == "auto":
+            args.law = "ours" if law_covers("ours", args.compute) else "chinchilla"
         if not isinstance(resolve_law(args.law), ScalingLaw):
             raise ValueError(f"--compute needs a law with a loss surface (chinchilla, epoch or a fitted law's JSON), "
                              f"not {args.law}")
@@ -545,7 +574,7 @@ def run_command():
                                   args.micro_batch_size, args.bench_seconds, base)
         print(result.explanation)
         if args.inference_tokens or args.target_loss:
-            print(inference_table(resolve_law(args.law), 6 * result.params * result.tokens, args.inference_tokens,
+            print(inference_table(resolve_law(result.law), 6 * result.params * result.tokens, args.inference_tokens,
                                   args.target_loss))
         return
     points = read_points(args.logs)
@@ -571,7 +600,7 @@ def requested_model_config(config: TrainConfig, device, rank: int, world_size: i
     if config.preset != "auto":
         return preset_config(config.preset, **overrides)
     if not config.budget_seconds:
-        raise ValueError("--model auto sizes the model for a wall-clock budget: give --hours/--minutes/--seconds")
+        raise ValueError("--preset auto sizes the model for a wall-clock budget: give --hours/--minutes/--seconds")
     planned = [None]
     if rank == 0:  # one process measures and plans; the others take its answer
         plan = plan_for_machine(config.budget_seconds, str(device), seq_len=config.seq_len,

@@ -150,9 +150,9 @@ def follows_its_law(result, law, memory_bytes):
 
 def test_plan_on_this_machine_fits_in_memory_and_follows_its_law():
     # Each shape is measured on its own, from the smallest up until the law's loss has risen twice.
-    measured = scaling.plan_for_machine(3600, "cpu", bench_seconds=0.2, precision="fp32")
+    measured = scaling.plan_for_machine(300, "cpu", "chinchilla", bench_seconds=0.2, precision="fp32")
     assert "measured each shape's training tokens/s" in measured.explanation
-    assert all(c.tokens_per_second > 0 and c.tokens == pytest.approx(3600 * c.tokens_per_second)
+    assert all(c.tokens_per_second > 0 and c.tokens == pytest.approx(300 * c.tokens_per_second)
                for c in measured.candidates)
     assert 1e7 < measured.flops_per_second < 1e13  # 10 MFLOP/s to 10 TFLOP/s: a real CPU, not a unit slip
     assert follows_its_law(measured, "chinchilla", scaling.available_memory_bytes("cpu"))
@@ -353,3 +353,27 @@ def test_a_plan_that_measures_each_shape_does_not_collapse_when_small_shapes_are
     assert result.model_config.n_embd > smallest_speed_for_all.model_config.n_embd >= 64
     assert len(speed) < 32  # the walk stopped past the minimum instead of measuring every width
     assert "tokens/s" in result.explanation and "vocabulary 16384" in result.explanation
+
+
+def test_law_auto_plans_with_ours_inside_its_fitted_range_and_with_chinchilla_outside_it(monkeypatch):
+    # The shipped fit covers the CPU sweep's compute (~1e13-1e14 FLOPs): a budget whose plan lands there is planned with it,
+    # a larger one with Chinchilla's law, and each shape is measured once although auto may plan twice.
+    base, calls = ModelConfig(vocab_size=16384), []
+
+    def tokens_per_second(config):
+        calls.append(config.n_embd)
+        return 1e9 * config.n_embd / 64 / flops_per_token(config, 128)
+
+    low, high = scaling.law_range("ours")
+    small = scaling.plan(20000, None, "auto", memory_bytes=10**12, base=base, tokens_per_second=tokens_per_second)
+    assert small.law == "ours" and low <= 6 * small.params * small.tokens <= high
+    assert small.explanation.startswith("law: auto chose ours")
+    assert small.model_config == scaling.plan(20000, None, "ours", memory_bytes=10**12, base=base,
+                                              tokens_per_second=tokens_per_second).model_config
+    day = scaling.plan(86400, None, "auto", memory_bytes=10**12, base=base, tokens_per_second=tokens_per_second)
+    assert day.law == "chinchilla" and 6 * day.params * day.tokens > high
+    assert day.explanation.startswith("law: auto chose chinchilla") and "outside them" in day.explanation
+    calls.clear()  # on this machine: plan_for_machine measures each shape once, though auto planned twice here
+    monkeypatch.setattr(scaling, "shape_tokens_per_second", lambda config, *args: tokens_per_second(config))
+    assert scaling.plan_for_machine(86400, "cpu", "auto", base=base).law == "chinchilla"
+    assert len(calls) == len(set(calls)) > 3
