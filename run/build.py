@@ -104,13 +104,14 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
         config = replace(config, compile=False)  # and a growth later does not try (and fail) again
     if rank == 0:
         announce_machine(config, how, device, world_size)
-    # timed for up to 3 s, but never more than 2% of a short budget (a test's, an ablation's few seconds)
+    # timed for up to 3 s, but never more than 2% of a short budget (a test's, an ablation's few seconds); the
+    # peak matmul speed, MFU's denominator, for 0.1 s: a logged ratio needs no more (experiments/bench.py takes 0.5)
     speed = measure_speed(model, optimizer, config, device, world_size, seconds=min(3.0, 0.02 * config.budget_seconds)) \
         if config.budget_seconds else None
     return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state,
                speed.tokens_per_second if speed else None,
                charged_flops_per_token(raw_model, config, policy.config if policy else None),
-               measure_peak_flops(device, precision=config.precision), speed=speed,
+               measure_peak_flops(device, seconds=0.1, precision=config.precision), speed=speed,
                micro_batch_request=micro_batch_request)
 
 

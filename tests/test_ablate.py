@@ -69,7 +69,8 @@ def test_switches_are_flags_and_land_in_the_checkpoint(tiny_corpus, tmp_path):
                          "--seq-len", "32", "--micro-batch-size", "4", "--batch-tokens", "128", "--max-steps", "1",
                          "--norm-position", "post", "--bias", "--ffn", "gelu", "--mlm-head", "dense", "--pos-emb",
                          "learned", "--dropout", "0.1", "--no-tie-embeddings", "--schedule", "constant",
-                         "--no-batch-ramp", "--mask-rate", "0.15", "--no-progress-bar"])
+                         "--no-batch-ramp", "--mask-rate", "0.15", "--no-progress-bar", "--eval-rows", "8",
+                         "--blimp-pairs", "0"])
     train(config)
     checkpoint = load_checkpoint(str(tmp_path / "ckpt.pt"))
     model_config, train_config = checkpoint["model_config"], checkpoint["train_config"]
