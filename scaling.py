@@ -563,6 +563,8 @@ def run_command():
     if args.command == "plan" and args.compute:
         if args.law == "auto":
             args.law = "ours" if law_covers("ours", args.compute) else "chinchilla"
+            low, high = law_range("ours")
+            print(f"law: auto chose {args.law} (ours was fitted on runs of {low:.3g}-{high:.3g} FLOPs)")
         if not isinstance(resolve_law(args.law), ScalingLaw):
             raise ValueError(f"--compute needs a law with a loss surface (chinchilla, epoch or a fitted law's JSON), "
                              f"not {args.law}")

@@ -355,7 +355,7 @@ def test_a_plan_that_measures_each_shape_does_not_collapse_when_small_shapes_are
     assert "tokens/s" in result.explanation and "vocabulary 16384" in result.explanation
 
 
-def test_law_auto_plans_with_ours_inside_its_fitted_range_and_with_chinchilla_outside_it(monkeypatch):
+def test_law_auto_plans_with_ours_inside_its_fitted_range_and_with_chinchilla_outside_it(monkeypatch, capsys):
     # The shipped fit covers the CPU sweep's compute (~1e13-1e14 FLOPs): a budget whose plan lands there is planned with it,
     # a larger one with Chinchilla's law, and each shape is measured once although auto may plan twice.
     base, calls = ModelConfig(vocab_size=16384), []
@@ -377,3 +377,8 @@ def test_law_auto_plans_with_ours_inside_its_fitted_range_and_with_chinchilla_ou
     monkeypatch.setattr(scaling, "shape_tokens_per_second", lambda config, *args: tokens_per_second(config))
     assert scaling.plan_for_machine(86400, "cpu", "auto", base=base).law == "chinchilla"
     assert len(calls) == len(set(calls)) > 3
+    for compute, chosen in ((1e14, "ours"), (1e20, "chinchilla")):  # and the law alone, --compute
+        monkeypatch.setattr(sys, "argv", ["scaling.py", "plan", "--compute", f"{compute:g}"])
+        scaling.main()
+        out = capsys.readouterr().out
+        assert out.startswith(f"law: auto chose {chosen}") and scaling.describe_law(chosen) in out
