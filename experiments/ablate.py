@@ -64,6 +64,7 @@ class AblationConfig:
     micro_batch_size: int = 32
     lr: float = 1e-3
     eval_rows: int = 512
+    eval_interval: float = 0.05  # budget fraction between evaluations: the points of each run's curve
 
 
 def prepare_data(config: AblationConfig) -> dict:
@@ -83,6 +84,7 @@ def run_variant(config: AblationConfig, name: str, seed: int, folders: dict, ful
     settings = dict(data_dir=folders[changes.get("max_tokens_per_char", 0.3)], preset=config.preset,
                     budget_seconds=config.budget_seconds, seq_len=config.seq_len, batch_tokens=config.batch_tokens,
                     micro_batch_size=config.micro_batch_size, lr=config.lr, eval_rows=config.eval_rows,
+                    eval_interval=config.eval_interval,
                     out_dir=os.path.join(config.out_dir, f"{name}-seed{seed}"), seed=seed, progress_bar=False)
     if changes.get("schedule") == "bert":
         # BERT's schedule counts steps, so it must be told the total in advance; we give it the step count
@@ -183,13 +185,15 @@ def main(argv=None):
     parser.add_argument("--micro-batch-size", type=int, default=defaults.micro_batch_size, help="rows per forward pass")
     parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
     parser.add_argument("--eval-rows", type=int, default=defaults.eval_rows, help="rows in the validation set")
+    parser.add_argument("--eval-interval", type=float, default=defaults.eval_interval,
+                        help="budget fraction between evaluations (each run's loss curve)")
     args = parser.parse_args(argv)
     budget_seconds = args.minutes * 60 if args.minutes else args.seconds or defaults.budget_seconds
     config = AblationConfig(
         budget_seconds=budget_seconds, preset=args.preset, seeds=args.seeds, corpus=args.corpus,
         variants=[v for v in args.only.split(",") if v] or list(VARIANTS), max_train_tokens=args.max_train_tokens,
         val_fraction=args.val_fraction, data_dir=args.data_dir, out_dir=args.out_dir, seq_len=args.seq_len, batch_tokens=args.batch_tokens,
-        micro_batch_size=args.micro_batch_size, lr=args.lr, eval_rows=args.eval_rows)
+        micro_batch_size=args.micro_batch_size, lr=args.lr, eval_rows=args.eval_rows, eval_interval=args.eval_interval)
     try:
         runs = ablate(config)
     except (FileNotFoundError, ValueError) as error:

@@ -92,12 +92,14 @@ def test_ablate_runs_every_variant_and_writes_a_table(tmp_path, capsys):
     (tmp_path / "corpus.txt").write_text("\n\n".join(synthetic_documents(600)))
     ablate.main(["--seconds", "0.5", "--preset", "tiny", "--corpus", str(tmp_path / "corpus.txt"),
                  "--data-dir", str(tmp_path / "data"), "--val-fraction", "0.2", "--out-dir", str(tmp_path / "runs"), "--seq-len", "32",
-                 "--batch-tokens", "256", "--micro-batch-size", "4", "--eval-rows", "8"])
+                 "--batch-tokens", "256", "--micro-batch-size", "4", "--eval-rows", "8", "--eval-interval", "0.5"])
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "variant" not in line]
     assert [line.split(" | ")[0][2:] for line in table] == list(ablate.VARIANTS)
     result = json.loads((tmp_path / "runs" / "ablation.json").read_text())
     rows = {row["variant"]: row for row in result["rows"]}
     assert rows["full"]["delta"] == 0.0 and all(row["tokens"] > 0 for row in rows.values())
     assert rows["untied"]["params"] > rows["full"]["params"]
+    # --eval-interval 0.5: at the start, halfway and at the end (halfway and the end fall on one step in a short run)
+    assert all(2 <= len(run["curve"]) <= 3 for run in result["runs"])
     with pytest.raises(ValueError, match="unknown variants"):
         ablate.ablate(ablate.AblationConfig(variants=["full", "no-such-thing"]))
