@@ -209,7 +209,7 @@ def best_candidate(table: list[Candidate], law="chinchilla") -> Candidate:
 @dataclass
 class Plan:
     law: str  # the law that chose the size: its name, or a fitted law's file
-    model_config: ModelConfig  # the recommended shape; train.py --model auto builds CramBERT(model_config)
+    model_config: ModelConfig  # the recommended shape; train.py --preset auto builds CramBERT(model_config)
     params: int  # N of that shape
     tokens: float  # D: training tokens the budget buys at that shape's real FLOPs per token
     flops_per_token: float  # model.flops_per_token of the shape

@@ -382,3 +382,26 @@ def test_law_auto_plans_with_ours_inside_its_fitted_range_and_with_chinchilla_ou
         scaling.main()
         out = capsys.readouterr().out
         assert out.startswith(f"law: auto chose {chosen}") and scaling.describe_law(chosen) in out
+
+
+def test_preset_auto_plans_and_builds_with_the_recipes_switches(monkeypatch):
+    # The CPU recipe's model is laptop: rotary positions. --preset auto chooses the shape only, so the shapes it
+    # measures and the model it builds keep rotary positions (the sweep behind our law trained them so too).
+    from run.config import parse_train_args
+    seen = {}
+
+    def plan_for_machine(budget_seconds, device, **settings):
+        seen["base"] = settings["base"]
+        shape = dict(n_layer=3, n_head=3, n_embd=192, intermediate_size=768)
+        return scaling.Plan("chinchilla", ModelConfig(**{**settings["base"].__dict__, **shape}), *[0] * 9, "", [])
+
+    monkeypatch.setattr(scaling, "plan_for_machine", plan_for_machine)
+    config = parse_train_args(["--recipe", "cpu", "--preset", "auto", "--hours", "1"])
+    built = scaling.requested_model_config(config, torch.device("cpu"), 0, 1, 16384)
+    assert seen["base"].pos_emb == built.pos_emb == preset_config("laptop").pos_emb == "rope"
+    assert (built.n_layer, built.n_embd, built.vocab_size) == (3, 192, 16384)
+    chosen = parse_train_args(["--recipe", "cpu", "--preset", "auto", "--hours", "1", "--pos-emb", "learned"])
+    assert scaling.requested_model_config(chosen, torch.device("cpu"), 0, 1, 16384).pos_emb == "learned"
+    crammed = parse_train_args(["--recipe", "gpu", "--preset", "auto", "--hours", "1"])
+    assert scaling.requested_model_config(crammed, torch.device("cpu"), 0, 1, 16384).pos_emb == \
+        preset_config("crammed").pos_emb
