@@ -44,7 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from data.loader import data_tokenizer, training_batches
-from model import MASK_RATE, CramBERT, ModelConfig, count_kept, flops_per_token, make_optimizer, preset_config
+from model import (MASK_RATE, SHAPE_FIELDS, CramBERT, ModelConfig, count_kept, flops_per_token, make_optimizer,
+                   preset_config)
 from policy import charged_flops_per_token
 from run.checkpoint import (check_tokenizer, load_checkpoint, model_checkpoint, model_from_checkpoint, save_checkpoint,
                             tokenizer_from_checkpoint)
@@ -53,14 +54,13 @@ from run.device import autocast, gradient_scaler, resolve_device, training_preci
 from run.machine import fit_to_machine, wrap
 
 METHODS = ("ligo", "stack", "net2net", "scratch")
-SIZES = ("n_layer", "n_head", "n_embd", "intermediate_size")  # what growth changes; every other field is the recipe
 DEPTH_KINDS = ("q", "k", "v", "o", "fc_in", "fc_out", "norm1", "norm2")  # one depth-mixing matrix each
 
 
 def grown_config(small: ModelConfig, target: ModelConfig) -> ModelConfig:
     """The small model's recipe at the target's sizes; a clear error for growth this file cannot do."""
-    big = replace(small, **{name: getattr(target, name) for name in SIZES})
-    for name in SIZES:
+    big = replace(small, **{name: getattr(target, name) for name in SHAPE_FIELDS})
+    for name in SHAPE_FIELDS:
         if getattr(big, name) < getattr(small, name):
             raise ValueError(f"cannot shrink: target {name}={getattr(big, name)} < source's {getattr(small, name)}")
     if big.n_embd // big.n_head != small.n_embd // small.n_head:
@@ -356,7 +356,7 @@ def grow_command(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", required=True, help="checkpoint of the trained small model")
     parser.add_argument("--to", default="base", help="target preset (its sizes; the recipe comes from --from)")
-    for name in SIZES:
+    for name in SHAPE_FIELDS:
         parser.add_argument("--" + name.replace("_", "-"), type=int, help=f"override the target's {name}")
     parser.add_argument("--method", choices=METHODS, default="ligo", help="how to grow")
     parser.add_argument("--out", required=True, help="where to write the grown checkpoint")
@@ -376,7 +376,7 @@ def grow_command(argv):
     args = parser.parse_args(argv)
     source = load_checkpoint(args.source)
     small, tokenizer = model_from_checkpoint(source), tokenizer_from_checkpoint(source)
-    target = preset_config(args.to, **{name: getattr(args, name) for name in SIZES if getattr(args, name)})
+    target = preset_config(args.to, **{name: getattr(args, name) for name in SHAPE_FIELDS if getattr(args, name)})
     mask_rate = args.mask_rate or trained_mask_rate(source)
     batches = None
     if args.method == "ligo":  # the operator learns from the data: it must be in the model's own ids

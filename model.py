@@ -56,6 +56,10 @@ class ModelConfig:
         return self.intermediate_size // 2 if self.ffn == "glu" else self.intermediate_size
 
 
+# A model's shape: the fields growth changes, a plan chooses and the presets below size; every other ModelConfig
+# field is a recipe switch (positions, norm placement, FFN, head, ...).
+SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "intermediate_size")
+
 # Named sizes. `crammed` is the paper's final model; `laptop` is the CPU recipe's (config.py RECIPES,
 # measured in BENCHMARKS.md); `tiny` exists so the tests run in seconds on a CPU.
 PRESETS = {

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from data.files import write_json
 from data.tokenizer import embedding_rows
-from model import MASK_RATE, ModelConfig, flops_per_token, model_config_from_dict, preset_config
+from model import MASK_RATE, SHAPE_FIELDS, ModelConfig, flops_per_token, model_config_from_dict, preset_config
 from run.config import AUTO_MICRO_BATCH, TrainConfig
 from run.device import training_precision
 from run.machine import available_memory_bytes, count_params, shape_tokens_per_second, training_memory_bytes
@@ -156,7 +156,7 @@ def candidate_configs(seq_len: int = 128, max_width: int = 2048, base: ModelConf
 
 def size_overrides(config: ModelConfig) -> dict:
     """The fields a shape sets; the recipe switches keep their crammed defaults."""
-    return {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "intermediate_size")}
+    return {k: getattr(config, k) for k in SHAPE_FIELDS}
 
 
 @dataclass

@@ -76,7 +76,7 @@ def one_step(micro_batch_size: int, input_ids: torch.Tensor, labels: torch.Tenso
     torch.manual_seed(0)
     model = CramBERT(preset_config("tiny", vocab_size=byte_tokenizer().vocab_size, max_seq_len=config.seq_len))
     run = Run(config=config, rank=0, world_size=1, device=torch.device("cpu"), raw_model=model, model=model,
-              optimizer=make_optimizer(model, config), policy=None, state=LoopState(), tokens_per_second=None,
+              optimizer=make_optimizer(model, config), policy=None, state=LoopState(), speed=None,
               flops_per_token=0.0, peak_flops=0.0, train_data=FixedRows(input_ids, labels),
               scaler=gradient_scaler(torch.device("cpu"), "fp32"))
     loss, grad_norm, rows = train_step(run, progress=0.5)

@@ -54,7 +54,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     policy: LearningLawPolicy | None  # --policy learning-law, else None (uniform)
     state: LoopState
-    tokens_per_second: float | None  # measured before the clock, for a wall-clock budget (else None)
+    speed: Speed | None  # measured before the clock, for a wall-clock budget (else None): machine.Speed
     flops_per_token: float  # charged per training token: the model's, plus the policy's (charged_flops_per_token)
     peak_flops: float  # measured, for MFU
     tokenizer: Tokenizer = None
@@ -65,8 +65,11 @@ class Run:
     scaler: torch.amp.GradScaler = None  # fp16's loss scaling; a pass-through in bf16 and fp32
     log_file: object = None  # out_dir/log.jsonl, on the main process only
     blimp_pairs: list = field(default_factory=list)  # --blimp-pairs: scored at each evaluation (main process)
-    speed: Speed | None = None  # the measurement behind tokens_per_second: its spread and steps (machine.Speed)
     micro_batch_request: int | str = "auto"  # --micro-batch-size as asked: growth fits "auto" to the grown model
+
+    @property
+    def tokens_per_second(self) -> float | None:  # what a wall-clock budget buys, at the measured median step
+        return self.speed.tokens_per_second if self.speed else None
 
     def log(self, record: dict):
         if self.log_file:
@@ -108,10 +111,9 @@ def build_model(config: TrainConfig, rank: int, world_size: int, device, checkpo
     # peak matmul speed, MFU's denominator, for 0.1 s: a logged ratio needs no more (experiments/bench.py takes 0.5)
     speed = measure_speed(model, optimizer, config, device, world_size, seconds=min(3.0, 0.02 * config.budget_seconds)) \
         if config.budget_seconds else None
-    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state,
-               speed.tokens_per_second if speed else None,
+    return Run(config, rank, world_size, device, raw_model, model, optimizer, policy, state, speed,
                charged_flops_per_token(raw_model, config, policy.config if policy else None),
-               measure_peak_flops(device, seconds=0.1, precision=config.precision), speed=speed,
+               measure_peak_flops(device, seconds=0.1, precision=config.precision),
                micro_batch_request=micro_batch_request)
 
 

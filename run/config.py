@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from data.loader import data_identity
 from data.prepare import check_vocab_size, default_corpus
-from model import PRESETS, preset_config
+from model import PRESETS, SHAPE_FIELDS, preset_config
 from run.device import PRECISIONS, resolve_device
 
 MIN_SEQ_LEN, MAX_SEQ_LEN = 8, 2048  # --seq-len range: the position table is built for seq_len rows, and
@@ -396,6 +396,5 @@ def parse_train_args(argv=None, description: str = "") -> TrainConfig:
 def recipe_switches(recipe: str) -> dict:
     """The ModelConfig fields the recipe's preset sets beyond its shape (laptop: rotary positions), which
     --preset auto keeps while the plan chooses the layers, width, heads and feed-forward size."""
-    shape = ("n_layer", "n_head", "n_embd", "intermediate_size")
     preset = RECIPES[recipe].get("preset", TrainConfig.preset)
-    return {name: value for name, value in PRESETS[preset].items() if name not in shape}
+    return {name: value for name, value in PRESETS[preset].items() if name not in SHAPE_FIELDS}
